@@ -1,0 +1,100 @@
+"""VideoTextEncoder: a loaded model with its tokenizer, preprocessing, device and fingerprint."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import open_clip
+import torch
+
+from .config import ModelCfg, PreprocessCfg
+from .model import VideoTextModel
+from .preprocess import stack_clips
+
+
+def tokenize(texts: list[str], max_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's caption tokens: CLIP BPE (ftfy, HTML unescape, lower case), start token,
+    at most max_words - 2 word pieces, end token, zero padding. Returns ids and 0/1 mask (B, L).
+    """
+    ids = open_clip.tokenize(list(texts), context_length=max_words)
+    # Real tokens end at the end token, the highest id. (Id 0 is also "!", so the mask cannot be
+    # ids != 0.) Unlike the paper's tokenizer, open_clip reads a literal "<|endoftext|>" in a
+    # caption as text, so a caption cannot inject control tokens.
+    mask = (torch.arange(max_words) <= ids.argmax(dim=1, keepdim=True)).long()
+    return ids, mask
+
+
+class VideoTextEncoder:
+    """What callers use: encode_video / encode_text return unit-length float32 numpy rows."""
+
+    def __init__(
+        self, module: VideoTextModel, cfg: ModelCfg, spec: dict, fingerprint: str,
+        device: torch.device, autocast_dtype: torch.dtype | None,
+    ):
+        self.module = module.eval().to(device)
+        self.cfg = cfg
+        self.spec = spec  # how to load this model again: name, checkpoint, backbone
+        self.fingerprint = fingerprint
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        visual_cfg = open_clip.get_model_preprocess_cfg(module.clip)
+        size = visual_cfg.get("size", module.clip.visual.image_size)
+        self.preprocess = PreprocessCfg(
+            image_size=size[0] if isinstance(size, (tuple, list)) else int(size),
+            mean=tuple(visual_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            std=tuple(visual_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.module.dim
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.image_size
+
+    @property
+    def num_frames(self) -> int:
+        return self.cfg.sampling.max_frames
+
+    @property
+    def sampling(self):
+        return self.cfg.sampling
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.module.clip.logit_scale.detach().exp())
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.inference_mode()
+    def encode_video(self, frames, mask) -> np.ndarray:
+        """frames (B, T, 3, S, S) preprocessed float, mask (B, T) 0/1 -> (B, D) unit float32."""
+        frames = torch.as_tensor(frames).to(self.device, torch.float32, non_blocking=True)
+        mask = torch.as_tensor(mask).to(self.device)
+        with self._autocast():
+            vectors = self.module.encode_video(frames, mask)
+        return vectors.float().cpu().numpy()
+
+    def encode_clips(self, clips: list) -> np.ndarray:
+        """uint8 clips (n_i <= num_frames, 3, S, S) from decode_video -> (B, D); pads and normalises
+        on the model's device, so only uint8 frames cross to it."""
+        return self.encode_video(*stack_clips(clips, self.num_frames, self.preprocess, self.device))
+
+    @torch.inference_mode()
+    def encode_text_tokens(self, input_ids, attention_mask) -> np.ndarray:
+        input_ids = torch.as_tensor(input_ids).to(self.device)
+        attention_mask = torch.as_tensor(attention_mask).to(self.device)
+        with self._autocast():
+            vectors = self.module.encode_text_tokens(input_ids, attention_mask)
+        return vectors.float().cpu().numpy()
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Captions -> (B, D) unit float32, tokenized as the paper (32 tokens)."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a list of strings")
+        return self.encode_text_tokens(*tokenize(texts, self.cfg.max_words))

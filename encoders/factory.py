@@ -1,0 +1,144 @@
+"""load_model: name -> config -> architecture -> weights -> VideoTextEncoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+from . import checkpoint as ckpt
+from .config import ModelCfg, get_model_config
+from .encoder import VideoTextEncoder
+from .model import CLIP2Video, MeanPoolCLIP, VideoTextModel
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_autocast(device: torch.device, precision: str | None) -> torch.dtype | None:
+    """bf16 autocast on GPUs by default (fp16 where bf16 is missing), exact fp32 on CPU."""
+    if precision is None:
+        if device.type != "cuda":
+            return None
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in choices:
+        raise ValueError(f"precision {precision!r} is not one of {sorted(choices)}")
+    return choices[precision]
+
+
+def _build_clip(clip_kwargs: dict) -> CLIP:
+    # The paper's CLIP (OpenAI's) uses QuickGELU; plain nn.GELU gives different outputs.
+    return CLIP(**clip_kwargs, quick_gelu=True)
+
+
+def _tiny_clip_kwargs(raw: dict) -> dict:
+    return {
+        "embed_dim": raw["embed_dim"],
+        "vision_cfg": CLIPVisionCfg(**raw["vision_cfg"]),
+        "text_cfg": CLIPTextCfg(**raw["text_cfg"]),
+    }
+
+
+def _pretrained_backbone(cfg: ModelCfg, backbone: str | None) -> CLIP:
+    """A CLIP from open_clip: `backbone` is a pretrained tag or a local weights file."""
+    pretrained = backbone or cfg.backbone_pretrained
+    logger.info("loading backbone %s (%s)", cfg.backbone, pretrained)
+    try:
+        model = open_clip.create_model(cfg.backbone, pretrained=pretrained)
+    except RuntimeError as e:
+        raise ckpt.CheckpointError(f"cannot load backbone {cfg.backbone} from {pretrained!r}: {e}") from e
+    return model.float()
+
+
+def _seeded_random(build, seed: int):
+    """Build a module with seeded random init, the same in every process (tests, smoke runs)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _head(cfg: ModelCfg, clip: CLIP, temporal=None) -> VideoTextModel:
+    if cfg.head == "meanp":
+        return MeanPoolCLIP(clip)
+    return CLIP2Video(clip, temporal or cfg.temporal)
+
+
+def build_module(cfg: ModelCfg, checkpoint: str | None, backbone: str | None) -> VideoTextModel:
+    """Construct the architecture, then load weights: from the checkpoint, the backbone, or a seed."""
+    if checkpoint is None:
+        if cfg.requires_checkpoint:
+            raise ValueError(
+                f"model {cfg.name!r} needs a checkpoint (an official pytorch_model.bin.N); "
+                "without one, use 'clip-meanp' (zero-shot CLIP, frame mean-pooling)"
+            )
+        if cfg.random_init_seed is not None:
+            return _seeded_random(lambda: _head(cfg, _build_clip(_tiny_clip_kwargs(cfg.clip))), cfg.random_init_seed)
+        return _head(cfg, _pretrained_backbone(cfg, backbone))
+
+    state = ckpt.from_official_keys(ckpt.read_state_dict(checkpoint))
+    clip_state = ckpt.strip_clip_prefix(state)
+    if clip_state:
+        clip = _build_clip(ckpt.clip_kwargs_from_state_dict(clip_state))
+    elif cfg.backbone:  # a checkpoint of the temporal modules only: CLIP from open_clip
+        clip = _pretrained_backbone(cfg, backbone)
+        state.update({ckpt.CLIP_PREFIX + k: v for k, v in clip.state_dict().items()})
+    else:
+        raise ckpt.CheckpointError(f"{checkpoint}: no clip.* keys and model {cfg.name!r} names no backbone")
+    temporal = None if cfg.head == "meanp" else ckpt.temporal_cfg_from_state_dict(state, cfg.temporal.center_weight)
+    module = _head(cfg, clip, temporal)
+    ckpt.load_strict(module, state, source=str(checkpoint), key_name=ckpt.official_key_name)
+    return module
+
+
+def compute_fingerprint(module: torch.nn.Module, cfg: ModelCfg) -> str:
+    """A stable hash of the configuration and every weight (names, shapes, values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    resolved = {k: v for k, v in cfg.to_dict().items() if k != "description"}
+    digest.update(json.dumps(resolved, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_model(
+    name: str,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    backbone: str | None = None,
+    **overrides,
+) -> VideoTextEncoder:
+    """Load a named model ready to encode.
+
+    Args:
+        name: a registered model: 'clip2video', 'clip-meanp', 'tiny' (see list_models()).
+        checkpoint: an official CLIP2Video checkpoint (pytorch_model.bin.N); geometry is read
+            from its tensor shapes. Without `clip.*` keys, the CLIP comes from `backbone`.
+        device: 'cpu', 'cuda', 'cuda:1'...; default: a GPU when there is one.
+        precision: 'fp32', 'bf16' or 'fp16' autocast; default bf16 on GPU, fp32 on CPU.
+        backbone: an open_clip pretrained tag (e.g. 'openai') or a local CLIP weights file.
+        overrides: ModelCfg fields to replace, e.g. sampling=SamplingCfg(feature_framerate=1).
+    Returns:
+        a VideoTextEncoder with encode_video, encode_text, dim, logit_scale and fingerprint.
+    """
+    cfg = dataclasses.replace(get_model_config(name), **overrides)
+    checkpoint = str(checkpoint) if checkpoint is not None else None
+    module = build_module(cfg, checkpoint, backbone).float()
+    device = resolve_device(device)
+    spec = {"name": name, "checkpoint": checkpoint, "backbone": backbone}
+    return VideoTextEncoder(
+        module, cfg, spec, compute_fingerprint(module, cfg), device, resolve_autocast(device, precision)
+    )

@@ -1,0 +1,58 @@
+"""The paper's frame sampling as pure functions of frame timestamps (no decoding here)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import SamplingCfg
+
+
+def grid_positions(num_grid: int, sampling: SamplingCfg) -> np.ndarray:
+    """Which 5 fps grid samples the paper keeps: every feature_framerate-th, then <= max_frames uniformly.
+
+    The paper's code: linspace(0, n - 1, n // feature_framerate) over the grid, then
+    linspace(0, m - 1, max_frames) over that when it is longer than max_frames (dtype int).
+    One deviation: where n < feature_framerate the paper keeps no frame; we keep one.
+    """
+    kept = np.linspace(0, num_grid - 1, num=max(1, num_grid // sampling.feature_framerate), dtype=int)
+    if len(kept) > sampling.max_frames:
+        kept = kept[np.linspace(0, len(kept) - 1, num=sampling.max_frames, dtype=int)]
+    return kept
+
+
+def grid_times(start_s: float, end_s: float, fps: float) -> np.ndarray:
+    """Times of the fps grid over [start_s, end_s), as `ffmpeg -r fps` samples a clip (at least one)."""
+    count = max(1, int(np.floor((end_s - start_s) * fps + 0.5)))
+    return start_s + np.arange(count) / fps
+
+
+def frames_shown_at(times: np.ndarray, frame_starts: np.ndarray) -> np.ndarray:
+    """Index of the frame on screen at each time: the last frame starting at or before it.
+
+    Works from real timestamps, so variable-frame-rate video samples at true times.
+    """
+    # A microsecond of slack absorbs float rounding of container timestamps.
+    shown = np.searchsorted(frame_starts, times + 1e-6, side="right") - 1
+    return np.clip(shown, 0, len(frame_starts) - 1)
+
+
+def sample_frame_indices(
+    frame_starts: np.ndarray, sampling: SamplingCfg, start_s: float, end_s: float
+) -> np.ndarray:
+    """Source frame indices the paper's rule picks from the span [start_s, end_s) (<= max_frames)."""
+    times = grid_times(start_s, end_s, sampling.fps)
+    return frames_shown_at(times[grid_positions(len(times), sampling)], frame_starts)
+
+
+def segment_bounds(duration_s: float, segment_seconds: float | None) -> list[tuple[float, float]]:
+    """[start, end) spans covering the video; one span when segment_seconds is None.
+
+    A last piece shorter than half a segment joins the previous one, so no segment is a sliver.
+    """
+    if not segment_seconds or duration_s <= segment_seconds:
+        return [(0.0, duration_s)]
+    starts = list(np.arange(0.0, duration_s, segment_seconds))
+    if len(starts) > 1 and duration_s - starts[-1] < segment_seconds / 2:
+        starts.pop()
+    ends = starts[1:] + [duration_s]
+    return [(float(s), float(e)) for s, e in zip(starts, ends)]
