@@ -38,8 +38,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state dict saved with torch.save; floating tensors become float32 (releases are fp16)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    except Exception as e:  # unpickling a foreign file can raise nearly anything
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

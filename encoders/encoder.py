@@ -34,7 +34,7 @@ class VideoTextEncoder:
     ):
         self.module = module.eval().to(device)
         self.cfg = cfg
-        self.spec = spec  # how to load this model again: name, checkpoint, backbone
+        self.spec = spec  # load_model(**spec) loads this model again: name, checkpoint, overrides
         self.fingerprint = fingerprint
         self.device = device
         self.autocast_dtype = autocast_dtype

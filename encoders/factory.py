@@ -13,7 +13,7 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from . import checkpoint as ckpt
-from .config import ModelCfg, get_model_config
+from .config import ModelCfg, SamplingCfg, TemporalCfg, get_model_config
 from .encoder import VideoTextEncoder
 from .model import CLIP2Video, MeanPoolCLIP, VideoTextModel
 
@@ -51,9 +51,9 @@ def _tiny_clip_kwargs(raw: dict) -> dict:
     }
 
 
-def _pretrained_backbone(cfg: ModelCfg, backbone: str | None) -> CLIP:
-    """A CLIP from open_clip: `backbone` is a pretrained tag or a local weights file."""
-    pretrained = backbone or cfg.backbone_pretrained
+def _pretrained_backbone(cfg: ModelCfg) -> CLIP:
+    """A CLIP from open_clip: backbone_pretrained is a pretrained tag or a local weights file."""
+    pretrained = cfg.backbone_pretrained
     logger.info("loading backbone %s (%s)", cfg.backbone, pretrained)
     try:
         model = open_clip.create_model(cfg.backbone, pretrained=pretrained)
@@ -75,7 +75,7 @@ def _head(cfg: ModelCfg, clip: CLIP, temporal=None) -> VideoTextModel:
     return CLIP2Video(clip, temporal or cfg.temporal)
 
 
-def build_module(cfg: ModelCfg, checkpoint: str | None, backbone: str | None) -> VideoTextModel:
+def build_module(cfg: ModelCfg, checkpoint: str | None) -> VideoTextModel:
     """Construct the architecture, then load weights: from the checkpoint, the backbone, or a seed."""
     if checkpoint is None:
         if cfg.requires_checkpoint:
@@ -85,14 +85,14 @@ def build_module(cfg: ModelCfg, checkpoint: str | None, backbone: str | None) ->
             )
         if cfg.random_init_seed is not None:
             return _seeded_random(lambda: _head(cfg, _build_clip(_tiny_clip_kwargs(cfg.clip))), cfg.random_init_seed)
-        return _head(cfg, _pretrained_backbone(cfg, backbone))
+        return _head(cfg, _pretrained_backbone(cfg))
 
     state = ckpt.from_official_keys(ckpt.read_state_dict(checkpoint))
     clip_state = ckpt.strip_clip_prefix(state)
     if clip_state:
         clip = _build_clip(ckpt.clip_kwargs_from_state_dict(clip_state))
     elif cfg.backbone:  # a checkpoint of the temporal modules only: CLIP from open_clip
-        clip = _pretrained_backbone(cfg, backbone)
+        clip = _pretrained_backbone(cfg)
         state.update({ckpt.CLIP_PREFIX + k: v for k, v in clip.state_dict().items()})
     else:
         raise ckpt.CheckpointError(f"{checkpoint}: no clip.* keys and model {cfg.name!r} names no backbone")
@@ -103,14 +103,24 @@ def build_module(cfg: ModelCfg, checkpoint: str | None, backbone: str | None) ->
 
 
 def compute_fingerprint(module: torch.nn.Module, cfg: ModelCfg) -> str:
-    """A stable hash of the configuration and every weight (names, shapes, values)."""
+    """A stable hash of what decides the vectors: the head, temporal and sampling settings,
+    caption length and every weight; not where the weights came from."""
     digest = hashlib.blake2b(digest_size=16)
-    resolved = {k: v for k, v in cfg.to_dict().items() if k != "description"}
-    digest.update(json.dumps(resolved, sort_keys=True, default=str).encode())
+    settings = {k: v for k, v in cfg.to_dict().items() if k in ("head", "temporal", "sampling", "max_words")}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def apply_overrides(cfg: ModelCfg, overrides: dict) -> ModelCfg:
+    """Replace config fields; nested configs may be given as dicts (as they come from JSON)."""
+    nested = {"sampling": SamplingCfg, "temporal": TemporalCfg}
+    overrides = {
+        k: nested[k](**v) if k in nested and isinstance(v, dict) else v for k, v in overrides.items()
+    }
+    return dataclasses.replace(cfg, **overrides)
 
 
 def load_model(
@@ -118,7 +128,6 @@ def load_model(
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
     precision: str | None = None,
-    backbone: str | None = None,
     **overrides,
 ) -> VideoTextEncoder:
     """Load a named model ready to encode.
@@ -129,16 +138,16 @@ def load_model(
             from its tensor shapes. Without `clip.*` keys, the CLIP comes from `backbone`.
         device: 'cpu', 'cuda', 'cuda:1'...; default: a GPU when there is one.
         precision: 'fp32', 'bf16' or 'fp16' autocast; default bf16 on GPU, fp32 on CPU.
-        backbone: an open_clip pretrained tag (e.g. 'openai') or a local CLIP weights file.
-        overrides: ModelCfg fields to replace, e.g. sampling=SamplingCfg(feature_framerate=1).
+        overrides: ModelCfg fields to replace, e.g. sampling={"feature_framerate": 1}, or
+            backbone_pretrained='/weights/ViT-B-32.pt' (an open_clip tag or a local file).
     Returns:
         a VideoTextEncoder with encode_video, encode_text, dim, logit_scale and fingerprint.
     """
-    cfg = dataclasses.replace(get_model_config(name), **overrides)
+    cfg = apply_overrides(get_model_config(name), overrides)
     checkpoint = str(checkpoint) if checkpoint is not None else None
-    module = build_module(cfg, checkpoint, backbone).float()
+    module = build_module(cfg, checkpoint).float()
     device = resolve_device(device)
-    spec = {"name": name, "checkpoint": checkpoint, "backbone": backbone}
+    spec = {"name": name, "checkpoint": checkpoint, **overrides}
     return VideoTextEncoder(
         module, cfg, spec, compute_fingerprint(module, cfg), device, resolve_autocast(device, precision)
     )

@@ -25,6 +25,8 @@ class VideoSpec:
     frame_durations_ms: tuple[int, ...] = ()  # cycled; set: variable frame rate
     gop: int | None = None  # keyframe interval
     faststart: bool = False  # mp4 index (moov) before the data, as web videos
+    bit_rate: int = 2_000_000  # high enough that frames stay tellable apart by colour
+    textured: bool = False  # camera-like detail (gradients, edges, noise) instead of flat colour
 
 
 # The good videos: several codecs and containers, odd sizes, very short, rotated, VFR, long GOP.
@@ -53,11 +55,21 @@ def frame_pixels(index: int, width: int, height: int) -> np.ndarray:
     return image
 
 
+def textured_pixels(index: int, width: int, height: int) -> np.ndarray:
+    """Detail that resampling filters disagree on: gradients, hard edges and per-pixel noise."""
+    rng = np.random.default_rng(index)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), ((x // 7 + y // 5) % 2) * 255], -1)
+    noise = rng.integers(-40, 41, (height, width, 3))
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
 def write_video(path: Path, spec: VideoSpec) -> Path:
     options = {"movflags": "faststart"} if spec.faststart else {}
     with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(spec.codec, rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, spec.pix_fmt
+        stream.bit_rate = spec.bit_rate
         if spec.gop:
             stream.codec_context.gop_size = spec.gop
         if spec.rotation:
@@ -67,7 +79,8 @@ def write_video(path: Path, spec: VideoSpec) -> Path:
             stream.codec_context.time_base = time_base
         pts_ms = 0
         for i in range(spec.frames):
-            frame = av.VideoFrame.from_ndarray(frame_pixels(i, spec.width, spec.height), format="rgb24")
+            pixels = (textured_pixels if spec.textured else frame_pixels)(i, spec.width, spec.height)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             if spec.frame_durations_ms:
                 frame.pts, frame.time_base = pts_ms, time_base
                 pts_ms += spec.frame_durations_ms[i % len(spec.frame_durations_ms)]

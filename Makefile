@@ -1,0 +1,23 @@
+# Set-up is part of every target: a fresh machine needs only Python 3.11 and make.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision are pinned together in every pip call that could pull torch (see pyproject).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet $(TORCH_PINS)
+	$(VENV)/bin/pip install --quiet -e '.[test]' $(TORCH_PINS)
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m jobs demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) vidx-demo

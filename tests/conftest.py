@@ -1,0 +1,27 @@
+"""Shared test fixtures: real video files made with PyAV, and the tiny random-weight model."""
+
+from __future__ import annotations
+
+import pytest
+
+from media import GOOD_VIDEOS, make_bad_files, make_video
+
+
+@pytest.fixture(scope="session")
+def good_videos(tmp_path_factory) -> dict:
+    """name -> path of each good video in media.GOOD_VIDEOS."""
+    directory = tmp_path_factory.mktemp("good_videos")
+    return {spec.name: make_video(directory, spec) for spec in GOOD_VIDEOS}
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory) -> dict:
+    """kind -> path of an unusable input (empty, garbage, truncated, image, missing...)."""
+    return make_bad_files(tmp_path_factory.mktemp("bad_files"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from encoders import load_model
+
+    return load_model("tiny", device="cpu")

@@ -1,0 +1,61 @@
+"""Frame sampling follows the paper's rule (5 fps grid, every feature_framerate-th, <= 12 uniformly)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from encoders import SamplingCfg
+from encoders.sampling import frames_shown_at, grid_positions, grid_times, sample_frame_indices, segment_bounds
+
+
+def paper_rule(num_extracted: int, feature_framerate: int, max_frames: int) -> np.ndarray:
+    """The paper's RawFrameExtractor.video_to_tensor, restated on a list of extracted frame files."""
+    current = np.linspace(0, num_extracted - 1, num=num_extracted // feature_framerate, dtype=int)
+    if max_frames >= len(current):
+        return current
+    return current[np.linspace(0, len(current) - 1, num=max_frames, dtype=int)]
+
+
+@pytest.mark.parametrize("feature_framerate", [1, 2, 3])
+@pytest.mark.parametrize("max_frames", [12, 5])
+def test_grid_positions_equal_the_paper_rule(feature_framerate, max_frames):
+    cfg = SamplingCfg(feature_framerate=feature_framerate, max_frames=max_frames)
+    for n in range(feature_framerate, 400):
+        np.testing.assert_array_equal(grid_positions(n, cfg), paper_rule(n, feature_framerate, max_frames))
+
+
+def test_clips_shorter_than_one_step_keep_one_frame_where_the_paper_keeps_none():
+    assert len(paper_rule(1, 2, 12)) == 0
+    np.testing.assert_array_equal(grid_positions(1, SamplingCfg(feature_framerate=2)), [0])
+
+
+def test_grid_is_5_fps_like_ffmpeg_r5():
+    np.testing.assert_allclose(grid_times(0.0, 2.0, 5.0), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8])
+    np.testing.assert_allclose(grid_times(10.0, 10.5, 5.0), [10.0, 10.2, 10.4])
+    assert len(grid_times(0.0, 0.05, 5.0)) == 1
+
+
+def test_variable_frame_rate_samples_the_frame_on_screen():
+    starts = np.array([0.0, 0.04, 0.16, 0.20, 0.40, 0.44, 0.56, 0.60])
+    np.testing.assert_array_equal(frames_shown_at(np.array([0.0, 0.1, 0.2, 0.39, 0.4, 0.7]), starts),
+                                  [0, 1, 3, 3, 4, 7])
+
+
+def test_sample_frame_indices_on_a_constant_rate_clip():
+    starts = np.arange(30) / 15.0  # 2 s at 15 fps: grid 0, .2 ... 1.8; every 2nd; 5 kept
+    np.testing.assert_array_equal(sample_frame_indices(starts, SamplingCfg(), 0.0, 2.0), [0, 6, 12, 18, 27])
+
+
+def test_long_video_keeps_at_most_max_frames_spread_uniformly():
+    starts = np.arange(30 * 600) / 30.0  # 10 minutes
+    indices = sample_frame_indices(starts, SamplingCfg(), 0.0, 600.0)
+    assert len(indices) == 12 and indices[0] == 0 and indices[-1] > 30 * 590
+    assert np.all(np.diff(indices) > 0)
+
+
+def test_segments_cover_the_video_without_slivers():
+    assert segment_bounds(25.0, None) == [(0.0, 25.0)]
+    assert segment_bounds(24.0, 10.0) == [(0.0, 10.0), (10.0, 24.0)]
+    assert segment_bounds(27.0, 10.0) == [(0.0, 10.0), (10.0, 20.0), (20.0, 27.0)]
+    assert segment_bounds(8.0, 10.0) == [(0.0, 8.0)]

@@ -1,0 +1,115 @@
+"""Decoding real files of several codecs and shapes; every bad file is one typed, one-line error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fsspec
+import numpy as np
+import pytest
+
+from encoders import SamplingCfg
+from encoders import video as video_module
+from encoders.video import VideoDecodeError, decode_video
+from media import GOOD_VIDEOS
+
+SIZE = 32
+
+
+@pytest.mark.parametrize("spec", GOOD_VIDEOS, ids=lambda s: s.name)
+def test_good_videos_decode_to_sampled_uint8_clips(good_videos, spec):
+    info, segments = decode_video(str(good_videos[spec.name]), SamplingCfg(), SIZE)
+    assert info.num_frames == spec.frames
+    assert len(segments) == 1
+    frames = segments[0].frames
+    assert frames.dtype.is_floating_point is False and frames.shape[1:] == (3, SIZE, SIZE)
+    assert 1 <= len(frames) <= 12
+    # Each frame carries 8 * its index in the red channel: the sampled frames are the chosen ones.
+    red = frames[:, 0].float().mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(red, (segments[0].frame_indices * 8) % 256, atol=6)
+
+
+def test_sampled_indices_follow_the_paper_on_a_real_file(good_videos):
+    _, [segment] = decode_video(str(good_videos["h264"]), SamplingCfg(), SIZE)  # 2 s at 15 fps
+    np.testing.assert_array_equal(segment.frame_indices, [0, 6, 12, 18, 27])
+    _, [segment] = decode_video(str(good_videos["h264"]), SamplingCfg(feature_framerate=1), SIZE)
+    np.testing.assert_array_equal(segment.frame_indices, [0, 3, 6, 9, 12, 15, 18, 21, 24, 27])
+
+
+def test_variable_frame_rate_video_is_sampled_at_true_times(good_videos):
+    # Frame durations cycle 40, 120, 40, 200 ms: starts 0, .04, .16, .20, .40 ...
+    info, [segment] = decode_video(str(good_videos["vfr"]), SamplingCfg(), SIZE)
+    assert info.duration_s == pytest.approx(3.84, abs=0.01)
+    np.testing.assert_array_equal(segment.frame_indices, [0, 4, 8, 12, 19, 23, 27, 31, 36])
+
+
+def test_rotated_video_is_turned_upright(good_videos):
+    """Stored 64x48 with a -90 degree display matrix: shown 48x64, top-left block moves top-right."""
+    info, [segment] = decode_video(str(good_videos["rotated"]), SamplingCfg(), SIZE)
+    assert (info.width, info.height, info.rotation) == (48, 64, -90)
+    green = segment.frames[0, 1].float().numpy()
+    half = SIZE // 2
+    assert green[: half - 4, half + 4 :].mean() > 200  # top right
+    assert green[: half - 4, : half - 4].mean() < 50  # top left
+
+
+def test_long_video_is_cut_into_segments(good_videos):
+    info, segments = decode_video(str(good_videos["long_gop"]), SamplingCfg(), SIZE, segment_seconds=2.0)
+    assert info.duration_s == pytest.approx(5.0)
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 2.0), (2.0, 4.0), (4.0, 5.0)]
+    assert segments[1].frame_indices[0] == 60  # first grid time of the span is 2.0 s
+
+
+def test_fsspec_urls_are_read(good_videos):
+    with fsspec.open("memory://videos/clip.mp4", "wb") as f:
+        f.write(good_videos["h264"].read_bytes())
+    info, [segment] = decode_video("memory://videos/clip.mp4", SamplingCfg(), SIZE)
+    assert info.num_frames == 30 and len(segment.frames) == 5
+
+
+BAD_KINDS = ["empty", "garbage", "text", "truncated", "truncated_faststart", "header_only", "image", "missing",
+             "directory"]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_files_raise_one_typed_error_with_a_one_line_reason(bad_files, kind):
+    with pytest.raises(VideoDecodeError) as error:
+        decode_video(str(bad_files[kind]), SamplingCfg(), SIZE)
+    reason = str(error.value)
+    assert reason and "\n" not in reason and len(reason) <= 300
+    assert "Traceback" not in reason and "video_reader.cc" not in reason
+
+
+def test_bad_files_never_crash_the_process(bad_files):
+    """decord can abort on broken input; the probe must stop every such file first."""
+    code = (
+        "import sys\nfrom encoders import SamplingCfg\nfrom encoders.video import decode_video, VideoDecodeError\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n        decode_video(path, SamplingCfg(), 32)\n    except VideoDecodeError as e:\n"
+        "        print('error:', e)\nprint('survived')\n"
+    )
+    paths = [str(bad_files[k]) for k in BAD_KINDS]
+    result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("error:") == len(paths) and "survived" in result.stdout
+
+
+def test_oversized_frames_are_refused_before_decoding(good_videos, monkeypatch):
+    monkeypatch.setattr(video_module, "MAX_PIXELS", 1000)
+    with pytest.raises(VideoDecodeError, match="exceeds the 1000-pixel limit"):
+        decode_video(str(good_videos["h264"]), SamplingCfg(), SIZE)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    import av
+
+    path = tmp_path / "tone.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    with pytest.raises(VideoDecodeError, match="no video stream"):
+        decode_video(str(path), SamplingCfg(), SIZE)
