@@ -25,7 +25,7 @@ DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 
 SIZE = 96  # pixels; small files, still enough for a 224 px CLIP after upscaling
 FPS = 10
-SECONDS = 2.0
+SECONDS = 4.8  # 24 samples on the 5 fps grid: all 12 frame slots filled at feature_framerate 2
 
 
 @dataclass(frozen=True)

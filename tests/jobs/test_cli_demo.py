@@ -15,7 +15,7 @@ def test_synth_writes_decodable_videos_and_a_manifest_with_captions(tmp_path):
     assert len(rows) == 3
     for row in rows:
         info, [segment] = decode_video(row["uri"], SamplingCfg(), 32)
-        assert info.duration_s > 1.5 and len(segment.frames) == 10
+        assert info.duration_s > 4.5 and len(segment.frames) == 12
         assert row["captions"][0].startswith(f"a {row['colour']} {row['shape']} moves")
         assert row["captions"][1].startswith("something moves")
 
