@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
+from encoders import CheckpointError
+from storage.manifest import ManifestError
+
 from .demo import demo
+from .index import DEFAULT_BATCH_SIZE, index
 from .synth import synth
 
 
@@ -22,6 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="matches to show")
     p.set_defaults(run=lambda a: demo(out=a.out, model=a.model, query=a.query, n=a.n, k=a.k))
 
+    p = commands.add_parser("index", help="manifest -> decode -> encode -> Parquet embeddings, on Ray")
+    p.add_argument("--manifest", required=True, help="Parquet, CSV or JSONL manifest, or a directory / glob of videos")
+    p.add_argument("--output", required=True, help="dataset directory (local or fsspec URL)")
+    p.add_argument("--model", default="clip-meanp", help="clip2video (needs --checkpoint), clip-meanp, tiny")
+    p.add_argument("--checkpoint", help="official CLIP2Video checkpoint (pytorch_model.bin.N)")
+    p.add_argument("--workers", type=int, default=1, help="encoder actors (one GPU each on GPU clusters)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per encoder call")
+    p.add_argument("--segment-seconds", type=float, help="one row per segment of this length")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(run=lambda a: print_json(index(
+        a.manifest, a.output, model=a.model, checkpoint=a.checkpoint, workers=a.workers,
+        batch_size=a.batch_size, segment_seconds=a.segment_seconds, address=a.address)))
+
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=16)
@@ -30,10 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_json(result) -> None:
+    """The result as one JSON object on the last line of stdout."""
+    print(json.dumps(result, sort_keys=True, default=str), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when the job ran (even if some videos failed), 2 when it could not run."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.run(args)
+    try:
+        args.run(args)
+    except (ManifestError, CheckpointError, ValueError) as e:
+        print(f"vidx {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

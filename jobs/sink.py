@@ -1,0 +1,89 @@
+"""A Ray Data Datasink that writes embedding rows as atomic, deterministically named Parquet parts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data.block import Block, BlockAccessor
+from ray.data.datasource import Datasink
+
+from storage.dataset import write_part
+
+# Rows per part: big enough for efficient Parquet, small enough that a crash loses little work.
+ROWS_PER_PART = 256
+# Per-row numbers the steps attach for the run's stats; not stored.
+TIMING_COLUMNS = ("decode_seconds", "encode_seconds")
+
+
+def embedding_array(vectors: np.ndarray, valid: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float32 -> fixed_size_list<float32>[D], null where not valid (error rows)."""
+    dim = vectors.shape[1]
+    values = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
+    array = pa.FixedSizeListArray.from_arrays(values, dim)
+    return pc.if_else(pa.array(valid), array, pa.nulls(len(valid), array.type))
+
+
+def _cast(values: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+    """Numpy batches turn missing numbers into NaN; NaN becomes null again."""
+    if pa.types.is_floating(values.type):
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+    return values.cast(to)
+
+
+class PartsDatasink(Datasink):
+    """Each write task turns its rows into one part in the dataset's schema.
+
+    Columns of the manifest (metadata) are taken from `manifest` by the `_row` each row carries,
+    so their types never pass through Python conversions.
+    """
+
+    def __init__(self, directory: str, schema: pa.Schema, key_column: str, constants: dict,
+                 manifest: pa.Table | None = None, rows_per_part: int = ROWS_PER_PART):
+        self.directory, self.schema, self.key_column = directory, schema, key_column
+        self.constants = constants  # the same for every row of the run: run_id, model_fingerprint
+        self.manifest = manifest
+        self.rows_per_part = rows_per_part
+        self.stats: Counter = Counter()
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_part
+
+    def _to_schema(self, block: pa.Table) -> pa.Table:
+        """Cast the rows to the dataset's schema: stored embeddings, manifest metadata, run id."""
+        n = block.num_rows
+        valid = np.asarray(block["status"].to_pylist()) == "ok" if "status" in block.column_names else np.ones(n, bool)
+        computed = {name: pa.array([value] * n, pa.string()) for name, value in self.constants.items()}
+        computed["embedding"] = embedding_array(block["embedding"].combine_chunks().to_numpy(), valid)
+        if self.manifest is not None:
+            taken = self.manifest.take(block["_row"])
+            computed.update({name: taken[name] for name in taken.column_names})
+        arrays = []
+        for f in self.schema:
+            value = computed.get(f.name, block[f.name] if f.name in block.column_names else None)
+            arrays.append(pa.nulls(n, f.type) if value is None else _cast(value, f.type))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def write(self, blocks: Iterable[Block], ctx) -> dict:
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return {}
+        block = pa.concat_tables(tables, promote_options="permissive")
+        write_part(self._to_schema(block), self.directory, self.key_column)
+        stats = Counter({"rows": block.num_rows})
+        if "status" in block.column_names:
+            stats.update(f"status_{s}" for s in block["status"].to_pylist())
+            stats["frames"] = int(pc.sum(block["sampled_frames"]).as_py() or 0)
+        for column in TIMING_COLUMNS:
+            if column in block.column_names:
+                stats[column] = float(pc.sum(block[column]).as_py() or 0.0)
+        return dict(stats)
+
+    def on_write_complete(self, write_result) -> None:
+        for returned in write_result.write_returns:
+            self.stats.update(returned or {})

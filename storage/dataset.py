@@ -1,0 +1,187 @@
+"""The embeddings dataset: Parquet parts under OUTPUT/videos/ and OUTPUT/captions/.
+
+Parts are written atomically (temporary name, then rename) under names derived from their rows,
+so a retried write replaces and never duplicates. Each row carries the `run_id` of the run that
+wrote it; for every video the rows of the newest run win, and `compact` removes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+logger = logging.getLogger(__name__)
+
+VIDEOS = "videos"
+CAPTIONS = "captions"
+TEMP_PREFIX = ".tmp-"  # readers (pyarrow, DuckDB, Spark) skip names starting with "." or "_"
+
+# One row per video, or per segment of a long video. Metadata columns go between these and
+# the embedding.
+VIDEO_FIELDS = [
+    pa.field("key", pa.string(), nullable=False),  # video_id#segment: the primary key
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("segment", pa.int32()),
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("fps", pa.float64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("num_frames", pa.int64()),
+    pa.field("sampled_frames", pa.int32()),
+    pa.field("file_stat", pa.string()),  # size and modification time (or ETag) when read
+    pa.field("content_fingerprint", pa.string()),  # blake2b of the file's bytes
+    pa.field("model_fingerprint", pa.string()),
+    pa.field("segment_seconds", pa.float64()),  # the --segment-seconds setting; null: whole videos
+    pa.field("status", pa.string(), nullable=False),  # "ok" or "error"
+    pa.field("error", pa.string()),  # a one-line reason when status is "error"
+    pa.field("run_id", pa.string(), nullable=False),
+]
+CAPTION_FIELDS = [
+    pa.field("caption_id", pa.string(), nullable=False),  # video_id#n
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("model_fingerprint", pa.string()),
+    pa.field("run_id", pa.string(), nullable=False),
+]
+
+
+def embedding_field(dim: int) -> pa.Field:
+    return pa.field("embedding", pa.list_(pa.float32(), dim))
+
+
+def video_schema(dim: int, metadata: pa.Schema, model: dict) -> pa.Schema:
+    fields = VIDEO_FIELDS + [f for f in metadata if f.name not in ("uri", "video_id", "captions")]
+    return pa.schema(fields + [embedding_field(dim)], metadata=_file_metadata(dim, model))
+
+
+def caption_schema(dim: int, model: dict) -> pa.Schema:
+    return pa.schema(CAPTION_FIELDS + [embedding_field(dim)], metadata=_file_metadata(dim, model))
+
+
+def _file_metadata(dim: int, model: dict) -> dict[bytes, bytes]:
+    """What made these vectors, in each file's footer: the model spec and fingerprint, and D."""
+    return {b"vidx.dim": str(dim).encode(), b"vidx.model": json.dumps(model, sort_keys=True).encode()}
+
+
+def read_file_metadata(path: str) -> dict:
+    with fsspec.open(path, "rb") as f:
+        raw = pq.read_schema(f).metadata or {}
+    return {"dim": int(raw[b"vidx.dim"]), "model": json.loads(raw[b"vidx.model"])} if b"vidx.dim" in raw else {}
+
+
+def _fs(directory: str):
+    return fsspec.core.url_to_fs(directory)
+
+
+def part_name(table: pa.Table, key_column: str) -> str:
+    """Named by its rows (keys and run), so writing the same rows again lands on the same file."""
+    digest = hashlib.blake2b(digest_size=12)
+    for key in sorted(table[key_column].to_pylist()):
+        digest.update(key.encode() + b"\0")
+    digest.update(table["run_id"][0].as_py().encode() if table.num_rows else b"")
+    return f"part-{digest.hexdigest()}.parquet"
+
+
+def write_part(table: pa.Table, directory: str, key_column: str) -> str:
+    """Write atomically; a reader sees the whole part or nothing. Returns the part's path."""
+    fs, root = _fs(directory)
+    fs.makedirs(root, exist_ok=True)
+    final = f"{root.rstrip('/')}/{part_name(table, key_column)}"
+    if isinstance(fs, LocalFileSystem):
+        temp = f"{root.rstrip('/')}/{TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, temp)
+        os.replace(temp, final)
+    else:  # object stores make a PUT visible whole, or not at all
+        with fs.open(final, "wb") as f:
+            pq.write_table(table, f)
+    return final
+
+
+def list_parts(directory: str) -> list[str]:
+    fs, root = _fs(directory)
+    if not fs.isdir(root):
+        return []
+    return sorted(p for p in fs.ls(root, detail=False) if os.path.basename(p).startswith("part-"))
+
+
+def remove_temp_files(directory: str) -> int:
+    """Temporary files of an interrupted write; never read, safe to delete."""
+    fs, root = _fs(directory)
+    if not fs.isdir(root):
+        return 0
+    temps = [p for p in fs.ls(root, detail=False) if os.path.basename(p).startswith(TEMP_PREFIX)]
+    for path in temps:
+        fs.rm(path)
+    return len(temps)
+
+
+def read_parts(directory: str, columns: list[str] | None = None) -> pa.Table | None:
+    """All parts with a `_part` column naming each row's file; None when there is none.
+
+    Parts of different runs may differ in metadata columns or D; columns are unified permissively.
+    """
+    fs, _ = _fs(directory)
+    tables = []
+    for path in list_parts(directory):
+        with fs.open(path, "rb") as f:
+            schema = pq.read_schema(f)
+            wanted = [c for c in columns if c in schema.names] if columns else None
+            table = pq.read_table(f, columns=wanted)
+        tables.append(table.append_column("_part", pa.array([path] * table.num_rows, pa.string())))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def live_mask(rows: pa.Table, wanted_video_ids: set[str], key_column: str) -> pa.Array:
+    """Rows to keep: videos still wanted, only the newest run's rows per video, one row per key."""
+    keep, seen, newest = [], set(), {}
+    video_ids = rows["video_id"].to_pylist()
+    run_ids = rows["run_id"].to_pylist()
+    for video_id, run_id in zip(video_ids, run_ids):
+        newest[video_id] = max(run_id, newest.get(video_id, run_id))
+    # A crash between writing a compacted part and deleting its original can leave a key twice.
+    for video_id, run_id, key in zip(video_ids, run_ids, rows[key_column].to_pylist()):
+        alive = video_id in wanted_video_ids and run_id == newest[video_id] and key not in seen
+        keep.append(alive)
+        if alive:
+            seen.add(key)
+    return pa.array(keep, pa.bool_())
+
+
+def compact(directory: str, wanted_video_ids: set[str], key_column: str) -> dict[str, int]:
+    """Drop superseded, deleted and duplicated rows; parts with nothing to drop are untouched."""
+    rows = read_parts(directory, columns=[key_column, "video_id", "run_id"])
+    stats = {"parts_rewritten": 0, "parts_deleted": 0, "rows_dropped": 0}
+    if rows is None:
+        return stats
+    rows = rows.append_column("_keep", live_mask(rows, wanted_video_ids, key_column))
+    fs, _ = _fs(directory)
+    for part in sorted(set(rows["_part"].to_pylist())):
+        in_part = rows.filter(pc.equal(rows["_part"], part))
+        dropped = in_part.num_rows - pc.sum(in_part["_keep"]).as_py()
+        if dropped == 0:
+            continue
+        stats["rows_dropped"] += dropped
+        keep_keys = set(in_part.filter(in_part["_keep"])[key_column].to_pylist())
+        if keep_keys:
+            with fs.open(part, "rb") as f:
+                table = pq.read_table(f)
+            write_part(table.filter(pc.is_in(table[key_column], pa.array(sorted(keep_keys)))), directory, key_column)
+            stats["parts_rewritten"] += 1
+        else:
+            stats["parts_deleted"] += 1
+        fs.rm(part)  # only after its surviving rows are safely in a new part
+    return stats

@@ -1,0 +1,45 @@
+"""Run records: one JSON per run under OUTPUT/runs/ (configuration, counts, timings)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+
+import fsspec
+
+RUNS = "runs"
+
+
+def new_run_id() -> str:
+    """Sortable by start time (UTC), unique across concurrent starts."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+
+
+def write_run_record(output: str, run_id: str, record: dict) -> str:
+    """Write OUTPUT/runs/<run_id>.json atomically; returns its path."""
+    fs, root = fsspec.core.url_to_fs(output)
+    directory = f"{root.rstrip('/')}/{RUNS}"
+    fs.makedirs(directory, exist_ok=True)
+    path = f"{directory}/{run_id}.json"
+    temp = f"{directory}/.tmp-{run_id}.json"
+    with fs.open(temp, "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True, default=str)
+    fs.mv(temp, path)
+    return path
+
+
+def read_run_records(output: str) -> list[dict]:
+    fs, root = fsspec.core.url_to_fs(output)
+    directory = f"{root.rstrip('/')}/{RUNS}"
+    if not fs.isdir(directory):
+        return []
+    paths = sorted(p for p in fs.ls(directory, detail=False) if os.path.basename(p).endswith(".json")
+                   and not os.path.basename(p).startswith("."))
+    records = []
+    for path in paths:
+        with fs.open(path) as f:
+            records.append(json.load(f))
+    return records
