@@ -12,6 +12,7 @@ from storage.manifest import ManifestError
 
 from .demo import demo
 from .index import DEFAULT_BATCH_SIZE, index
+from .sink import ROWS_PER_PART
 from .synth import synth
 
 
@@ -36,9 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per encoder call")
     p.add_argument("--segment-seconds", type=float, help="one row per segment of this length")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--rows-per-part", type=int, default=ROWS_PER_PART,
+                   help="rows per Parquet part: a crash loses at most this much finished work per writer")
     p.set_defaults(run=lambda a: print_json(index(
         a.manifest, a.output, model=a.model, checkpoint=a.checkpoint, workers=a.workers,
-        batch_size=a.batch_size, segment_seconds=a.segment_seconds, address=a.address)))
+        batch_size=a.batch_size, segment_seconds=a.segment_seconds, address=a.address,
+        rows_per_part=a.rows_per_part)))
 
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)

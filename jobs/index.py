@@ -53,9 +53,8 @@ def encode_videos(plan: Plan, manifest: pa.Table, schema: pa.Schema, directory: 
             "sampling": dataclasses.asdict(encoder.sampling), "image_size": encoder.image_size,
             "max_frames": encoder.num_frames, "segment_seconds": segment_seconds})
         .map_batches(VideoEncoder, fn_constructor_kwargs={"spec": encoder.spec, "num_cpus": resources["num_cpus"]},
-                     batch_size=batch_size, batch_format="numpy", concurrency=workers,
-                     # a lost actor (OOM killer, node gone) is restarted and its batches redone
-                     max_restarts=-1, max_task_retries=-1, **resources)
+                     # Ray Data restarts a lost actor (OOM killer, node gone) and redoes its batches.
+                     batch_size=batch_size, batch_format="numpy", concurrency=workers, **resources)
         .write_datasink(sink)
     )
     return dict(sink.stats)
@@ -68,8 +67,7 @@ def encode_captions(plan: Plan, schema: pa.Schema, directory: str, encoder, run_
     (
         ray.data.from_items(plan.captions)
         .map_batches(CaptionEncoder, fn_constructor_kwargs={"spec": encoder.spec, "num_cpus": resources["num_cpus"]},
-                     batch_size=256, batch_format="numpy", concurrency=workers,
-                     max_restarts=-1, max_task_retries=-1, **resources)
+                     batch_size=256, batch_format="numpy", concurrency=workers, **resources)
         .write_datasink(sink)
     )
     return dict(sink.stats)

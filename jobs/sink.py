@@ -69,19 +69,19 @@ class PartsDatasink(Datasink):
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def write(self, blocks: Iterable[Block], ctx) -> dict:
+        # Blocks are cast one by one: numpy batches type an all-missing column as float.
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return {}
-        block = pa.concat_tables(tables, promote_options="permissive")
-        write_part(self._to_schema(block), self.directory, self.key_column)
+        block = pa.concat_tables([self._to_schema(t) for t in tables])
+        timings = {c: sum(pc.sum(t[c]).as_py() or 0.0 for t in tables if c in t.column_names) for c in TIMING_COLUMNS}
+        write_part(block, self.directory, self.key_column)
         stats = Counter({"rows": block.num_rows})
         if "status" in block.column_names:
             stats.update(f"status_{s}" for s in block["status"].to_pylist())
             stats["frames"] = int(pc.sum(block["sampled_frames"]).as_py() or 0)
-        for column in TIMING_COLUMNS:
-            if column in block.column_names:
-                stats[column] = float(pc.sum(block[column]).as_py() or 0.0)
+        stats.update(timings)
         return dict(stats)
 
     def on_write_complete(self, write_result) -> None:

@@ -25,3 +25,13 @@ def tiny_model():
     from encoders import load_model
 
     return load_model("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One real local Ray for the in-process job tests (2 CPUs, as this machine has)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,145 @@
+"""The index job end to end on a real local Ray: rows, errors, equality, incremental re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from encoders.video import decode_video
+from jobs.__main__ import main
+from media import GOOD_VIDEOS
+
+BAD_KINDS = ["empty", "garbage", "text", "truncated", "truncated_faststart", "header_only", "image", "missing"]
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_manifest(tmp_path_factory, good_videos, bad_files) -> Path:
+    rows = [{"uri": str(p), "video_id": f"good_{name}", "tag": "good", "rating": i, "captions": [f"video {name}"]}
+            for i, (name, p) in enumerate(good_videos.items())]
+    rows += [{"uri": str(bad_files[kind]), "video_id": f"bad_{kind}", "tag": "bad", "rating": -1}
+             for kind in BAD_KINDS]
+    return write_manifest(tmp_path_factory.mktemp("manifest") / "manifest.jsonl", rows)
+
+
+def run_index(capsys, *args: str) -> dict:
+    assert main(["index", "--model", "tiny", *args]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def indexed(mixed_manifest, tmp_path_factory, local_ray) -> tuple[Path, dict]:
+    output = tmp_path_factory.mktemp("index")
+    assert main(["index", "--model", "tiny", "--manifest", str(mixed_manifest), "--output", str(output),
+                 "--batch-size", "3"]) == 0
+    [record] = [json.loads(p.read_text()) for p in (output / "runs").glob("*.json")]
+    return output, record
+
+
+def test_one_ok_row_per_good_video_and_one_error_row_per_bad_file(indexed):
+    output, record = indexed
+    table = pq.read_table(output / "videos")
+    rows = {r["video_id"]: r for r in table.select(["video_id", "key", "status", "error", "tag"]).to_pylist()}
+    assert table.num_rows == len(GOOD_VIDEOS) + len(BAD_KINDS) == len(rows)
+    for spec in GOOD_VIDEOS:
+        assert rows[f"good_{spec.name}"]["status"] == "ok" and rows[f"good_{spec.name}"]["error"] is None
+    for kind in BAD_KINDS:
+        row = rows[f"bad_{kind}"]
+        assert row["status"] == "error" and row["error"] and "\n" not in row["error"]
+        assert row["tag"] == "bad"
+    assert record["stats"]["rows_ok"] == len(GOOD_VIDEOS) and record["stats"]["rows_error"] == len(BAD_KINDS)
+
+
+def test_schema_metadata_and_vectors(indexed):
+    output, record = indexed
+    table = pq.read_table(output / "videos")
+    dim = record["model"]["dim"]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), dim)
+    assert table.schema.field("rating").type == pa.int64() and table.schema.field("tag").type == pa.string()
+    metadata = table.schema.metadata
+    assert int(metadata[b"vidx.dim"]) == dim and json.loads(metadata[b"vidx.model"])["spec"]["name"] == "tiny"
+    ok = table.filter(pa.compute.equal(table["status"], "ok"))
+    vectors = np.stack(ok["embedding"].to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    errors = table.filter(pa.compute.equal(table["status"], "error"))
+    assert errors["embedding"].null_count == errors.num_rows
+    assert set(ok["content_fingerprint"].to_pylist()).isdisjoint({None})
+
+
+def test_embeddings_equal_a_plain_loop_over_the_encoder(indexed, good_videos, tiny_model):
+    output, _ = indexed
+    table = pq.read_table(output / "videos").to_pylist()
+    stored = {r["video_id"]: np.asarray(r["embedding"], np.float32) for r in table if r["status"] == "ok"}
+    for name, path in good_videos.items():
+        _, [segment] = decode_video(str(path), tiny_model.sampling, tiny_model.image_size)
+        expected = tiny_model.encode_clips([segment.frames])[0]
+        np.testing.assert_allclose(stored[f"good_{name}"], expected, atol=1e-5)
+
+
+def test_captions_are_encoded_by_the_text_tower(indexed, tiny_model):
+    output, _ = indexed
+    captions = pq.read_table(output / "captions").to_pylist()
+    assert len(captions) == len(GOOD_VIDEOS)
+    for row in captions:
+        assert row["caption_id"] == f"{row['video_id']}#0"
+        np.testing.assert_allclose(row["embedding"], tiny_model.encode_text([row["text"]])[0], atol=1e-5)
+
+
+def _snapshot(output: Path) -> dict:
+    return {p.relative_to(output): (p.stat().st_mtime_ns, p.read_bytes()) for d in ("videos", "captions")
+            for p in sorted((output / d).iterdir())}
+
+
+def test_second_run_encodes_nothing_and_changes_no_file(indexed, mixed_manifest, capsys):
+    output, _ = indexed
+    before = _snapshot(output)
+    stats = run_index(capsys, "--manifest", str(mixed_manifest), "--output", str(output))
+    assert stats["encoded"] == 0 and stats["reused"] == len(GOOD_VIDEOS) + len(BAD_KINDS)
+    assert stats["captions_encoded"] == 0
+    assert _snapshot(output) == before
+    assert Path(stats["stats_file"]).is_file()
+
+
+def test_segments_give_one_row_per_segment(good_videos, tmp_path, local_ray, capsys):
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"uri": str(good_videos["long_gop"])},
+                                                     {"uri": str(good_videos["h264"])}])
+    stats = run_index(capsys, "--manifest", str(manifest), "--output", str(tmp_path / "out"),
+                      "--segment-seconds", "2")
+    rows = pq.read_table(tmp_path / "out" / "videos").sort_by("key").to_pylist()
+    assert [(r["key"], r["start_s"], r["end_s"]) for r in rows] == [
+        ("h264#0", 0.0, 2.0), ("long_gop#0", 0.0, 2.0), ("long_gop#1", 2.0, 4.0), ("long_gop#2", 4.0, 5.0)]
+    assert stats["rows_ok"] == 4 and all(r["segment_seconds"] == 2.0 for r in rows)
+
+
+def test_changed_model_or_sampling_re_encodes_and_replaces_rows(good_videos, tmp_path, local_ray, capsys):
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"uri": str(good_videos["h264"])}])
+    output = str(tmp_path / "out")
+    run_index(capsys, "--manifest", str(manifest), "--output", output)
+    stats = run_index(capsys, "--manifest", str(manifest), "--output", output, "--segment-seconds", "1")
+    assert stats["encoded"] == 1
+    rows = pq.read_table(output + "/videos").to_pylist()
+    assert sorted(r["key"] for r in rows) == ["h264#0", "h264#1"]  # the old whole-video row is gone
+
+
+@pytest.mark.parametrize("problem, content, message", [
+    ("no_uri", '{"path": "a.mp4"}\n', "no 'uri' column"),
+    ("duplicate", '{"uri": "a.mp4", "video_id": "x"}\n{"uri": "b.mp4", "video_id": "x"}\n', "duplicate video_id 'x'"),
+    ("unreadable", "{not json", "unreadable"),
+    ("reserved", '{"uri": "a.mp4", "status": "new"}\n', "column 'status' is reserved"),
+])
+def test_unusable_manifest_stops_before_any_work(tmp_path, capsys, problem, content, message):
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(content)
+    assert main(["index", "--model", "tiny", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,148 @@
+"""The index job survives a killed driver, Ctrl-C and a killed encoder actor: every video once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.__main__ import main
+from jobs.synth import synth
+
+pytestmark = pytest.mark.slow
+VIDEOS = 40
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    return synth(tmp_path_factory.mktemp("synth"), n=VIDEOS, seed=3)
+
+
+def start_index(manifest: Path, output: Path) -> subprocess.Popen:
+    """The job in its own process group, so the test can clean up every Ray process it started."""
+    command = [sys.executable, "-m", "jobs", "index", "--model", "tiny", "--manifest", str(manifest),
+               "--output", str(output), "--batch-size", "2", "--rows-per-part", "2"]
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_for(predicate, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError("condition not reached")
+
+
+def parts(output: Path) -> dict[str, float]:
+    directory = output / "videos"
+    return {p.name: p.stat().st_mtime_ns for p in directory.glob("part-*.parquet")} if directory.exists() else {}
+
+
+def _parent_pids() -> dict[int, int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit():
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    return parents
+
+
+def job_processes(process: subprocess.Popen) -> set[int]:
+    """The job's process group and every descendant (Ray starts its workers in groups of their own)."""
+    parents = _parent_pids()
+    found = {pid for pid in parents if _group(pid) == process.pid}
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """Stop everything the job started, by process id (never `ray stop`: other Rays may be running)."""
+    for pid in job_processes(process):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=30)
+
+
+def assert_every_video_once(output: Path) -> None:
+    table = pq.read_table(output / "videos")
+    keys = table["key"].to_pylist()
+    assert len(keys) == len(set(keys)) == VIDEOS
+    assert set(table["status"].to_pylist()) == {"ok"}
+    assert not list((output / "videos").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_driver_stopped_mid_run_then_rerun_completes_without_rewriting_finished_parts(
+        manifest, tmp_path, local_ray, sig, capsys):
+    output = tmp_path / "out"
+    job = start_index(manifest, output)
+    try:
+        wait_for(lambda: len(parts(output)) >= 2)
+        os.kill(job.pid, sig)
+        if sig == signal.SIGINT:
+            job.wait(timeout=60)
+    finally:
+        kill_group(job)
+    finished = parts(output)
+    assert 0 < len(finished) < VIDEOS // 2, "the job should have been stopped mid-run"
+
+    assert main(["index", "--model", "tiny", "--manifest", str(manifest), "--output", str(output)]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["reused"] >= 2 * len(finished) and stats["encoded"] == VIDEOS - stats["reused"]
+    after = parts(output)
+    assert all(after.get(name) == mtime for name, mtime in finished.items()), "a finished part was rewritten"
+    assert_every_video_once(output)
+
+
+def _encoder_actor_pids(job: subprocess.Popen) -> list[int]:
+    pids = []
+    for pid in job_processes(job):
+        try:
+            if b"MapBatches(VideoEncoder)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def test_killed_encoder_actor_is_replaced_and_every_video_is_written_once(manifest, tmp_path):
+    output = tmp_path / "out"
+    job = start_index(manifest, output)
+    try:
+        [actor] = wait_for(lambda: _encoder_actor_pids(job))
+        wait_for(lambda: len(parts(output)) >= 1)
+        os.kill(actor, signal.SIGKILL)
+        killed_with = len(parts(output))
+        out, _ = job.communicate(timeout=300)
+    finally:
+        kill_group(job)
+    assert job.returncode == 0, out[-3000:]
+    assert killed_with < VIDEOS // 2, "the actor should have been killed mid-run"
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["rows_ok"] == VIDEOS and stats["rows_error"] == 0
+    assert_every_video_once(output)
