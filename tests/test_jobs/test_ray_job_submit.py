@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -51,7 +52,11 @@ def ray_head(tmp_path):
     # The job's `python` is the head's: this environment's, as on a cluster set up from ray_cluster.yaml.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": path}
-    subprocess.run([RAY, "start", "--head", f"--port={free_port()}", "--num-cpus=2", f"--temp-dir={temp_dir}",
+    # Every port its own: another Ray (the in-process one of other tests) may hold the defaults.
+    ports = [f"--{name}={free_port()}" for name in (
+        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")]
+    subprocess.run([RAY, "start", "--head", *ports, "--num-cpus=2", f"--temp-dir={temp_dir}",
                     "--include-dashboard=true", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
                    env=env, check=True, capture_output=True, timeout=120)
     try:
@@ -68,11 +73,13 @@ def test_index_runs_under_ray_job_submit(ray_head, tmp_path):
     address, env = ray_head
     manifest = synth(tmp_path / "synth", n=4, seed=5)
     output = tmp_path / "index"
-    result = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-         "python", "-m", "jobs", "index", "--model", "tiny", "--manifest", str(manifest), "--output", str(output)],
-        env=env, capture_output=True, text=True, timeout=400,
-    )
+    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+               "python", "-m", "jobs", "index", "--model", "tiny", "--manifest", str(manifest), "--output", str(output)]
+    for _ in range(30):  # a fresh head's job agent takes a few seconds to come up
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+        if "No available agent" not in result.stderr:
+            break
+        time.sleep(2)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
     table = pq.read_table(output / "videos")
