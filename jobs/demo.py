@@ -1,20 +1,20 @@
-"""The embedded demo: sample videos -> encode -> best matches for a text query, in one process.
+"""The embedded demo: sample videos -> index on a local Ray -> best matches for a text query.
 
 Usage: python -m jobs demo [--out DIR] [--model tiny] [--query TEXT]
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
 from encoders import load_model
-from encoders.video import VideoDecodeError, decode_video
+from storage.dataset import VIDEOS, read_live
 
+from .index import index
 from .synth import synth
 
 logger = logging.getLogger(__name__)
@@ -22,27 +22,23 @@ logger = logging.getLogger(__name__)
 
 def demo(out: str = "vidx-demo", model: str = "tiny", query: str = "a red circle moves to the left",
          n: int = 12, k: int = 5, seed: int = 0) -> list[dict]:
-    """Encode n sample videos and return the top-k matches for `query` (also printed)."""
+    """Index n sample videos and return the top-k matches for `query` (also printed)."""
     manifest = synth(Path(out) / "samples", n=n, seed=seed)
-    encoder = load_model(model)
+    output = str(Path(out) / "index")
+    stats = index(str(manifest), output, model=model)
+    logger.info("index: %s", stats)
     if model == "tiny":
         logger.warning("model 'tiny' has random weights: the ranking below is meaningless")
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-    vectors, kept, started = [], [], time.perf_counter()
-    for i, row in enumerate(rows, 1):
-        try:
-            _, [segment] = decode_video(row["uri"], encoder.sampling, encoder.image_size)
-        except VideoDecodeError as e:
-            logger.error("%s: %s", row["uri"], e)
-            continue
-        vectors.append(encoder.encode_clips([segment.frames])[0])
-        kept.append(row)
-        logger.info("encoded %d/%d videos (%.1f videos/s)", i, len(rows), i / (time.perf_counter() - started))
-    scores = encoder.logit_scale * np.stack(vectors) @ encoder.encode_text([query])[0]
+    rows = read_live(f"{output}/{VIDEOS}")
+    rows = rows.filter(pc.equal(rows["status"], "ok"))
+    encoder = load_model(model, device="cpu")
+    vectors = np.stack(rows["embedding"].to_numpy(zero_copy_only=False))
+    scores = encoder.logit_scale * vectors @ encoder.encode_text([query])[0]
     best = np.argsort(-scores, kind="stable")[:k]
-    matches = [{"video_id": kept[i]["video_id"], "score": round(float(scores[i]), 4),
-                "caption": kept[i]["captions"][0]} for i in best]
-    print(f"query: {query!r}  (model {model}, {len(kept)} videos)")
-    for rank, match in enumerate(matches, 1):
-        print(f"{rank:>2}. {match['video_id']}  score {match['score']:8.4f}  ({match['caption']})")
+    matches = [{"video_id": rows["video_id"][int(i)].as_py(), "score": round(float(scores[i]), 4),
+                "shape": rows["shape"][int(i)].as_py(), "colour": rows["colour"][int(i)].as_py(),
+                "direction": rows["direction"][int(i)].as_py()} for i in best]
+    print(f"query: {query!r}  (model {model}, {rows.num_rows} videos indexed in {output})")
+    for rank, m in enumerate(matches, 1):
+        print(f"{rank:>2}. {m['video_id']}  score {m['score']:8.4f}  ({m['colour']} {m['shape']}, {m['direction']})")
     return matches

@@ -185,3 +185,13 @@ def compact(directory: str, wanted_video_ids: set[str], key_column: str) -> dict
             stats["parts_deleted"] += 1
         fs.rm(part)  # only after its surviving rows are safely in a new part
     return stats
+
+
+def read_live(directory: str, key_column: str = "key", columns: list[str] | None = None) -> pa.Table | None:
+    """The dataset as readers should see it: each video's newest rows, each key once (the same
+    rows `compact` keeps, so this equals a plain read of a compacted dataset)."""
+    rows = read_parts(directory, columns=columns)
+    if rows is None:
+        return None
+    rows = rows.filter(live_mask(rows, set(rows["video_id"].to_pylist()), key_column))
+    return rows.drop_columns(["_part"])
