@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 
 import numpy as np
 import open_clip
@@ -11,6 +14,18 @@ import torch
 from .config import ModelCfg, PreprocessCfg
 from .model import VideoTextModel
 from .preprocess import stack_clips
+
+
+def compute_fingerprint(module: torch.nn.Module, cfg: ModelCfg) -> str:
+    """A stable hash of what decides the vectors: the head, temporal and sampling settings,
+    caption length and every weight; not where the weights came from."""
+    digest = hashlib.blake2b(digest_size=16)
+    settings = {k: v for k, v in cfg.to_dict().items() if k in ("head", "temporal", "sampling", "max_words")}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def tokenize(texts: list[str], max_words: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,13 +44,12 @@ class VideoTextEncoder:
     """What callers use: encode_video / encode_text return unit-length float32 numpy rows."""
 
     def __init__(
-        self, module: VideoTextModel, cfg: ModelCfg, spec: dict, fingerprint: str,
-        device: torch.device, autocast_dtype: torch.dtype | None,
+        self, module: VideoTextModel, cfg: ModelCfg, spec: dict, device: torch.device,
+        autocast_dtype: torch.dtype | None,
     ):
         self.module = module.eval().to(device)
         self.cfg = cfg
         self.spec = spec  # load_model(**spec) loads this model again: name, checkpoint, overrides
-        self.fingerprint = fingerprint
         self.device = device
         self.autocast_dtype = autocast_dtype
         visual_cfg = open_clip.get_model_preprocess_cfg(module.clip)
@@ -45,6 +59,11 @@ class VideoTextEncoder:
             mean=tuple(visual_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
             std=tuple(visual_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
         )
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A stable hash of weights and settings; computed on first use (it reads every weight)."""
+        return compute_fingerprint(self.module, self.cfg)
 
     @property
     def dim(self) -> int:

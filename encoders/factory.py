@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -102,18 +100,6 @@ def build_module(cfg: ModelCfg, checkpoint: str | None) -> VideoTextModel:
     return module
 
 
-def compute_fingerprint(module: torch.nn.Module, cfg: ModelCfg) -> str:
-    """A stable hash of what decides the vectors: the head, temporal and sampling settings,
-    caption length and every weight; not where the weights came from."""
-    digest = hashlib.blake2b(digest_size=16)
-    settings = {k: v for k, v in cfg.to_dict().items() if k in ("head", "temporal", "sampling", "max_words")}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def apply_overrides(cfg: ModelCfg, overrides: dict) -> ModelCfg:
     """Replace config fields; nested configs may be given as dicts (as they come from JSON)."""
     nested = {"sampling": SamplingCfg, "temporal": TemporalCfg}
@@ -148,6 +134,4 @@ def load_model(
     module = build_module(cfg, checkpoint).float()
     device = resolve_device(device)
     spec = {"name": name, "checkpoint": checkpoint, **overrides}
-    return VideoTextEncoder(
-        module, cfg, spec, compute_fingerprint(module, cfg), device, resolve_autocast(device, precision)
-    )
+    return VideoTextEncoder(module, cfg, spec, device, resolve_autocast(device, precision))

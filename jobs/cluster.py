@@ -9,25 +9,31 @@ import ray
 
 logger = logging.getLogger(__name__)
 
-# CPUs kept free for decode tasks on a CPU-only cluster: with none, the actor pool takes every
-# CPU and the read/decode tasks that feed it never get scheduled (the job hangs without error).
-DECODE_CPUS = 1.0
-
-
 def connect(address: str | None = None) -> None:
     """Join the cluster at `address` / RAY_ADDRESS (as under `ray job submit`), else start a local Ray."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, logging_level=logging.WARNING, configure_logging=False)
+    # A local Ray for one job needs no dashboard; its processes would take CPU from decoding.
+    local = {} if address else {"include_dashboard": False}
+    ray.init(address=address, logging_level=logging.WARNING, configure_logging=False, **local)
     logger.info("ray: %s", ray.cluster_resources())
 
 
 def actor_resources(workers: int) -> dict:
-    """One GPU per encoder actor where the cluster has GPUs; else a share of the CPUs that
-    leaves DECODE_CPUS for decoding."""
+    """Encoder actor sizing: one GPU each where the cluster has GPUs.
+
+    On CPU-only clusters the actors hold no logical CPU: one that does keeps decode tasks from
+    being scheduled (on 2 CPUs, two such actors hang the job; one halves decoding). Their torch
+    `threads` share the node's cores with decoding instead, and the OS interleaves the two.
+    """
     resources = ray.cluster_resources()
     if resources.get("GPU", 0) >= 1:
-        return {"num_gpus": 1, "num_cpus": 1}
-    cpus = resources.get("CPU", 1)
-    return {"num_gpus": 0, "num_cpus": max(0.25, min(4.0, (cpus - DECODE_CPUS) / workers))}
+        return {"num_gpus": 1, "num_cpus": 1, "threads": 4}
+    return {"num_gpus": 0, "num_cpus": 0, "threads": max(1, int(resources.get("CPU", 1) // workers))}
+
+
+def encoder_pool(workers: int) -> ray.data.ActorPoolStrategy:
+    """A fixed pool of `workers` encoder actors, one batch in flight each: with more, the first
+    actor up takes queued batches while the others are still loading their model."""
+    return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)

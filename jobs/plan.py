@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from storage.dataset import live_mask, read_parts
 from storage.files import file_stat
@@ -91,6 +90,3 @@ def make_plan(manifest: pa.Table, videos_dir: str, captions_dir: str, model_fing
     )
     return plan
 
-
-def rows_of_videos(table: pa.Table, video_ids: list[str]) -> pa.Table:
-    return table.filter(pc.is_in(table["video_id"], pa.array(video_ids, pa.string())))

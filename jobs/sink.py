@@ -8,6 +8,7 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
@@ -45,7 +46,8 @@ class PartsDatasink(Datasink):
                  manifest: pa.Table | None = None, rows_per_part: int = ROWS_PER_PART):
         self.directory, self.schema, self.key_column = directory, schema, key_column
         self.constants = constants  # the same for every row of the run: run_id, model_fingerprint
-        self.manifest = manifest
+        # In the object store once, not pickled into every write task.
+        self.manifest = ray.put(manifest) if manifest is not None else None
         self.rows_per_part = rows_per_part
         self.stats: Counter = Counter()
 
@@ -60,7 +62,7 @@ class PartsDatasink(Datasink):
         computed = {name: pa.array([value] * n, pa.string()) for name, value in self.constants.items()}
         computed["embedding"] = embedding_array(block["embedding"].combine_chunks().to_numpy(), valid)
         if self.manifest is not None:
-            taken = self.manifest.take(block["_row"])
+            taken = ray.get(self.manifest).take(block["_row"])
             computed.update({name: taken[name] for name in taken.column_names})
         arrays = []
         for f in self.schema:

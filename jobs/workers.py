@@ -53,9 +53,8 @@ def decode_item(item: dict, sampling: dict, image_size: int, max_frames: int,
     return rows
 
 
-def _limit_threads(num_cpus: float) -> None:
-    """One actor gets num_cpus cores from Ray; torch must not spread over the others."""
-    threads = max(1, int(num_cpus))
+def _set_threads(threads: int) -> None:
+    """torch's intra-op threads for this actor (see cluster.actor_resources)."""
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
@@ -63,8 +62,8 @@ def _limit_threads(num_cpus: float) -> None:
 class VideoEncoder:
     """Ray Data actor: holds one model; turns a batch of decoded rows into embeddings."""
 
-    def __init__(self, spec: dict, num_cpus: float = 1.0):
-        _limit_threads(num_cpus)
+    def __init__(self, spec: dict, threads: int = 1):
+        _set_threads(threads)
         self.model = load_model(**spec)
         logger.info("encoder ready: %s on %s", spec["name"], self.model.device)
 
@@ -85,8 +84,8 @@ class VideoEncoder:
 class CaptionEncoder:
     """Ray Data actor: the text tower for manifest captions."""
 
-    def __init__(self, spec: dict, num_cpus: float = 1.0):
-        _limit_threads(num_cpus)
+    def __init__(self, spec: dict, threads: int = 1):
+        _set_threads(threads)
         self.model = load_model(**spec)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

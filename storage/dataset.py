@@ -75,12 +75,6 @@ def _file_metadata(dim: int, model: dict) -> dict[bytes, bytes]:
     return {b"vidx.dim": str(dim).encode(), b"vidx.model": json.dumps(model, sort_keys=True).encode()}
 
 
-def read_file_metadata(path: str) -> dict:
-    with fsspec.open(path, "rb") as f:
-        raw = pq.read_schema(f).metadata or {}
-    return {"dim": int(raw[b"vidx.dim"]), "model": json.loads(raw[b"vidx.model"])} if b"vidx.dim" in raw else {}
-
-
 def _fs(directory: str):
     return fsspec.core.url_to_fs(directory)
 

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 CHUNK = 1 << 20
 
 
 def file_stat(uri: str) -> str | None:
-    """Size and modification stamp as the filesystem reports them; None when unreadable.
+    """A stamp that changes whenever the file's content does; None when unreadable.
 
-    Like make and rsync, an unchanged stamp is taken to mean unchanged content, so re-runs need
-    not read every file again.
+    Local files: size, mtime, ctime and inode. ctime moves on every write and no tool can set it
+    back (unlike mtime, which `cp -p` or `touch -d` can), so new bytes under an old mtime still
+    show. Object stores: size and ETag. An unchanged stamp lets re-runs skip reading the file.
     """
     try:
         fs, path = fsspec.core.url_to_fs(uri)
+        if isinstance(fs, LocalFileSystem):
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
         info = fs.info(path)
     except (OSError, ValueError):
         return None

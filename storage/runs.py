@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import uuid
 
 import fsspec
@@ -30,16 +29,3 @@ def write_run_record(output: str, run_id: str, record: dict) -> str:
     fs.mv(temp, path)
     return path
 
-
-def read_run_records(output: str) -> list[dict]:
-    fs, root = fsspec.core.url_to_fs(output)
-    directory = f"{root.rstrip('/')}/{RUNS}"
-    if not fs.isdir(directory):
-        return []
-    paths = sorted(p for p in fs.ls(directory, detail=False) if os.path.basename(p).endswith(".json")
-                   and not os.path.basename(p).startswith("."))
-    records = []
-    for path in paths:
-        with fs.open(path) as f:
-            records.append(json.load(f))
-    return records

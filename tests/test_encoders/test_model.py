@@ -181,7 +181,7 @@ def test_fingerprint_changes_with_weights_and_sampling(official_checkpoint, offi
     assert resampled.fingerprint != official_model.fingerprint
     with torch.no_grad():
         resampled.module.alignment_block.weight_centers[0, 0] += 1e-3
-    from encoders.factory import compute_fingerprint
+    from encoders.encoder import compute_fingerprint
 
     assert compute_fingerprint(resampled.module, resampled.cfg) != resampled.fingerprint
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,19 @@ def test_unusable_manifest_stops_before_any_work(tmp_path, capsys, problem, cont
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_new_content_under_an_old_mtime_is_re_encoded(good_videos, tmp_path, local_ray, capsys, tiny_model):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(good_videos["h264"].read_bytes())
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"uri": str(video)}])
+    output = str(tmp_path / "out")
+    run_index(capsys, "--manifest", str(manifest), "--output", output)
+    mtime = video.stat().st_mtime_ns
+    video.write_bytes(good_videos["vfr"].read_bytes())
+    os.utime(video, ns=(mtime, mtime))  # as `cp -p` or `touch -d` would leave it
+    stats = run_index(capsys, "--manifest", str(manifest), "--output", output)
+    assert stats["encoded"] == 1
+    [row] = pq.read_table(output + "/videos").to_pylist()
+    _, [segment] = decode_video(str(video), tiny_model.sampling, tiny_model.image_size)
+    np.testing.assert_allclose(row["embedding"], tiny_model.encode_clips([segment.frames])[0], atol=1e-5)

@@ -26,11 +26,12 @@ def manifest(tmp_path_factory) -> Path:
 
 
 def start_index(manifest: Path, output: Path) -> subprocess.Popen:
-    """The job in its own process group, so the test can clean up every Ray process it started."""
+    """The job in its own process group, so the test can clean up every Ray process it started.
+    Its log goes to a file beside the output (a pipe nobody reads could fill and stall it)."""
     command = [sys.executable, "-m", "jobs", "index", "--model", "tiny", "--manifest", str(manifest),
                "--output", str(output), "--batch-size", "2", "--rows-per-part", "2"]
-    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    log = open(output.parent / "index.log", "w")  # noqa: SIM115 (the child keeps its own descriptor)
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=log, text=True)
 
 
 def wait_for(predicate, timeout: float = 120.0):
@@ -141,7 +142,7 @@ def test_killed_encoder_actor_is_replaced_and_every_video_is_written_once(manife
         out, _ = job.communicate(timeout=300)
     finally:
         kill_group(job)
-    assert job.returncode == 0, out[-3000:]
+    assert job.returncode == 0, (tmp_path / "index.log").read_text()[-3000:]
     assert killed_with < VIDEOS // 2, "the actor should have been killed mid-run"
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["rows_ok"] == VIDEOS and stats["rows_error"] == 0
