@@ -66,8 +66,12 @@ class PartsDatasink(Datasink):
             computed.update({name: taken[name] for name in taken.column_names})
         arrays = []
         for f in self.schema:
-            value = computed.get(f.name, block[f.name] if f.name in block.column_names else None)
-            arrays.append(pa.nulls(n, f.type) if value is None else _cast(value, f.type))
+            if f.name in computed:
+                arrays.append(computed[f.name].cast(f.type))
+            elif f.name in block.column_names:
+                arrays.append(_cast(block[f.name], f.type))
+            else:
+                arrays.append(pa.nulls(n, f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def write(self, blocks: Iterable[Block], ctx) -> dict:

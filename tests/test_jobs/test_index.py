@@ -160,3 +160,17 @@ def test_new_content_under_an_old_mtime_is_re_encoded(good_videos, tmp_path, loc
     [row] = pq.read_table(output + "/videos").to_pylist()
     _, [segment] = decode_video(str(video), tiny_model.sampling, tiny_model.image_size)
     np.testing.assert_allclose(row["embedding"], tiny_model.encode_clips([segment.frames])[0], atol=1e-5)
+
+
+def test_metadata_only_change_rewrites_rows_without_encoding(good_videos, tmp_path, local_ray, capsys):
+    rows = [{"uri": str(good_videos["h264"]), "tag": "old"}, {"uri": str(good_videos["vfr"]), "tag": "same"}]
+    output = str(tmp_path / "out")
+    run_index(capsys, "--manifest", str(write_manifest(tmp_path / "m.jsonl", rows)), "--output", output)
+    before = {r["key"]: r for r in pq.read_table(output + "/videos").to_pylist()}
+    rows[0]["tag"] = "new"
+    stats = run_index(capsys, "--manifest", str(write_manifest(tmp_path / "m.jsonl", rows)), "--output", output)
+    assert (stats["encoded"], stats["metadata_updated"], stats["reused"]) == (0, 1, 1)
+    after = {r["key"]: r for r in pq.read_table(output + "/videos").to_pylist()}
+    assert sorted(after) == sorted(before) == ["h264#0", "vfr#0"]
+    assert after["h264#0"]["tag"] == "new" and after["vfr#0"]["tag"] == "same"
+    assert after["h264#0"]["embedding"] == before["h264#0"]["embedding"]
