@@ -9,9 +9,11 @@ import sys
 
 from encoders import CheckpointError
 from storage.manifest import ManifestError
+from storage.vectorstore import VectorStoreError
 
 from .demo import demo
 from .index import DEFAULT_BATCH_SIZE, index
+from .load import load
 from .sink import ROWS_PER_PART
 from .synth import synth
 
@@ -44,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         batch_size=a.batch_size, segment_seconds=a.segment_seconds, address=a.address,
         rows_per_part=a.rows_per_part)))
 
+    p = commands.add_parser("load", help="Parquet embeddings -> a new collection version, validated, alias swapped")
+    p.add_argument("--embeddings", required=True, help="an index --output directory")
+    p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
+    p.add_argument("--collection", default="videos", help="alias the new version is served under")
+    p.set_defaults(run=lambda a: print_json(load(a.embeddings, a.db, a.collection)))
+
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=16)
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ManifestError, CheckpointError, ValueError) as e:
+    except (ManifestError, CheckpointError, VectorStoreError, ValueError) as e:
         print(f"vidx {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,145 @@
+"""The vector database: versioned Milvus collections behind an alias, milvus-lite or a server.
+
+`--db ./vidx.db` opens a milvus-lite directory; `--db http://host:19530` a Milvus server; both go
+through the same MilvusClient calls. A load builds `<alias>_<version>`, validates it, then moves
+the alias, so readers only ever see a complete collection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pymilvus import DataType, MilvusClient
+
+logger = logging.getLogger(__name__)
+
+# Rows per insert call: 256 rows x 1024 float32 = 1 MiB, far under Milvus' 64 MiB request limit
+# even with wide metadata.
+INSERT_BATCH = 256
+# Longest VARCHAR Milvus accepts.
+MAX_VARCHAR = 65_535
+MODEL_PROPERTY = "vidx.model"
+# HNSW on inner product: the vectors are unit length, so IP ranks as the paper's score.
+HNSW_PARAMS = {"M": 16, "efConstruction": 200}
+
+
+class VectorStoreError(RuntimeError):
+    """The database cannot do what was asked; the message says why."""
+
+
+def _milvus_type(arrow_type: pa.DataType) -> dict | None:
+    """Milvus field arguments for an Arrow column; None for types Milvus cannot filter on."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return {"datatype": DataType.VARCHAR, "max_length": MAX_VARCHAR}
+    if pa.types.is_boolean(arrow_type):
+        return {"datatype": DataType.BOOL}
+    if pa.types.is_integer(arrow_type):
+        return {"datatype": DataType.INT64}
+    if pa.types.is_floating(arrow_type):
+        return {"datatype": DataType.DOUBLE}
+    return None
+
+
+def collection_fields(schema: pa.Schema, key: str) -> list[tuple[str, dict]]:
+    """(name, Milvus field arguments) for every scalar column; the vector comes separately."""
+    fields = []
+    for field in schema:
+        if field.name in (key, "embedding"):
+            continue
+        args = _milvus_type(field.type)
+        if args is None:
+            logger.warning("column %r (%s) is not stored in Milvus: no filterable type", field.name, field.type)
+            continue
+        fields.append((field.name, args))
+    return fields
+
+
+def _rows(table: pa.Table, names: list[str]) -> Iterator[list[dict]]:
+    for start in range(0, table.num_rows, INSERT_BATCH):
+        chunk = table.slice(start, INSERT_BATCH).select(names)
+        rows = chunk.to_pylist()
+        vectors = np.stack(chunk["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+        for row, vector in zip(rows, vectors):
+            row["embedding"] = vector
+        yield rows
+
+
+class VectorStore:
+    """One Milvus database: build, validate and swap collection versions; search them."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        if not uri.startswith(("http://", "https://", "tcp://")):
+            # milvus-lite's in-process gRPC server logs a traceback for every RPC it lacks
+            # (AllocTimestamp, which pymilvus calls while waiting for an index); the client copes.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+        try:
+            self.client = MilvusClient(uri)
+        except Exception as e:  # the client raises many types for a bad path or an unreachable server
+            raise VectorStoreError(f"cannot open vector database {uri}: {e}") from e
+
+    def build_version(self, name: str, table: pa.Table, key: str, model: dict) -> None:
+        """Create collection `name` from `table` (key, scalar columns, embedding) and index it."""
+        dim = table.schema.field("embedding").type.list_size
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(key, DataType.VARCHAR, is_primary=True, max_length=MAX_VARCHAR)
+        fields = collection_fields(table.schema, key)
+        for field_name, args in fields:
+            schema.add_field(field_name, nullable=True, **args)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index("embedding", index_type="HNSW", metric_type="IP", params=HNSW_PARAMS)
+        if self.client.has_collection(name):
+            self.client.drop_collection(name)  # a half-built version of an interrupted load
+        self.client.create_collection(name, schema=schema, index_params=index,
+                                      properties={MODEL_PROPERTY: json.dumps(model, sort_keys=True)})
+        for rows in _rows(table, [key, *[f for f, _ in fields], "embedding"]):
+            self.client.insert(name, rows)
+        self.client.flush(name)  # until flushed, milvus-lite searches take seconds
+
+    def count(self, name: str) -> int:
+        return int(self.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+    def vectors(self, name: str, key: str, keys: list[str]) -> dict[str, np.ndarray]:
+        quoted = ", ".join(json.dumps(k) for k in keys)
+        rows = self.client.query(name, filter=f"{key} in [{quoted}]", output_fields=[key, "embedding"])
+        return {row[key]: np.asarray(row["embedding"], np.float32) for row in rows}
+
+    def alias_target(self, alias: str) -> str | None:
+        # list_aliases, not describe_alias: that one logs an error with a traceback when missing.
+        for name in self.client.list_collections():
+            if alias in self.client.list_aliases(name)["aliases"]:
+                return name
+        return None
+
+    def swap_alias(self, alias: str, name: str) -> None:
+        """Point `alias` at `name` in one step; readers see the old or the new version, never none."""
+        if self.alias_target(alias) is None:
+            self.client.create_alias(name, alias)
+        else:
+            self.client.alter_alias(name, alias)
+
+    def model_record(self, alias: str) -> dict:
+        name = self.alias_target(alias) or alias
+        if not self.client.has_collection(name):
+            raise VectorStoreError(f"no collection {alias!r} in {self.uri}; run `vidx load` first")
+        properties = self.client.describe_collection(name).get("properties", {})
+        return json.loads(properties[MODEL_PROPERTY])
+
+    def search(self, alias: str, vector: np.ndarray, k: int, filter: str = "",
+               output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
+        """Top-k by inner product: [{key fields..., "score"}], best first."""
+        hits = self.client.search(alias, data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
+                                  output_fields=output_fields or ["*"],
+                                  search_params={"metric_type": "IP", "params": {"ef": max(ef or 0, 2 * k, 64)}})
+        return [{**hit["entity"], "score": float(hit["distance"])} for hit in hits[0]]
+
+    def versions(self, alias: str) -> list[str]:
+        return sorted(n for n in self.client.list_collections() if n.startswith(f"{alias}_"))
+
+    def drop(self, name: str) -> None:
+        self.client.drop_collection(name)
