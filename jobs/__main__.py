@@ -14,6 +14,7 @@ from storage.vectorstore import VectorStoreError
 from .demo import demo
 from .index import DEFAULT_BATCH_SIZE, index
 from .load import load
+from .search import format_table, search
 from .sink import ROWS_PER_PART
 from .synth import synth
 
@@ -52,12 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", default="videos", help="alias the new version is served under")
     p.set_defaults(run=lambda a: print_json(load(a.embeddings, a.db, a.collection)))
 
+    p = commands.add_parser("search", help="text->video, video->video or video->text top-k")
+    p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a caption to find videos for")
+    query.add_argument("--video", help="a video file or URL to find similar videos (or captions) for")
+    query.add_argument("--video-id", help="an indexed video to find similar videos for")
+    p.add_argument("--target", default="videos", choices=["videos", "captions"])
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--where", default="", help='Milvus filter, e.g. \'tag == "news" and duration_s > 10\'')
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(run=lambda a: print_search(search(
+        a.db, text=a.text, video=a.video, video_id=a.video_id, target=a.target, k=a.k, where=a.where), a.json))
+
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=lambda a: print(synth(a.out, n=a.n, seed=a.seed)))
     return parser
+
+
+def print_search(hits: list[dict], as_json: bool) -> None:
+    print(json.dumps(hits, default=str) if as_json else format_table(hits), flush=True)
 
 
 def print_json(result) -> None:

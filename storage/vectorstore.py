@@ -101,12 +101,21 @@ class VectorStore:
             self.client.insert(name, rows)
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
 
+    def _loaded(self, alias: str) -> str:
+        """The collection behind `alias`, loaded: a process that did not build it finds it released."""
+        name = self.alias_target(alias) or alias
+        self.client.load_collection(name)
+        return name
+
+    def query(self, alias: str, filter: str, output_fields: list[str]) -> list[dict]:
+        return self.client.query(self._loaded(alias), filter=filter, output_fields=output_fields)
+
     def count(self, name: str) -> int:
-        return int(self.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        return int(self.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def vectors(self, name: str, key: str, keys: list[str]) -> dict[str, np.ndarray]:
         quoted = ", ".join(json.dumps(k) for k in keys)
-        rows = self.client.query(name, filter=f"{key} in [{quoted}]", output_fields=[key, "embedding"])
+        rows = self.query(name, filter=f"{key} in [{quoted}]", output_fields=[key, "embedding"])
         return {row[key]: np.asarray(row["embedding"], np.float32) for row in rows}
 
     def alias_target(self, alias: str) -> str | None:
@@ -133,7 +142,7 @@ class VectorStore:
     def search(self, alias: str, vector: np.ndarray, k: int, filter: str = "",
                output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
         """Top-k by inner product: [{key fields..., "score"}], best first."""
-        hits = self.client.search(alias, data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
+        hits = self.client.search(self._loaded(alias), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
                                   output_fields=output_fields or ["*"],
                                   search_params={"metric_type": "IP", "params": {"ef": max(ef or 0, 2 * k, 64)}})
         return [{**hit["entity"], "score": float(hit["distance"])} for hit in hits[0]]
