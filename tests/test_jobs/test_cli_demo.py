@@ -24,5 +24,5 @@ def test_demo_prints_ranked_matches(tmp_path, capsys, local_ray):
     assert main(["demo", "--out", str(tmp_path), "--n", "4", "-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-4].startswith("query: 'a red circle moves to the left'") and "4 videos" in lines[-4]
-    scores = [float(line.split("score")[1].split()[0]) for line in lines[-3:]]
+    scores = [float(line.split()[1]) for line in lines[-3:]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
