@@ -9,11 +9,13 @@ import sys
 
 from encoders import CheckpointError
 from storage.manifest import ManifestError
+from storage.sql import QueryError
 from storage.vectorstore import VectorStoreError
 
 from .demo import demo
 from .index import DEFAULT_BATCH_SIZE, index
 from .load import load
+from .query import run_query
 from .search import format_table, search
 from .sink import ROWS_PER_PART
 from .synth import synth
@@ -66,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=lambda a: print_search(search(
         a.db, text=a.text, video=a.video, video_id=a.video_id, target=a.target, k=a.k, where=a.where), a.json))
 
+    p = commands.add_parser("query", help="a SQL-like SELECT against the served collections")
+    p.add_argument("sql", help="SELECT ... FROM videos|captions [WHERE ...] [ORDER BY similarity(TEXT(..)) DESC] [LIMIT n]")
+    p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a value for :NAME")
+    p.add_argument("--explain", action="store_true", help="print the Milvus call instead of running it")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(run=lambda a: print_query(run_query(a.db, a.sql, parse_params(a.param), a.explain), a.json))
+
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=16)
@@ -76,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_search(hits: list[dict], as_json: bool) -> None:
     print(json.dumps(hits, default=str) if as_json else format_table(hits), flush=True)
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--param {pair!r}: expected NAME=VALUE")
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def print_query(result, as_json: bool) -> None:
+    if as_json or isinstance(result, dict):
+        print(json.dumps(result, default=str), flush=True)
+    else:
+        for row in result:
+            print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 def print_json(result) -> None:
@@ -89,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ManifestError, CheckpointError, VectorStoreError, ValueError) as e:
+    except (ManifestError, CheckpointError, VectorStoreError, QueryError, ValueError) as e:
         print(f"vidx {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -107,8 +107,16 @@ class VectorStore:
         self.client.load_collection(name)
         return name
 
-    def query(self, alias: str, filter: str, output_fields: list[str]) -> list[dict]:
-        return self.client.query(self._loaded(alias), filter=filter, output_fields=output_fields)
+    def query(self, alias: str, filter: str, output_fields: list[str], **page) -> list[dict]:
+        """Rows matching `filter`; `page` may give limit and offset."""
+        return self.client.query(self._loaded(alias), filter=filter, output_fields=output_fields, **page)
+
+    def fields(self, alias: str) -> set[str]:
+        """Scalar field names of the collection behind `alias`; empty when there is none."""
+        name = self.alias_target(alias)
+        if name is None:
+            return set()
+        return {f["name"] for f in self.client.describe_collection(name)["fields"] if f["name"] != "embedding"}
 
     def count(self, name: str) -> int:
         return int(self.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])

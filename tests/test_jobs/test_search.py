@@ -10,19 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.__main__ import main
-from jobs.index import index
-from jobs.load import load, load_collection
-from jobs.synth import synth
+from jobs.load import load_collection
 from storage.vectorstore import VectorStore
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory, local_ray) -> tuple:
-    work = tmp_path_factory.mktemp("search")
-    manifest = synth(work / "synth", n=12, seed=11)
-    index(str(manifest), str(work / "index"), model="tiny", segment_seconds=2.0)
-    load(str(work / "index"), str(work / "vidx.db"))
-    return work / "index", str(work / "vidx.db")
 
 
 def run_search(capsys, *args: str) -> list[dict]:

@@ -1,0 +1,54 @@
+"""The query command: a SQL-like statement against the served collections.
+
+Usage: python -m jobs query --db URI [--json] [--explain] [--param NAME=VALUE ...] "SELECT ..."
+"""
+
+from __future__ import annotations
+
+import json
+
+from pymilvus.exceptions import MilvusException
+
+from storage.sql import ParsedQuery, parse_query
+from storage.vectorstore import VectorStore
+
+from .search import query_vector
+
+
+def served_columns(store: VectorStore) -> dict[str, set[str]]:
+    """Filterable columns of each served collection (empty for one not loaded yet)."""
+    return {table: store.fields(table) for table in ("videos", "captions")}
+
+
+def milvus_call(parsed: ParsedQuery) -> dict:
+    """The Milvus call a statement becomes (what --explain prints)."""
+    fields = [f for f in parsed.fields if f != "score"] or ["*"]
+    call = {"collection": parsed.table, "filter": parsed.filter, "output_fields": fields,
+            "limit": parsed.limit, "offset": parsed.offset}
+    if parsed.similarity:
+        kind, value = parsed.similarity
+        return {"method": "search", "query": f"{kind}({value!r})", "metric": "IP", **call}
+    return {"method": "query", **call}
+
+
+def run_query(db: str, sql: str, params: dict | None = None, explain: bool = False) -> list[dict] | dict:
+    store = VectorStore(db)
+    parsed = parse_query(sql, served_columns(store), params)
+    call = milvus_call(parsed)
+    if explain:
+        return call
+    try:
+        if parsed.similarity:
+            kind, value = parsed.similarity
+            vector = query_vector(store, parsed.table, text=value if kind == "TEXT" else None,
+                                  video=value if kind == "VIDEO" else None, video_id=value if kind == "ID" else None)
+            rows = store.search(parsed.table, vector, parsed.limit + parsed.offset, filter=parsed.filter,
+                                output_fields=call["output_fields"])[parsed.offset:]
+        else:
+            rows = store.query(parsed.table, filter=parsed.filter, output_fields=call["output_fields"],
+                               limit=parsed.limit, offset=parsed.offset)
+    except MilvusException as e:
+        raise ValueError(f"Milvus refused {json.dumps(call)}: {e.message}") from e
+    if not parsed.fields:
+        return rows
+    return [{k: row[k] for k in parsed.fields if k in row} for row in rows]  # in SELECT order

@@ -1,0 +1,186 @@
+"""The SQL-like dialect: one-table SELECT parsed with sqlglot, turned into a Milvus call.
+
+    SELECT video_id, start_s, score FROM videos
+    WHERE duration_s > 10 AND tag IN ('news') ORDER BY similarity(TEXT('a goal')) DESC LIMIT 20
+
+WHERE becomes a Milvus filter expression (every literal re-quoted, so no input changes its
+structure); ORDER BY similarity(TEXT(..) | VIDEO(..) | ID(..)) DESC becomes the vector search.
+Anything else is refused with a QueryError naming the offending part and where it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+
+TABLES = ("videos", "captions")
+QUERY_KINDS = ("TEXT", "VIDEO", "ID")
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 10
+# sqlglot's names for SELECT clauses outside the dialect -> what the error calls them.
+UNSUPPORTED_CLAUSES = {"joins": "JOIN", "group": "GROUP BY", "having": "HAVING", "distinct": "DISTINCT",
+                       "with": "WITH", "windows": "WINDOW", "qualify": "QUALIFY", "laterals": "LATERAL"}
+
+
+class QueryError(ValueError):
+    """A statement outside the dialect; the message names the offending token and its position."""
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    table: str
+    fields: list[str]  # output columns; empty means all
+    filter: str  # Milvus filter expression; "" for none
+    similarity: tuple[str, str] | None  # ("TEXT" | "VIDEO" | "ID", value) or None: a filtered scan
+    limit: int
+    offset: int
+
+
+def _where_is(sql: str, node: exp.Expression) -> str:
+    """'line L, column C' where the node's first word is in the statement; sqlglot keeps token
+    positions only on some nodes, so its text is searched for, its recorded position the fallback."""
+    word = re.match(r"[\w.:]+|\S", node.sql().lstrip(", ("))
+    match = re.search(r"(?<![\w.])" + re.escape(word.group()), sql, re.IGNORECASE) if word else None
+    if match:
+        line = sql.count("\n", 0, match.start()) + 1
+        return f"line {line}, column {match.start() - sql.rfind(chr(10), 0, match.start())}"
+    meta = node.meta
+    return f"line {meta['line']}, column {meta['col']}" if "line" in meta else "an unknown position"
+
+
+def _refuse(sql: str, node: exp.Expression, what: str) -> QueryError:
+    return QueryError(f"{what}: {node.sql()!r} at {_where_is(sql, node)}")
+
+
+class _Translator:
+    """WHERE clause -> Milvus expression, checking every column and operator on the way."""
+
+    BINARY = {exp.EQ: "==", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
+              exp.And: "and", exp.Or: "or"}
+
+    def __init__(self, sql: str, columns: set[str], params: dict):
+        self.sql, self.columns, self.params = sql, columns, params
+
+    def literal(self, node: exp.Expression) -> str:
+        if isinstance(node, exp.Placeholder):
+            if node.name not in self.params:
+                raise _refuse(self.sql, node, f"no value given for parameter :{node.name}")
+            return _quote(self.params[node.name])
+        if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+            return "-" + self.literal(node.this)
+        if isinstance(node, exp.Boolean):
+            return "true" if node.this else "false"
+        if isinstance(node, exp.Literal):
+            return _quote(node.this) if node.is_string else str(float(node.this) if "." in node.this else int(node.this))
+        raise _refuse(self.sql, node, "expected a literal or :parameter")
+
+    def column(self, node: exp.Expression) -> str:
+        if not isinstance(node, exp.Column) or node.table:
+            raise _refuse(self.sql, node, "expected a column name")
+        if node.name not in self.columns:
+            raise _refuse(self.sql, node, f"unknown column (known: {', '.join(sorted(self.columns))})")
+        return node.name
+
+    def __call__(self, node: exp.Expression) -> str:
+        if isinstance(node, exp.Paren):
+            return f"({self(node.this)})"
+        if isinstance(node, exp.Not):
+            return f"not ({self(node.this)})"
+        if isinstance(node, (exp.And, exp.Or)):
+            return f"({self(node.this)} {self.BINARY[type(node)]} {self(node.expression)})"
+        if type(node) in self.BINARY:
+            return f"{self.column(node.this)} {self.BINARY[type(node)]} {self.literal(node.expression)}"
+        if isinstance(node, exp.In) and not node.args.get("query"):
+            return f"{self.column(node.this)} in [{', '.join(self.literal(v) for v in node.expressions)}]"
+        if isinstance(node, exp.Between):
+            name = self.column(node.this)
+            return f"({name} >= {self.literal(node.args['low'])} and {name} <= {self.literal(node.args['high'])})"
+        if isinstance(node, exp.Like):
+            return f"{self.column(node.this)} like {self.literal(node.expression)}"
+        if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            return f"{self.column(node.this)} is null"
+        raise _refuse(self.sql, node, "not supported in WHERE")
+
+
+def _quote(value) -> str:
+    """A Milvus literal for a Python value; strings are JSON-quoted, which escapes quotes too."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _similarity(sql: str, order: exp.Order | None, params: dict) -> tuple[str, str] | None:
+    if order is None:
+        return None
+    [ordered] = order.expressions if len(order.expressions) == 1 else [None]
+    call = ordered.this if ordered is not None else order
+    if (ordered is None or not ordered.args.get("desc") or not isinstance(call, exp.Anonymous)
+            or call.name.lower() != "similarity" or len(call.expressions) != 1):
+        raise _refuse(sql, call, "ORDER BY takes only similarity(TEXT(..) | VIDEO(..) | ID(..)) DESC")
+    inner = call.expressions[0]
+    if not isinstance(inner, exp.Anonymous) or inner.name.upper() not in QUERY_KINDS or len(inner.expressions) != 1:
+        raise _refuse(sql, inner, "similarity() takes TEXT('...'), VIDEO('path') or ID('video_id')")
+    value = json.loads(_Translator(sql, set(), params).literal(inner.expressions[0]))
+    return inner.name.upper(), str(value)
+
+
+def _count(sql: str, node: exp.Expression | None, name: str, default: int) -> int:
+    if node is None:
+        return default
+    value = node.expression
+    if not isinstance(value, exp.Literal) or value.is_string or not value.this.isdigit():
+        raise _refuse(sql, value, f"{name} takes a whole number")
+    if int(value.this) > MAX_LIMIT:
+        raise _refuse(sql, value, f"{name} is at most {MAX_LIMIT}")
+    return int(value.this)
+
+
+def _check_shape(sql: str, tree: exp.Expression) -> str:
+    if not isinstance(tree, exp.Select):
+        raise _refuse(sql, tree, "only SELECT is supported")
+    for arg, clause in UNSUPPORTED_CLAUSES.items():
+        if tree.args.get(arg):
+            node = tree.args[arg]
+            raise _refuse(sql, node[0] if isinstance(node, list) else node, f"{clause} is not supported")
+    nested = [s for s in tree.find_all(exp.Select, exp.Subquery) if s is not tree]
+    if nested:
+        raise _refuse(sql, nested[0], "subqueries are not supported")
+    source = tree.args.get("from_") or tree.args.get("from")
+    if source is None or not isinstance(source.this, exp.Table) or source.this.name not in TABLES:
+        raise _refuse(sql, source or tree, f"FROM takes one of {', '.join(TABLES)}")
+    return source.this.name
+
+
+def parse_query(sql: str, columns: dict[str, set[str]], params: dict | None = None) -> ParsedQuery:
+    """Parse and check a statement against the columns each table has. Raises QueryError."""
+    params = params or {}
+    try:
+        tree = sqlglot.parse_one(sql)
+    except sqlglot.errors.ParseError as e:
+        first = e.errors[0]
+        raise QueryError(f"syntax error at line {first['line']}, column {first['col']}: near "
+                         f"{first['highlight']!r} ({first['description']})") from None
+    table = _check_shape(sql, tree)
+    known = columns[table] | {"score"}
+    fields = []
+    for item in tree.expressions:
+        if isinstance(item, exp.Star):
+            continue
+        if not isinstance(item, exp.Column) or item.name not in known:
+            raise _refuse(sql, item, "SELECT takes column names, 'score' or *")
+        fields.append(item.name)
+    where = tree.args.get("where")
+    return ParsedQuery(
+        table=table,
+        fields=fields,
+        filter=_Translator(sql, columns[table], params)(where.this) if where else "",
+        similarity=_similarity(sql, tree.args.get("order"), params),
+        limit=_count(sql, tree.args.get("limit"), "LIMIT", DEFAULT_LIMIT),
+        offset=_count(sql, tree.args.get("offset"), "OFFSET", 0),
+    )
