@@ -46,8 +46,10 @@ def _where_is(sql: str, node: exp.Expression) -> str:
     word = re.match(r"[\w.:]+|\S", node.sql().lstrip(", ("))
     match = re.search(r"(?<![\w.])" + re.escape(word.group()), sql, re.IGNORECASE) if word else None
     if match:
-        line = sql.count("\n", 0, match.start()) + 1
-        return f"line {line}, column {match.start() - sql.rfind(chr(10), 0, match.start())}"
+        start = match.start()
+        line_start = sql.rfind("\n", 0, start)  # -1 on the first line
+        line = sql.count("\n", 0, start) + 1
+        return f"line {line}, column {start - line_start}"
     meta = node.meta
     return f"line {meta['line']}, column {meta['col']}" if "line" in meta else "an unknown position"
 
