@@ -17,6 +17,7 @@ from .index import DEFAULT_BATCH_SIZE, index
 from .load import load
 from .query import run_query
 from .search import format_table, search
+from .serve import serve
 from .sink import ROWS_PER_PART
 from .synth import synth
 
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="print the Milvus call instead of running it")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(run=lambda a: print_query(run_query(a.db, a.sql, parse_params(a.param), a.explain), a.json))
+
+    p = commands.add_parser("serve", help="HTTP JSON API (FastAPI) for search and query")
+    p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; beyond localhost a token is required")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="bearer token clients must send (default: VIDX_TOKEN)")
+    p.set_defaults(run=lambda a: serve(a.db, host=a.host, port=a.port, token=a.token))
 
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)

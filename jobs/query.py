@@ -31,8 +31,10 @@ def milvus_call(parsed: ParsedQuery) -> dict:
     return {"method": "query", **call}
 
 
-def run_query(db: str, sql: str, params: dict | None = None, explain: bool = False) -> list[dict] | dict:
-    store = VectorStore(db)
+def run_query(db: str, sql: str, params: dict | None = None, explain: bool = False,
+              store: VectorStore | None = None) -> list[dict] | dict:
+    """Rows of a statement (or, with `explain`, the Milvus call it becomes). `store`: one to reuse."""
+    store = store or VectorStore(db)
     parsed = parse_query(sql, served_columns(store), params)
     call = milvus_call(parsed)
     if explain:

@@ -20,17 +20,22 @@ logger = logging.getLogger(__name__)
 
 MAX_K = 1000
 TARGETS = ("videos", "captions")
+# Models already loaded and checked in this process, by fingerprint: a server loads each once.
+_LOADED_MODELS: dict = {}
 
 
 def load_collection_model(store: VectorStore, alias: str):
     """The model that made `alias`, loaded from its recorded spec; refused if it is not the same."""
     record = store.model_record(alias)
+    if record["fingerprint"] in _LOADED_MODELS:
+        return _LOADED_MODELS[record["fingerprint"]]
     encoder = load_model(**record["spec"])
     if encoder.fingerprint != record["fingerprint"]:
         raise VectorStoreError(
             f"collection {alias!r} was made by {record['spec']} with fingerprint {record['fingerprint']}, but "
             f"loading that spec now gives {encoder.fingerprint} (the weights or settings changed); re-index and load"
         )
+    _LOADED_MODELS[record["fingerprint"]] = encoder
     return encoder
 
 
@@ -54,15 +59,16 @@ def query_vector(store: VectorStore, target: str, text: str | None, video: str |
 
 
 def search(db: str, text: str | None = None, video: str | None = None, video_id: str | None = None,
-           target: str = "videos", k: int = 10, where: str = "") -> list[dict]:
-    """Top-k rows of `target` for one query, best first, each with its fields and `score`."""
+           target: str = "videos", k: int = 10, where: str = "", store: VectorStore | None = None) -> list[dict]:
+    """Top-k rows of `target` for one query, best first, each with its fields and `score`.
+    `store`: an open VectorStore on `db` to reuse (a server keeps one)."""
     if sum(q is not None for q in (text, video, video_id)) != 1:
         raise ValueError("give exactly one of --text, --video, --video-id")
     if target not in TARGETS:
         raise ValueError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
     if not 1 <= k <= MAX_K:
         raise ValueError(f"-k must be between 1 and {MAX_K}")
-    store = VectorStore(db)
+    store = store or VectorStore(db)
     vector = query_vector(store, target, text, video, video_id)
     try:
         hits = store.search(target, vector, k, filter=where, output_fields=["*"])
