@@ -1,4 +1,5 @@
-"""The embedded demo: sample videos -> index on a local Ray -> load into milvus-lite -> a text query.
+"""The embedded demo: sample videos -> index on a local Ray -> load into milvus-lite -> a text query
+and a SQL-like query.
 
 Usage: python -m jobs demo [--out DIR] [--model tiny] [--query TEXT]
 """
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from .index import index
 from .load import load
+from .query import run_query
 from .search import format_table, search
 from .synth import synth
 
@@ -28,4 +30,9 @@ def demo(out: str = "vidx-demo", model: str = "tiny", query: str = "a red circle
     hits = search(db, text=query, k=k)
     print(f"query: {query!r}  (model {model}, {n} videos indexed in {output}, served from {db})")
     print(format_table(hits))
+    sql = (f"SELECT video_id, colour, shape, direction, score FROM videos WHERE direction IN ('left', 'right') "
+           f"ORDER BY similarity(TEXT({query!r})) DESC LIMIT 3")
+    print(f"sql: {sql}")
+    for row in run_query(db, sql):
+        print("  " + "  ".join(f"{name}={value}" for name, value in row.items()))
     return hits

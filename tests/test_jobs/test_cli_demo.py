@@ -20,9 +20,13 @@ def test_synth_writes_decodable_videos_and_a_manifest_with_captions(tmp_path):
         assert row["captions"][1].startswith("something moves")
 
 
-def test_demo_prints_ranked_matches(tmp_path, capsys, local_ray):
-    assert main(["demo", "--out", str(tmp_path), "--n", "4", "-k", "3"]) == 0
+def test_demo_prints_ranked_matches_and_a_filtered_sql_query(tmp_path, capsys, local_ray):
+    assert main(["demo", "--out", str(tmp_path), "--n", "6", "-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-4].startswith("query: 'a red circle moves to the left'") and "4 videos" in lines[-4]
-    scores = [float(line.split()[1]) for line in lines[-3:]]
+    start = next(i for i, line in enumerate(lines) if line.startswith("query: 'a red circle moves to the left'"))
+    assert "6 videos" in lines[start]
+    scores = [float(line.split()[1]) for line in lines[start + 1 : start + 4]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert lines[start + 4].startswith("sql: SELECT")
+    rows = lines[start + 5 :]
+    assert rows and all("direction=left" in row or "direction=right" in row for row in rows)
