@@ -51,6 +51,6 @@ def run_query(db: str, sql: str, params: dict | None = None, explain: bool = Fal
                                limit=parsed.limit, offset=parsed.offset)
     except MilvusException as e:
         raise ValueError(f"Milvus refused {json.dumps(call)}: {e.message}") from e
-    if not parsed.fields:
-        return rows
+    if not parsed.fields:  # SELECT *: every stored column but the vector
+        return [{k: v for k, v in row.items() if k != "embedding"} for row in rows]
     return [{k: row[k] for k in parsed.fields if k in row} for row in rows]  # in SELECT order

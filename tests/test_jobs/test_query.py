@@ -71,6 +71,9 @@ def test_limit_offset_and_field_order(loaded):
     page = run_query(db, "SELECT video_id, score FROM videos ORDER BY similarity(TEXT('red')) DESC LIMIT 3 OFFSET 3")
     assert [r["video_id"] for r in page] == [r["video_id"] for r in ranked[3:]]
     assert list(page[0]) == ["video_id", "score"]
+    everything = run_query(db, "SELECT * FROM videos WHERE segment = 0 LIMIT 2")
+    assert len(everything) == 2 and {"key", "video_id", "colour"} <= set(everything[0])
+    assert "embedding" not in everything[0]
 
 
 def test_cli_explain_and_refusal(loaded, capsys):
