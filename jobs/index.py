@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 import ray
 
 from encoders import load_model
-from storage.dataset import (CAPTIONS, VIDEOS, caption_schema, compact, live_mask, read_parts, remove_temp_files,
-                             video_schema, write_part)
+from storage.dataset import (CAPTIONS, VIDEOS, caption_schema, compact, read_live, remove_temp_files, video_schema,
+                             write_part)
 from storage.manifest import read_manifest
 from storage.runs import new_run_id, write_run_record
 
@@ -88,8 +88,8 @@ def refresh_metadata(plan: Plan, manifest: pa.Table, schema: pa.Schema, director
     """Rewrite the stored rows of videos whose metadata alone changed; no decoding, no encoding."""
     refreshed = manifest.take(pa.array(plan.refresh))
     ids = refreshed["video_id"]
-    stored = read_parts(directory)
-    stored = stored.filter(live_mask(stored, set(ids.to_pylist()), "key"))
+    stored = read_live(directory)
+    stored = stored.filter(pc.is_in(stored["video_id"], value_set=ids.combine_chunks()))
     meta = metadata_columns(manifest)
     position = {video_id: i for i, video_id in enumerate(ids.to_pylist())}
     taken = refreshed.select(meta).take(pa.array([position[v] for v in stored["video_id"].to_pylist()]))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from storage.dataset import live_mask, read_parts
+from storage.dataset import read_live
 from storage.files import file_stat
 
 logger = logging.getLogger(__name__)
@@ -28,10 +28,9 @@ def metadata_columns(manifest: pa.Table) -> list[str]:
 
 def _previous_rows(directory: str, columns: list[str]) -> dict[str, list[dict]]:
     """The rows each video has now (its newest run's), grouped by video_id."""
-    rows = read_parts(directory, columns=columns)
+    rows = read_live(directory, key_column=columns[0], columns=columns)
     if rows is None:
         return {}
-    rows = rows.filter(live_mask(rows, set(rows["video_id"].to_pylist()), columns[0]))
     grouped: dict[str, list[dict]] = {}
     for row in rows.to_pylist():
         grouped.setdefault(row["video_id"], []).append(row)
