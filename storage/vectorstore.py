@@ -25,6 +25,11 @@ MAX_VARCHAR = 65_535
 MODEL_PROPERTY = "vidx.model"
 # HNSW on inner product: the vectors are unit length, so IP ranks as the paper's score.
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
+# pymilvus pings every 10 s even when idle; milvus-lite's gRPC server (embedded or `milvus-lite
+# server`) keeps gRPC's defaults (no pings without a call, at most one per 5 min), answers the third
+# early ping with GOAWAY "too many pings", and the client cannot reconnect: an idle `vidx serve`
+# broke after ~30 s (2 of 6 runs). Ping only during calls, every 5 min: every server accepts that.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
 
 
 class VectorStoreError(RuntimeError):
@@ -78,9 +83,10 @@ class VectorStore:
             # (AllocTimestamp, which pymilvus calls while waiting for an index); the client copes.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
         try:
-            self.client = MilvusClient(uri)
+            self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
         except Exception as e:  # the client raises many types for a bad path or an unreachable server
             raise VectorStoreError(f"cannot open vector database {uri}: {e}") from e
+        self._loaded_names: set[str] = set()
 
     def build_version(self, name: str, table: pa.Table, key: str, model: dict) -> None:
         """Create collection `name` from `table` (key, scalar columns, embedding) and index it."""
@@ -102,21 +108,29 @@ class VectorStore:
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
 
     def _loaded(self, alias: str) -> str:
-        """The collection behind `alias`, loaded: a process that did not build it finds it released."""
-        name = self.alias_target(alias) or alias
-        self.client.load_collection(name)
-        return name
+        """`alias`, with the collection behind it loaded: a process that did not build a collection
+        finds it released. Calls go through the alias itself, so a swap between the two RPCs is safe."""
+        description = self._description(alias)
+        name = description["collection_name"] if description else alias
+        if name not in self._loaded_names:
+            self.client.load_collection(name)
+            self._loaded_names.add(name)
+        return alias
 
     def query(self, alias: str, filter: str, output_fields: list[str], **page) -> list[dict]:
         """Rows matching `filter`; `page` may give limit and offset."""
         return self.client.query(self._loaded(alias), filter=filter, output_fields=output_fields, **page)
 
+    def _description(self, alias: str) -> dict | None:
+        # has_collection first: describe_collection logs a traceback for a missing name.
+        return self.client.describe_collection(alias) if self.client.has_collection(alias) else None
+
     def fields(self, alias: str) -> set[str]:
         """Scalar field names of the collection behind `alias`; empty when there is none."""
-        name = self.alias_target(alias)
-        if name is None:
+        description = self._description(alias)
+        if description is None:
             return set()
-        return {f["name"] for f in self.client.describe_collection(name)["fields"] if f["name"] != "embedding"}
+        return {f["name"] for f in description["fields"] if f["name"] != "embedding"}
 
     def count(self, name: str) -> int:
         return int(self.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
@@ -141,11 +155,10 @@ class VectorStore:
             self.client.alter_alias(name, alias)
 
     def model_record(self, alias: str) -> dict:
-        name = self.alias_target(alias) or alias
-        if not self.client.has_collection(name):
+        description = self._description(alias)
+        if description is None:
             raise VectorStoreError(f"no collection {alias!r} in {self.uri}; run `vidx load` first")
-        properties = self.client.describe_collection(name).get("properties", {})
-        return json.loads(properties[MODEL_PROPERTY])
+        return json.loads(description.get("properties", {})[MODEL_PROPERTY])
 
     def search(self, alias: str, vector: np.ndarray, k: int, filter: str = "",
                output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -83,3 +85,10 @@ def test_load_job_reads_ok_rows_of_an_index_run(tmp_path, good_videos, local_ray
     assert result["videos"]["rows"] == 1 and result["captions"]["rows"] == 1
     store = VectorStore(str(tmp_path / "vidx.db"))
     assert store.model_record("videos")["spec"]["name"] == "tiny"
+
+
+def test_milvus_lite_opens_again_after_its_connection_sat_idle(store):
+    """Processes that load, wait, then search (tests, notebooks, `vidx serve`) reuse one connection."""
+    load_collection(store, embeddings_table(20), "videos", "key", {}, "v1")
+    time.sleep(40)  # milvus-lite's gRPC server dropped pymilvus' default keepalive after ~30 s
+    assert VectorStore(store.uri).count("videos") == 20
