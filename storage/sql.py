@@ -41,17 +41,22 @@ class ParsedQuery:
 
 
 def _where_is(sql: str, node: exp.Expression) -> str:
-    """'line L, column C' where the node's first word is in the statement; sqlglot keeps token
-    positions only on some nodes, so its text is searched for, its recorded position the fallback."""
+    """'line L, column C' of the node's first word in the statement. sqlglot records offsets only on
+    identifiers and literals, so the word is searched for, taking the last occurrence at or before
+    the earliest offset recorded under the node (the same name may also appear earlier)."""
+    starts = [n.meta["start"] for n in node.walk() if "start" in n.meta]
     word = re.match(r"[\w.:]+|\S", node.sql().lstrip(", ("))
-    match = re.search(r"(?<![\w.])" + re.escape(word.group()), sql, re.IGNORECASE) if word else None
-    if match:
-        start = match.start()
-        line_start = sql.rfind("\n", 0, start)  # -1 on the first line
-        line = sql.count("\n", 0, start) + 1
-        return f"line {line}, column {start - line_start}"
-    meta = node.meta
-    return f"line {meta['line']}, column {meta['col']}" if "line" in meta else "an unknown position"
+    found = [m.start() for m in re.finditer(r"(?<![\w.])" + re.escape(word.group()), sql, re.IGNORECASE)] if word else []
+    if starts:
+        before = [at for at in found if at <= min(starts)]
+        start = before[-1] if before else min(starts)
+    elif found:
+        start = found[0]
+    else:
+        return "an unknown position"
+    line_start = sql.rfind("\n", 0, start)  # -1 on the first line
+    line = sql.count("\n", 0, start) + 1
+    return f"line {line}, column {start - line_start}"
 
 
 def _refuse(sql: str, node: exp.Expression, what: str) -> QueryError:

@@ -35,3 +35,14 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """URI of a Milvus server on a local port (`milvus-lite server`), for the `--db http://...` path."""
+    from servers import start_milvus_server
+
+    process, uri = start_milvus_server(tmp_path_factory.mktemp("milvus_server") / "data")
+    yield uri
+    process.terminate()
+    process.wait(timeout=30)

@@ -48,6 +48,8 @@ def test_string_literals_cannot_change_the_filter_structure():
                                                  "'colour' at line 1, column 28"),
     ("SELECT * FROM videos WHERE tag = ", "syntax error at line 1, column 32"),
     ("SELECT * FROM videos ORDER BY duration_s", "ORDER BY takes only similarity"),
+    ("SELECT tag FROM videos\nORDER BY tag", "ORDER BY takes only similarity(TEXT(..) | VIDEO(..) | ID(..)) DESC: "
+                                             "'tag' at line 2, column 10"),
     ("SELECT * FROM videos ORDER BY similarity(AUDIO('x')) DESC", "similarity() takes TEXT"),
     ("SELECT * FROM users", "FROM takes one of videos, captions"),
     ("SELECT * FROM videos LIMIT 5000", "LIMIT is at most 1000"),
