@@ -15,11 +15,28 @@ from storage.vectorstore import VectorStoreError
 from .demo import demo
 from .index import DEFAULT_BATCH_SIZE, index
 from .load import load
+from .nightly import DEFAULT_KEEP, nightly
 from .query import run_query
 from .search import format_table, search
 from .serve import serve
 from .sink import ROWS_PER_PART
 from .synth import synth
+
+
+def add_index_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="clip-meanp", help="clip2video (needs --checkpoint), clip-meanp, tiny")
+    p.add_argument("--checkpoint", help="official CLIP2Video checkpoint (pytorch_model.bin.N)")
+    p.add_argument("--workers", type=int, default=1, help="encoder actors (one GPU each on GPU clusters)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per encoder call")
+    p.add_argument("--segment-seconds", type=float, help="one row per segment of this length")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--rows-per-part", type=int, default=ROWS_PER_PART,
+                   help="rows per Parquet part: a crash loses at most this much finished work per writer")
+
+
+def index_options(a: argparse.Namespace) -> dict:
+    return {"model": a.model, "checkpoint": a.checkpoint, "workers": a.workers, "batch_size": a.batch_size,
+            "segment_seconds": a.segment_seconds, "address": a.address, "rows_per_part": a.rows_per_part}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,18 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("index", help="manifest -> decode -> encode -> Parquet embeddings, on Ray")
     p.add_argument("--manifest", required=True, help="Parquet, CSV or JSONL manifest, or a directory / glob of videos")
     p.add_argument("--output", required=True, help="dataset directory (local or fsspec URL)")
-    p.add_argument("--model", default="clip-meanp", help="clip2video (needs --checkpoint), clip-meanp, tiny")
-    p.add_argument("--checkpoint", help="official CLIP2Video checkpoint (pytorch_model.bin.N)")
-    p.add_argument("--workers", type=int, default=1, help="encoder actors (one GPU each on GPU clusters)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per encoder call")
-    p.add_argument("--segment-seconds", type=float, help="one row per segment of this length")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--rows-per-part", type=int, default=ROWS_PER_PART,
-                   help="rows per Parquet part: a crash loses at most this much finished work per writer")
-    p.set_defaults(run=lambda a: print_json(index(
-        a.manifest, a.output, model=a.model, checkpoint=a.checkpoint, workers=a.workers,
-        batch_size=a.batch_size, segment_seconds=a.segment_seconds, address=a.address,
-        rows_per_part=a.rows_per_part)))
+    add_index_options(p)
+    p.set_defaults(run=lambda a: print_json(index(a.manifest, a.output, **index_options(a))))
+
+    p = commands.add_parser("nightly", help="incremental index -> load -> validate -> alias swap -> retention")
+    p.add_argument("--manifest", required=True, help="tonight's manifest: the whole library as it should be served")
+    p.add_argument("--workdir", required=True, help="the index dataset kept between nights (local or fsspec URL)")
+    p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
+    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="collection versions kept per alias (default 2)")
+    add_index_options(p)
+    p.set_defaults(run=lambda a: print_json(nightly(a.manifest, a.workdir, a.db, a.keep, **index_options(a))))
 
     p = commands.add_parser("load", help="Parquet embeddings -> a new collection version, validated, alias swapped")
     p.add_argument("--embeddings", required=True, help="an index --output directory")
@@ -120,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 when the job ran (even if some videos failed), 2 when it could not run."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # milvus-lite's faiss lists the CPU builds it tried
     try:
         args.run(args)
     except (ManifestError, CheckpointError, VectorStoreError, QueryError, ValueError) as e:

@@ -164,6 +164,9 @@ def _run_stats(plan: Plan, video_stats: dict, caption_stats: dict, refreshed: in
     return {
         "videos": len(plan.encode) + len(plan.reused) + len(plan.refresh),
         "encoded": len(plan.encode),
+        "added": len(plan.encode) - len(plan.changed),
+        "changed": len(plan.changed),
+        "deleted": len(plan.deleted),
         "reused": len(plan.reused),
         "metadata_updated": len(plan.refresh),
         "rows_written": video_stats.get("rows", 0) + refreshed,

@@ -18,6 +18,8 @@ class Plan:
     encode: list[dict] = field(default_factory=list)  # {_row, video_id, uri, file_stat}
     refresh: list[int] = field(default_factory=list)  # manifest rows whose stored rows get new metadata
     reused: list[str] = field(default_factory=list)  # video_ids kept as they are
+    changed: list[str] = field(default_factory=list)  # video_ids in `encode` that had rows before
+    deleted: list[str] = field(default_factory=list)  # video_ids with rows, gone from the manifest
     captions: list[dict] = field(default_factory=list)  # {caption_id, video_id, text} to encode
     captions_reused: int = 0
 
@@ -57,10 +59,13 @@ def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str,
         prior = previous.get(row["video_id"], [])
         if not _reusable(prior, row["uri"], stat, model_fingerprint, segment_seconds):
             plan.encode.append({"_row": i, "video_id": row["video_id"], "uri": row["uri"], "file_stat": stat})
+            if prior:
+                plan.changed.append(row["video_id"])
         elif any(r.get(c) != row[c] for r in prior for c in meta) or any(c not in prior[0] for c in meta):
             plan.refresh.append(i)
         else:
             plan.reused.append(row["video_id"])
+    plan.deleted = sorted(set(previous) - set(manifest["video_id"].to_pylist()))
 
 
 def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str, plan: Plan) -> None:
@@ -84,8 +89,9 @@ def make_plan(manifest: pa.Table, videos_dir: str, captions_dir: str, model_fing
     plan_videos(manifest, videos_dir, model_fingerprint, segment_seconds, plan)
     plan_captions(manifest, captions_dir, model_fingerprint, plan)
     logger.info(
-        "plan: %d to encode, %d reused, %d metadata-only; captions: %d to encode, %d reused",
-        len(plan.encode), len(plan.reused), len(plan.refresh), len(plan.captions), plan.captions_reused,
+        "plan: %d to encode (%d of them changed), %d reused, %d metadata-only, %d deleted; "
+        "captions: %d to encode, %d reused", len(plan.encode), len(plan.changed), len(plan.reused),
+        len(plan.refresh), len(plan.deleted), len(plan.captions), plan.captions_reused,
     )
     return plan
 

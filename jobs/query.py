@@ -39,15 +39,16 @@ def run_query(db: str, sql: str, params: dict | None = None, explain: bool = Fal
     call = milvus_call(parsed)
     if explain:
         return call
+    collection = store.resolve(parsed.table)
     try:
         if parsed.similarity:
             kind, value = parsed.similarity
-            vector = query_vector(store, parsed.table, text=value if kind == "TEXT" else None,
+            vector = query_vector(store, collection, text=value if kind == "TEXT" else None,
                                   video=value if kind == "VIDEO" else None, video_id=value if kind == "ID" else None)
-            rows = store.search(parsed.table, vector, parsed.limit + parsed.offset, filter=parsed.filter,
+            rows = store.search(collection, vector, parsed.limit + parsed.offset, filter=parsed.filter,
                                 output_fields=call["output_fields"])[parsed.offset:]
         else:
-            rows = store.query(parsed.table, filter=parsed.filter, output_fields=call["output_fields"],
+            rows = store.query(collection, filter=parsed.filter, output_fields=call["output_fields"],
                                limit=parsed.limit, offset=parsed.offset)
     except MilvusException as e:
         raise ValueError(f"Milvus refused {json.dumps(call)}: {e.message}") from e

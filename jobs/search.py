@@ -24,15 +24,15 @@ TARGETS = ("videos", "captions")
 _LOADED_MODELS: dict = {}
 
 
-def load_collection_model(store: VectorStore, alias: str):
-    """The model that made `alias`, loaded from its recorded spec; refused if it is not the same."""
-    record = store.model_record(alias)
+def load_collection_model(store: VectorStore, collection: str):
+    """The model that made `collection`, loaded from its recorded spec; refused if it is not the same."""
+    record = store.model_record(collection)
     if record["fingerprint"] in _LOADED_MODELS:
         return _LOADED_MODELS[record["fingerprint"]]
     encoder = load_model(**record["spec"])
     if encoder.fingerprint != record["fingerprint"]:
         raise VectorStoreError(
-            f"collection {alias!r} was made by {record['spec']} with fingerprint {record['fingerprint']}, but "
+            f"collection {collection!r} was made by {record['spec']} with fingerprint {record['fingerprint']}, but "
             f"loading that spec now gives {encoder.fingerprint} (the weights or settings changed); re-index and load"
         )
     _LOADED_MODELS[record["fingerprint"]] = encoder
@@ -40,18 +40,20 @@ def load_collection_model(store: VectorStore, alias: str):
 
 
 def _stored_vector(store: VectorStore, video_id: str) -> np.ndarray:
-    rows = store.query("videos", filter=f"video_id == {json.dumps(video_id)}", output_fields=["key", "embedding"])
+    rows = store.query(store.resolve("videos"), filter=f"video_id == {json.dumps(video_id)}",
+                       output_fields=["key", "embedding"])
     if not rows:
         raise ValueError(f"--video-id {video_id!r}: no such video in the collection")
     first = min(rows, key=lambda r: r["key"])  # segment 0 of a segmented video
     return np.asarray(first["embedding"], np.float32)
 
 
-def query_vector(store: VectorStore, target: str, text: str | None, video: str | None,
+def query_vector(store: VectorStore, collection: str, text: str | None, video: str | None,
                  video_id: str | None) -> np.ndarray:
+    """The query's vector, made by the model of `collection` (a resolved name, not an alias)."""
     if video_id is not None:
         return _stored_vector(store, video_id)
-    encoder = load_collection_model(store, target)
+    encoder = load_collection_model(store, collection)
     if text is not None:
         return encoder.encode_text([text])[0]
     _, segments = decode_video(video, encoder.sampling, encoder.image_size)
@@ -69,9 +71,10 @@ def search(db: str, text: str | None = None, video: str | None = None, video_id:
     if not 1 <= k <= MAX_K:
         raise ValueError(f"-k must be between 1 and {MAX_K}")
     store = store or VectorStore(db)
-    vector = query_vector(store, target, text, video, video_id)
+    collection = store.resolve(target)
+    vector = query_vector(store, collection, text, video, video_id)
     try:
-        hits = store.search(target, vector, k, filter=where, output_fields=["*"])
+        hits = store.search(collection, vector, k, filter=where, output_fields=["*"])
     except MilvusException as e:
         raise ValueError(f"search of {target!r} failed ({'--where ' + repr(where) if where else 'no filter'}): "
                          f"{e.message}") from e

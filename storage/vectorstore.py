@@ -22,7 +22,12 @@ logger = logging.getLogger(__name__)
 INSERT_BATCH = 256
 # Longest VARCHAR Milvus accepts.
 MAX_VARCHAR = 65_535
+# Collection properties: the model that made the vectors; the version served before this one (the
+# chain retention walks, so a version never served is never kept); a digest of what was loaded
+# (an unchanged night loads nothing).
 MODEL_PROPERTY = "vidx.model"
+PREVIOUS_PROPERTY = "vidx.previous"
+DIGEST_PROPERTY = "vidx.digest"
 # HNSW on inner product: the vectors are unit length, so IP ranks as the paper's score.
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 # pymilvus pings every 10 s even when idle; milvus-lite's gRPC server (embedded or `milvus-lite
@@ -34,6 +39,37 @@ GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_withou
 
 class VectorStoreError(RuntimeError):
     """The database cannot do what was asked; the message says why."""
+
+
+class _ExceptionsLogged(logging.Handler):
+    """Keeps the exceptions a logger reports, instead of printing their tracebacks."""
+
+    def __init__(self):
+        super().__init__()
+        self.exceptions: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.exceptions.append(record.exc_info[1])
+
+
+def _open_lite(uri: str) -> MilvusClient:
+    """milvus-lite logs why it cannot open a database (a traceback) and then raises a bare "Open
+    local milvus failed": turn that into one line that names the reason and the way out."""
+    logged, log = _ExceptionsLogged(), logging.getLogger("milvus_lite.server_manager")
+    log.addHandler(logged)
+    log.propagate = False
+    try:
+        return MilvusClient(uri, grpc_options=GRPC_OPTIONS)
+    except Exception as e:
+        reason = str(logged.exceptions[-1]) if logged.exceptions else str(e)
+        if "holds the lock" in reason:
+            reason += (" (one process owns a milvus-lite database: to serve while a job loads, run "
+                       f"`milvus-lite server --data-dir {uri}` and give both --db http://127.0.0.1:19530)")
+        raise VectorStoreError(f"cannot open vector database {uri}: {reason}") from e
+    finally:
+        log.removeHandler(logged)
+        log.propagate = True
 
 
 def _milvus_type(arrow_type: pa.DataType) -> dict | None:
@@ -78,17 +114,19 @@ class VectorStore:
 
     def __init__(self, uri: str):
         self.uri = uri
-        if not uri.startswith(("http://", "https://", "tcp://")):
+        if uri.startswith(("http://", "https://", "tcp://")):
+            try:
+                self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
+            except Exception as e:  # the client raises many types for an unreachable or refusing server
+                raise VectorStoreError(f"cannot open vector database {uri}: {e}") from e
+        else:
             # milvus-lite's in-process gRPC server logs a traceback for every RPC it lacks
             # (AllocTimestamp, which pymilvus calls while waiting for an index); the client copes.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-        try:
-            self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
-        except Exception as e:  # the client raises many types for a bad path or an unreachable server
-            raise VectorStoreError(f"cannot open vector database {uri}: {e}") from e
+            self.client = _open_lite(uri)
         self._loaded_names: set[str] = set()
 
-    def build_version(self, name: str, table: pa.Table, key: str, model: dict) -> None:
+    def build_version(self, name: str, table: pa.Table, key: str, properties: dict[str, str]) -> None:
         """Create collection `name` from `table` (key, scalar columns, embedding) and index it."""
         dim = table.schema.field("embedding").type.list_size
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -100,26 +138,23 @@ class VectorStore:
         index = self.client.prepare_index_params()
         index.add_index("embedding", index_type="HNSW", metric_type="IP", params=HNSW_PARAMS)
         if self.client.has_collection(name):
-            self.client.drop_collection(name)  # a half-built version of an interrupted load
+            self.drop(name)  # a half-built version of an interrupted load
         self.client.create_collection(name, schema=schema, index_params=index,
-                                      properties={MODEL_PROPERTY: json.dumps(model, sort_keys=True)})
+                                      properties=properties)
         for rows in _rows(table, [key, *[f for f, _ in fields], "embedding"]):
             self.client.insert(name, rows)
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
 
-    def _loaded(self, alias: str) -> str:
-        """`alias`, with the collection behind it loaded: a process that did not build a collection
-        finds it released. Calls go through the alias itself, so a swap between the two RPCs is safe."""
-        description = self._description(alias)
-        name = description["collection_name"] if description else alias
+    def _loaded(self, name: str) -> str:
+        """`name`, loaded: a process that did not build a collection finds it released."""
         if name not in self._loaded_names:
             self.client.load_collection(name)
             self._loaded_names.add(name)
-        return alias
+        return name
 
-    def query(self, alias: str, filter: str, output_fields: list[str], **page) -> list[dict]:
-        """Rows matching `filter`; `page` may give limit and offset."""
-        return self.client.query(self._loaded(alias), filter=filter, output_fields=output_fields, **page)
+    def query(self, name: str, filter: str, output_fields: list[str], **page) -> list[dict]:
+        """Rows of collection `name` matching `filter`; `page` may give limit and offset."""
+        return self.client.query(self._loaded(name), filter=filter, output_fields=output_fields, **page)
 
     def _description(self, alias: str) -> dict | None:
         # has_collection first: describe_collection logs a traceback for a missing name.
@@ -154,16 +189,37 @@ class VectorStore:
         else:
             self.client.alter_alias(name, alias)
 
-    def model_record(self, alias: str) -> dict:
+    def resolve(self, alias: str) -> str:
+        """The collection `alias` names now. Resolve once per request and use the name throughout,
+        so the model, the filter columns and the search all see the same version across a swap."""
         description = self._description(alias)
         if description is None:
             raise VectorStoreError(f"no collection {alias!r} in {self.uri}; run `vidx load` first")
-        return json.loads(description.get("properties", {})[MODEL_PROPERTY])
+        return description["collection_name"]
 
-    def search(self, alias: str, vector: np.ndarray, k: int, filter: str = "",
+    def properties(self, name: str) -> dict[str, str]:
+        description = self._description(name)
+        return description.get("properties", {}) if description else {}
+
+    def model_record(self, name: str) -> dict:
+        return json.loads(self.properties(self.resolve(name))[MODEL_PROPERTY])
+
+    def retire_versions(self, alias: str, keep: int) -> list[str]:
+        """Drop every version of `alias` but the served one and the keep-1 served before it; the
+        leftovers of interrupted or failed loads were never served, so they always go."""
+        kept, name = [], self.alias_target(alias)
+        while name and len(kept) < keep and self.client.has_collection(name):
+            kept.append(name)
+            name = self.properties(name).get(PREVIOUS_PROPERTY)
+        retired = [name for name in self.versions(alias) if name not in kept]
+        for name in retired:
+            self.drop(name)
+        return retired
+
+    def search(self, name: str, vector: np.ndarray, k: int, filter: str = "",
                output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
-        """Top-k by inner product: [{key fields..., "score"}], best first."""
-        hits = self.client.search(self._loaded(alias), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
+        """Top-k of collection `name` by inner product: [{key fields..., "score"}], best first."""
+        hits = self.client.search(self._loaded(name), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
                                   output_fields=output_fields or ["*"],
                                   search_params={"metric_type": "IP", "params": {"ef": max(ef or 0, 2 * k, 64)}})
         return [{**hit["entity"], "score": float(hit["distance"])} for hit in hits[0]]
@@ -173,3 +229,4 @@ class VectorStore:
 
     def drop(self, name: str) -> None:
         self.client.drop_collection(name)
+        self._loaded_names.discard(name)

@@ -68,7 +68,7 @@ def test_bad_filter_is_one_line_and_exit_2(loaded, capsys):
 def test_a_collection_made_by_another_model_is_refused(tmp_path, capsys):
     db = str(tmp_path / "vidx.db")
     vectors = np.eye(4, 256, dtype=np.float32)
-    table = pa.table({"key": ["a#0", "b#0", "c#0", "d#0"], "video_id": ["a", "b", "c", "d"],
+    table = pa.table({"key": ["a#0", "b#0", "c#0", "d#0"], "video_id": ["a", "b", "c", "d"], "run_id": ["r"] * 4,
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 256)})
     load_collection(VectorStore(db), table, "videos", "key", {"spec": {"name": "tiny"}, "fingerprint": "other"}, "v1")
     assert main(["search", "--db", db, "--text", "a dog"]) == 2

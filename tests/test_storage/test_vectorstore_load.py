@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +26,7 @@ def embeddings_table(n: int, seed: int = 0) -> pa.Table:
         "video_id": [f"v{i}" for i in range(n)],
         "duration_s": rng.uniform(1, 60, n),
         "tag": rng.choice(["news", "sport", None], n).tolist(),
+        "run_id": ["run-1"] * n,
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIM),
     })
 
@@ -49,6 +53,25 @@ def test_failed_validation_leaves_the_alias_where_it_was(store, monkeypatch):
         load_collection(store, embeddings_table(50), "videos", "key", {}, "v2")
     assert store.alias_target("videos") == "videos_v1"
     assert store.versions("videos") == ["videos_v1"]
+
+
+def test_an_unchanged_table_loads_nothing_and_a_changed_one_a_new_version(store):
+    table = embeddings_table(40)
+    load_collection(store, table, "videos", "key", {}, "v1", skip_unchanged=True)
+    again = load_collection(store, table, "videos", "key", {}, "v2", skip_unchanged=True)
+    assert again["unchanged"] and again["collection"] == "videos_v1" and store.versions("videos") == ["videos_v1"]
+    rewritten = table.set_column(table.schema.get_field_index("run_id"), "run_id", pa.array(["run-2"] * 40))
+    load_collection(store, rewritten, "videos", "key", {}, "v3", skip_unchanged=True)
+    assert store.alias_target("videos") == "videos_v3"
+
+
+def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(store):
+    for version in ("v1", "v2", "v3"):
+        load_collection(store, embeddings_table(10), "videos", "key", {}, version)
+    store.build_version("videos_v4", embeddings_table(10), "key", {})  # a load killed before its swap
+    assert store.retire_versions("videos", keep=2) == ["videos_v1", "videos_v4"]
+    assert store.versions("videos") == ["videos_v2", "videos_v3"] and store.alias_target("videos") == "videos_v3"
+    assert store.retire_versions("videos", keep=1) == ["videos_v2"]
 
 
 def test_search_equals_brute_force_top_k(store):
@@ -92,3 +115,16 @@ def test_milvus_lite_opens_again_after_its_connection_sat_idle(store):
     load_collection(store, embeddings_table(20), "videos", "key", {}, "v1")
     time.sleep(40)  # milvus-lite's gRPC server dropped pymilvus' default keepalive after ~30 s
     assert VectorStore(store.uri).count("videos") == 20
+
+
+def test_a_database_held_by_another_process_is_refused_with_the_way_out(tmp_path):
+    db = str(tmp_path / "vidx.db")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from storage.vectorstore import VectorStore; "
+                               f"VectorStore({db!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(VectorStoreError, match="another process holds the lock.*milvus-lite server --data-dir"):
+            VectorStore(db)
+    finally:
+        holder.kill()

@@ -1,0 +1,89 @@
+"""The nightly job: incremental index -> new collection version -> validate -> alias swap -> retention.
+
+Usage: python -m jobs nightly --manifest M --workdir DIR --db URI [--keep N] [index options]
+
+Killed at any point, the next run finishes the work: index parts are written atomically and
+reused, a collection version is served only once validated, and what an interrupted load left
+behind is retired. Readers of the alias see the old version or the new one, never a gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+
+from storage.runs import new_run_id, write_run_record
+from storage.vectorstore import VectorStore
+
+from .index import index
+from .load import load
+
+logger = logging.getLogger(__name__)
+
+# Versions kept per alias: the served one and the one before it, so a query that resolved the
+# alias just before the swap still finds its collection, and a bad night can be rolled back.
+DEFAULT_KEEP = 2
+LOCK_FILE = ".nightly.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+    """One nightly run per local workdir at a time: cron can start a night before the last ends."""
+    fs, root = fsspec.core.url_to_fs(workdir)
+    if fs.protocol not in ("file", ("file", "local")):
+        yield  # object stores have no advisory locks; schedule one run at a time there
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another nightly run is working in {workdir}; wait for it to finish") from None
+        yield
+
+
+def night_stats(indexed: dict, loaded: dict, retired: dict, durations: dict) -> dict:
+    return {
+        "added": indexed["added"],
+        "changed": indexed["changed"],
+        "deleted": indexed["deleted"],
+        "reused": indexed["reused"],
+        "failed": indexed["rows_error"],
+        "metadata_updated": indexed["metadata_updated"],
+        "served": {alias: swap["collection"] for alias, swap in loaded.items()},
+        "unchanged": sorted(alias for alias, swap in loaded.items() if swap.get("unchanged")),
+        "retired": retired,
+        "durations": {k: round(v, 3) for k, v in durations.items()},
+        "index_stats_file": indexed["stats_file"],
+    }
+
+
+def nightly(manifest: str, workdir: str, db: str, keep: int = DEFAULT_KEEP, **index_options) -> dict:
+    """Bring what `db` serves in line with `manifest`, re-encoding only what changed; the night's stats."""
+    if keep < 1:
+        raise ValueError("--keep must be at least 1 (the served version)")
+    run_id = new_run_id()
+    durations, started = {}, time.perf_counter()
+    with workdir_lock(workdir):
+        indexed = index(manifest, workdir, **index_options)
+        durations["index_s"] = time.perf_counter() - started
+        step = time.perf_counter()
+        loaded = load(workdir, db, skip_unchanged=True)
+        durations["load_s"] = time.perf_counter() - step
+        step = time.perf_counter()
+        store = VectorStore(db)
+        retired = {alias: store.retire_versions(alias, keep) for alias in loaded}
+        durations["retire_s"] = time.perf_counter() - step
+    durations["total_s"] = time.perf_counter() - started
+    stats = night_stats(indexed, loaded, retired, durations)
+    record = {"run_id": run_id, "command": "nightly", "stats": stats,
+              "config": {"manifest": str(manifest), "workdir": workdir, "db": db, "keep": keep, **index_options}}
+    stats["stats_file"] = write_run_record(workdir, run_id, record)
+    logger.info("night done: %s", {k: stats[k] for k in ("added", "changed", "deleted", "reused", "served")})
+    return stats
