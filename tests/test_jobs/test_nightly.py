@@ -1,0 +1,158 @@
+"""Three nights of a changing library, served from a Milvus server while queries keep coming.
+
+Night 1 indexes the library; night 2 adds, changes, deletes and edits metadata, and its first
+attempt is killed mid-run; night 3 changes the model. After each night the served collection must
+equal that night's manifest: its ids and metadata, and embeddings equal to a fresh index.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from encoders import load_model
+from encoders.checkpoint import to_official_keys
+from jobs.__main__ import main
+from jobs.index import index
+from jobs.query import run_query
+from jobs.search import search
+from jobs.synth import synth
+from processes import kill_group, wait_for
+from storage.dataset import read_live
+from storage.vectorstore import VectorStore
+
+pytestmark = pytest.mark.slow
+METADATA = ("shape", "colour", "direction", "background", "tag")
+
+
+def write_manifest(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def served(db: str) -> dict[str, dict]:
+    """key -> row (metadata and vector) of what the videos alias serves now."""
+    store = VectorStore(db)
+    rows = store.query(store.resolve("videos"), filter="", output_fields=["*"], limit=16_384)
+    return {row["key"]: row for row in rows}
+
+
+def fresh_vectors(manifest: str, output: Path, **model) -> dict[str, np.ndarray]:
+    """key -> vector from a from-scratch index of the same manifest."""
+    index(manifest, str(output), **model)
+    rows = read_live(str(output / "videos"))
+    return dict(zip(rows["key"].to_pylist(), np.stack(rows["embedding"].to_numpy(zero_copy_only=False))))
+
+
+def assert_serves(db: str, manifest_rows: list[dict], vectors: dict[str, np.ndarray]) -> None:
+    rows = served(db)
+    assert sorted(r["video_id"] for r in rows.values()) == sorted(r["video_id"] for r in manifest_rows)
+    by_id = {r["video_id"]: r for r in manifest_rows}
+    for key, row in rows.items():
+        assert {c: row[c] for c in METADATA} == {c: by_id[row["video_id"]][c] for c in METADATA}, key
+        np.testing.assert_allclose(row["embedding"], vectors[key], atol=1e-5, err_msg=key)
+
+
+def run_night(capsys, manifest: str, workdir: Path, db: str, *model: str) -> dict:
+    assert main(["nightly", "--manifest", manifest, "--workdir", str(workdir), "--db", db, *model]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+class QueryStream(threading.Thread):
+    """A client that keeps searching and querying, as users do while the nightly job runs."""
+
+    def __init__(self, db: str):
+        super().__init__(daemon=True)
+        self.db, self.stop, self.answered, self.errors = db, threading.Event(), 0, []
+
+    def run(self) -> None:
+        store = VectorStore(self.db)
+        while not self.stop.is_set():
+            try:
+                assert search(self.db, text="a red circle moves up", k=3, store=store)
+                assert run_query(self.db, "SELECT video_id, tag FROM videos WHERE segment = 0 LIMIT 5", store=store)
+                self.answered += 1
+            except Exception as e:  # noqa: BLE001 (any failure is what the test counts)
+                self.errors.append(repr(e))
+
+
+@pytest.fixture
+def query_stream(milvus_server):
+    stream = QueryStream(milvus_server)
+    yield stream
+    stream.stop.set()
+    stream.join(timeout=60)
+
+
+def new_parts(workdir: Path, before: set[str]) -> set[str]:
+    return {p.name for p in (workdir / "videos").glob("part-*.parquet")} - before
+
+
+def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, milvus_server, local_ray, query_stream,
+                                                              capsys):
+    library = [json.loads(line) for line in synth(tmp_path / "lib", n=11, seed=23).read_text().splitlines()]
+    for row in library:
+        row["tag"] = "archive"
+    workdir, db = tmp_path / "work", milvus_server
+
+    # Night 1: the first 8 videos.
+    night1 = library[:8]
+    stats = run_night(capsys, write_manifest(tmp_path / "night1.jsonl", night1), workdir, db, "--model", "tiny")
+    assert (stats["added"], stats["changed"], stats["deleted"], stats["reused"]) == (8, 0, 0, 0)
+    query_stream.start()
+    wait_for(lambda: query_stream.answered > 0)
+    assert_serves(db, night1, fresh_vectors(str(tmp_path / "night1.jsonl"), tmp_path / "fresh1", model="tiny"))
+
+    # Night 2: add two, change one's content, delete one, edit one's metadata; killed, then re-run.
+    changed, deleted, edited = library[0], library[1], library[2]
+    shutil.copyfile(library[10]["uri"], changed["uri"])  # new content at the same uri and video_id
+    night2 = [dict(row, tag="featured") if row is edited else row for row in library[:10] if row is not deleted]
+    manifest2 = write_manifest(tmp_path / "night2.jsonl", night2)
+    before = {p.name for p in (workdir / "videos").glob("part-*.parquet")}
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "jobs", "nightly", "--manifest", manifest2, "--workdir", str(workdir), "--db", db,
+         "--model", "tiny", "--batch-size", "1", "--rows-per-part", "1"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))  # noqa: SIM115
+    try:
+        wait_for(lambda: new_parts(workdir, before) or killed.poll() is not None, timeout=180)
+    finally:
+        kill_group(killed)
+    assert killed.returncode == -9, (tmp_path / "killed.log").read_text()[-3000:]
+    to_encode = {changed["video_id"], library[8]["video_id"], library[9]["video_id"]}
+    encoded_before_kill = {v for name in new_parts(workdir, before)
+                           for v in pq.read_table(workdir / "videos" / name, columns=["video_id"])["video_id"].to_pylist()}
+    assert encoded_before_kill <= to_encode
+    assert {r["video_id"] for r in served(db).values()} == {r["video_id"] for r in night1}  # killed before its swap
+    stats = run_night(capsys, manifest2, workdir, db, "--model", "tiny")
+    assert (stats["deleted"], stats["metadata_updated"]) == (1, 1)
+    assert stats["added"] + stats["changed"] == len(to_encode - encoded_before_kill)
+    # The stats are true: the rows this night's index wrote are those of the videos it says it did.
+    run_id = json.loads(Path(stats["index_stats_file"]).read_text())["run_id"]
+    rows = read_live(str(workdir / "videos"))
+    rewritten = set(rows.filter(pc.equal(rows["run_id"], run_id))["video_id"].to_pylist())
+    assert rewritten == (to_encode - encoded_before_kill) | {edited["video_id"]}
+    assert_serves(db, night2, fresh_vectors(manifest2, tmp_path / "fresh2", model="tiny"))
+
+    # Night 3: another model (official-format checkpoint): everything re-encoded into a new version.
+    checkpoint = tmp_path / "pytorch_model.bin.1"
+    torch.save(to_official_keys(load_model("tiny", device="cpu", random_init_seed=1).module.state_dict()), checkpoint)
+    model = ["--model", "clip2video", "--checkpoint", str(checkpoint)]
+    stats = run_night(capsys, manifest2, workdir, db, *model)
+    assert (stats["changed"], stats["added"], stats["reused"], stats["deleted"]) == (len(night2), 0, 0, 0)
+    assert_serves(db, night2, fresh_vectors(manifest2, tmp_path / "fresh3", model="clip2video",
+                                            checkpoint=str(checkpoint)))
+    assert len(VectorStore(db).versions("videos")) == 2  # the served one and the one before
+
+    query_stream.stop.set()
+    query_stream.join(timeout=60)
+    assert query_stream.errors == [] and query_stream.answered > 3
