@@ -13,6 +13,7 @@ from storage.sql import QueryError
 from storage.vectorstore import VectorStoreError
 
 from .demo import demo
+from .evaluation import evaluate
 from .index import DEFAULT_BATCH_SIZE, index
 from .load import load
 from .nightly import DEFAULT_KEEP, nightly
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="bearer token clients must send (default: VIDX_TOKEN)")
     p.set_defaults(run=lambda a: serve(a.db, host=a.host, port=a.port, token=a.token))
 
+    p = commands.add_parser("eval", help="R@1/5/10, median and mean rank of an index run against its captions")
+    p.add_argument("--embeddings", required=True, help="an index --output directory (whole videos, with captions)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=lambda a: print_metrics(evaluate(a.embeddings), a.json))
+
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=16)
@@ -124,6 +130,15 @@ def print_query(result, as_json: bool) -> None:
     else:
         for row in result:
             print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+
+def print_metrics(result: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    print(f"{result['n_videos']} videos, {result['n_captions']} captions")
+    for direction in ("t2v", "v2t"):
+        print(f"{direction}  " + "  ".join(f"{name} {value:.1f}" for name, value in result[direction].items()))
 
 
 def print_json(result) -> None:

@@ -1,0 +1,148 @@
+"""The eval job: text->video and video->text retrieval metrics of an index run, as the paper reports them.
+
+Usage: python -m jobs eval --embeddings DIR [--json]
+
+The numbers are those of the CLIP2Video evaluation code (github.com/CryhanFang/CLIP2Video,
+evaluation/metrics.py and evaluation/eval.py:logging_rank): R@1, R@5, R@10 in percent, the median
+(MdR) and mean (MnR) of the 1-based rank of the ground truth.
+
+- Text->video: each caption ranks every video; the ground truth is its own video.
+- Video->text: each video ranks the *videos' caption groups*, a group scoring its best caption
+  against the query video (the paper's max over a -inf padded caption axis). A video without
+  captions is no query (its ground truth is -inf, which the paper's code drops) and never outranks
+  anything. With one caption per video this is the transpose of the square MSR-VTT matrix, so the
+  paper's single- and multi-caption paths are the same functions here.
+- Ties follow the paper's compute_metrics: a query whose ground truth ties with t-1 other candidates
+  contributes t ranks, r, r+1, ..., r+t-1 with r = 1 + (candidates scoring strictly higher), and
+  every rate and average is taken over these entries. This does not depend on candidate order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storage.dataset import CAPTIONS, VIDEOS, read_live
+
+RECALL_AT = (1, 5, 10)
+QUERY_CHUNK = 4096  # rows compared at once: bounds the boolean temporaries of a large matrix
+
+
+def ground_truth_ranks(sim: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """1-based ranks of column truth[q] in row q of sim, one entry per tied position (see above).
+
+    Rows whose ground-truth score is not finite (-inf padding, nan) are left out, as in the paper.
+    """
+    sim = np.asarray(sim)
+    truth = np.asarray(truth, dtype=np.int64)
+    if sim.ndim != 2 or truth.shape != (sim.shape[0],):
+        raise ValueError(f"need a (queries, candidates) matrix and one ground-truth column per row, "
+                         f"got {sim.shape} and {truth.shape}")
+    higher, tied = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, sim.shape[0], QUERY_CHUNK):
+        rows = sim[start:start + QUERY_CHUNK]
+        score = rows[np.arange(rows.shape[0]), truth[start:start + QUERY_CHUNK]]
+        keep = np.isfinite(score)
+        rows, score = rows[keep], score[keep][:, None]
+        higher.append(np.count_nonzero(rows > score, axis=1))
+        tied.append(np.count_nonzero(rows == score, axis=1))
+    higher, tied = np.concatenate(higher), np.concatenate(tied)
+    position_in_tie = np.arange(tied.sum()) - np.repeat(np.cumsum(tied) - tied, tied)
+    return np.repeat(higher, tied) + position_in_tie + 1
+
+
+def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
+    """R@K in percent, MdR (numpy's median: the mean of the middle two for an even count), MnR."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        raise ValueError("no query with a ground truth to rank")
+    metrics = {f"R@{k}": float(100.0 * np.count_nonzero(ranks <= k) / ranks.size) for k in RECALL_AT}
+    metrics["MdR"] = float(np.median(ranks))
+    metrics["MnR"] = float(np.mean(ranks))
+    return metrics
+
+
+def _caption_videos(sim: np.ndarray, caption_video) -> np.ndarray:
+    """Each caption's video column; None means the square one-caption-per-video matrix."""
+    if caption_video is None:
+        if sim.shape[0] != sim.shape[1]:
+            raise ValueError(f"a {sim.shape} matrix needs caption_video (the video of each caption)")
+        return np.arange(sim.shape[0])
+    caption_video = np.asarray(caption_video, dtype=np.int64)
+    if caption_video.shape != (sim.shape[0],) or caption_video.min(initial=0) < 0 \
+            or caption_video.max(initial=0) >= sim.shape[1]:
+        raise ValueError(f"caption_video must give a video column in [0, {sim.shape[1]}) for each of the "
+                         f"{sim.shape[0]} captions")
+    return caption_video
+
+
+def text_to_video_metrics(sim: np.ndarray, caption_video=None) -> dict[str, float]:
+    """Metrics of sim (captions x videos) with caption q's ground truth at column caption_video[q]."""
+    sim = np.asarray(sim)
+    return metrics_from_ranks(ground_truth_ranks(sim, _caption_videos(sim, caption_video)))
+
+
+def best_caption_scores(sim: np.ndarray, caption_video=None) -> np.ndarray:
+    """(videos x videos): [k, i] = the best score of video i's captions against video k, -inf when
+    video i has none (the paper's max over its -inf padded caption axis)."""
+    sim = np.asarray(sim)
+    caption_video = _caption_videos(sim, caption_video)
+    order = np.argsort(caption_video, kind="stable")
+    videos, starts = np.unique(caption_video[order], return_index=True)
+    best = np.full((sim.shape[1], sim.shape[1]), -np.inf, dtype=np.result_type(sim.dtype, np.float32))
+    if videos.size:
+        best[videos] = np.maximum.reduceat(sim[order], starts, axis=0)
+    return best.T
+
+
+def video_to_text_metrics(sim: np.ndarray, caption_video=None) -> dict[str, float]:
+    """Metrics of each captioned video retrieving its own caption group (see the module docstring)."""
+    best = best_caption_scores(sim, caption_video)
+    return metrics_from_ranks(ground_truth_ranks(best, np.arange(best.shape[0])))
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    return np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32, copy=False)
+
+
+def _read(directory: str, key_column: str, columns: list[str]) -> pa.Table:
+    table = read_live(directory, key_column=key_column, columns=columns)
+    if table is None or table.num_rows == 0:
+        raise ValueError(f"{directory} holds no embeddings: is this the --output of `python -m jobs index`?")
+    return table
+
+
+def evaluate(embeddings: str) -> dict:
+    """Metrics of an index output directory (DIR/videos, DIR/captions) against its own captions."""
+    root = embeddings.rstrip("/")
+    videos = _read(f"{root}/{VIDEOS}", "key", ["key", "video_id", "status", "run_id", "embedding"])
+    captions = _read(f"{root}/{CAPTIONS}", "caption_id", ["caption_id", "video_id", "run_id", "embedding"])
+    videos = videos.filter(pc.equal(videos["status"], "ok")).sort_by("video_id")
+    video_ids = videos["video_id"].to_pylist()
+    if not video_ids:
+        raise ValueError(f"{root}/{VIDEOS} holds no video with status ok")
+    repeated = next((a for a, b in zip(video_ids, video_ids[1:]) if a == b), None)
+    if repeated is not None:
+        raise ValueError(f"video {repeated!r} has several segment rows; eval needs one row per video: "
+                         "index without --segment-seconds")
+    column_of = {video_id: i for i, video_id in enumerate(video_ids)}
+    indexed = captions.filter(pc.is_in(captions["video_id"], pa.array(video_ids, pa.string())))
+    if indexed.num_rows == 0:
+        raise ValueError(f"none of the {captions.num_rows} captions belongs to a video indexed with status ok")
+    indexed = indexed.sort_by([("video_id", "ascending"), ("caption_id", "ascending")])
+    caption_vectors, video_vectors = embedding_matrix(indexed), embedding_matrix(videos)
+    if caption_vectors.shape[1] != video_vectors.shape[1]:
+        raise ValueError(f"captions have D={caption_vectors.shape[1]} but videos D={video_vectors.shape[1]}: "
+                         "not one model's embeddings")
+    # The stored vectors carry the model's branch weighting; the logit scale would not change a rank.
+    sim = caption_vectors @ video_vectors.T
+    caption_video = np.array([column_of[v] for v in indexed["video_id"].to_pylist()])
+    return {
+        "t2v": text_to_video_metrics(sim, caption_video),
+        "v2t": video_to_text_metrics(sim, caption_video),
+        "n_videos": len(video_ids),
+        "n_captions": indexed.num_rows,
+        "n_captions_skipped": captions.num_rows - indexed.num_rows,
+        "n_videos_without_captions": len(video_ids) - len(set(indexed["video_id"].to_pylist())),
+    }
