@@ -24,6 +24,7 @@ from encoders import load_model
 from encoders.checkpoint import to_official_keys
 from jobs.__main__ import main
 from jobs.index import index
+from jobs.nightly import nightly, workdir_lock
 from jobs.query import run_query
 from jobs.search import search
 from jobs.synth import synth
@@ -156,3 +157,24 @@ def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, milvus_
     query_stream.stop.set()
     query_stream.join(timeout=60)
     assert query_stream.errors == [] and query_stream.answered > 3
+
+
+def parquet_footprint(workdir: Path) -> dict[str, int]:
+    return {str(p.relative_to(workdir)): p.stat().st_size for p in workdir.rglob("*.parquet")}
+
+
+def test_ten_unchanged_nights_encode_nothing_and_store_what_one_night_stored(tmp_path, local_ray):
+    manifest, workdir, db = str(synth(tmp_path / "lib", n=4, seed=29)), tmp_path / "work", str(tmp_path / "vidx.db")
+    first = nightly(manifest, str(workdir), db, model="tiny")
+    after_one = parquet_footprint(workdir)
+    for _ in range(9):
+        stats = nightly(manifest, str(workdir), db, model="tiny")
+        assert (stats["added"], stats["changed"], stats["reused"]) == (0, 0, 4)
+        assert stats["unchanged"] == ["captions", "videos"] and stats["served"] == first["served"]
+    assert parquet_footprint(workdir) == after_one
+    assert len(list((workdir / "runs").glob("*.json"))) == 20  # every run leaves its stats: 10 nights, 10 indexes
+
+
+def test_a_second_nightly_run_in_the_same_workdir_is_refused(tmp_path):
+    with workdir_lock(str(tmp_path)), pytest.raises(ValueError, match="another nightly run is working in"):
+        nightly("unused.jsonl", str(tmp_path), str(tmp_path / "vidx.db"))
