@@ -141,8 +141,13 @@ class VectorStore:
             self.drop(name)  # a half-built version of an interrupted load
         self.client.create_collection(name, schema=schema, index_params=index,
                                       properties=properties)
+        inserted, reported = 0, 0.0
         for rows in _rows(table, [key, *[f for f, _ in fields], "embedding"]):
             self.client.insert(name, rows)
+            inserted += len(rows)
+            if inserted / table.num_rows >= reported + 0.1 or inserted == table.num_rows:
+                reported = inserted / table.num_rows
+                logger.info("%s: %d/%d rows inserted", name, inserted, table.num_rows)
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
 
     def _loaded(self, name: str) -> str:
