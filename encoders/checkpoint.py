@@ -111,6 +111,13 @@ def to_official_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {official_key_name(k): v for k, v in state.items()}
 
 
+def save_official(state: dict[str, torch.Tensor], path, half: bool = False) -> None:
+    """A vidx state dict as an official checkpoint (the paper's key names) at `path` (a path or a
+    binary file object); half: floating tensors in fp16, half the size, read back as fp32."""
+    state = {k: v.detach().cpu() for k, v in to_official_keys(state).items()}
+    torch.save({k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}, path)
+
+
 def strip_clip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The `clip.*` part of a checkpoint, with OpenAI names."""
     return {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}

@@ -99,7 +99,12 @@ class TemporalAlignmentBlock(nn.Module):
 
 
 class VideoTextModel(nn.Module):
-    """Base: an open_clip CLIP backbone; heads turn frame and token features into search vectors."""
+    """Base: an open_clip CLIP backbone; heads turn frame and token features into search vectors.
+
+    Heads also expose their similarity branches (video_branches / text_branches, unit vectors) and
+    branch_weights: the search vector is [sqrt(w_i) * branch_i], so q . d = sum_i w_i q_i . d_i,
+    and training weighs each branch's loss by w_i.
+    """
 
     def __init__(self, clip: CLIP):
         super().__init__()
@@ -143,9 +148,17 @@ class VideoTextModel(nn.Module):
 class MeanPoolCLIP(VideoTextModel):
     """CLIP4Clip meanP: mean of normalised frame features; zero-shot when the CLIP is pretrained."""
 
+    branch_weights = (1.0,)  # one similarity: the caption's end token against the pooled frames
+
     @property
     def dim(self) -> int:
         return self.embed_dim
+
+    def video_branches(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.encode_video(frames, mask),)
+
+    def text_branches(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.encode_text_tokens(input_ids, attention_mask),)
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         valid = mask.bool()
@@ -177,6 +190,11 @@ class CLIP2Video(VideoTextModel):
     def dim(self) -> int:
         return 2 * self.embed_dim
 
+    @property
+    def branch_weights(self) -> tuple[float, float]:
+        """Weights of the (global, TAB) similarities in the score and in the training loss."""
+        return self.center_weight, 1 - self.center_weight
+
     def _transformer_with_differences(self, transformer: Transformer, frames, mask) -> torch.Tensor:
         """Run the TDB token sequence through `transformer`; return the frame-token outputs (B, T, E)."""
         positions = self.frame_positions.weight[: frames.shape[1]]  # shared by both TDB uses
@@ -201,16 +219,24 @@ class CLIP2Video(VideoTextModel):
         tokens = torch.cat([frames, refined], dim=1)  # (B, T + ceil(T/2), E)
         return self.alignment_block(tokens, torch.cat([mask, sparse_mask], dim=1))
 
-    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def video_branches(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, T, 3, S, S), mask (B, T) -> (global, TAB) unit vectors, (B, E) each."""
         features = self.frame_features(frames, mask)
-        return self._combine(self.global_video(features, mask), self.aligned_video(features, mask))
+        return self.global_video(features, mask), self.aligned_video(features, mask)
 
-    def encode_text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def text_branches(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) tokens -> (global end-token, TAB) unit vectors, (B, E) each."""
         hidden = self.token_features(input_ids)  # (B, L, E)
         global_text = F.normalize(self.end_token_features(hidden, input_ids), dim=-1)
         token_mask = attention_mask.clone()
         token_mask[:, 0] = 0  # the start token takes no part in the TAB
-        return self._combine(global_text, self.alignment_block(hidden, token_mask))
+        return global_text, self.alignment_block(hidden, token_mask)
+
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._combine(*self.video_branches(frames, mask))
+
+    def encode_text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._combine(*self.text_branches(input_ids, attention_mask))
 
     def _combine(self, global_vec: torch.Tensor, aligned_vec: torch.Tensor) -> torch.Tensor:
         w = self.center_weight

@@ -20,6 +20,20 @@ def grid_positions(num_grid: int, sampling: SamplingCfg) -> np.ndarray:
     return kept
 
 
+def candidate_grid_positions(num_grid: int, sampling: SamplingCfg, per_slot: int) -> np.ndarray:
+    """(slots, per_slot) grid samples for training-time jitter: each slot's candidates are spread
+    evenly over its stretch of the grid, from the paper's pick up to the next slot's pick.
+
+    Column 0 is the paper's pick (grid_positions); drawing one column per slot at random gives
+    random offsets within the sampling grid. Candidates, not every grid sample, so what a training
+    run caches per video is bounded however long the video is.
+    """
+    kept = grid_positions(num_grid, sampling)
+    ends = np.maximum(np.append(kept[1:], num_grid), kept + 1)  # exclusive end of each slot's stretch
+    spread = np.linspace(0.0, 1.0, per_slot)[None, :] * (ends - 1 - kept)[:, None]
+    return kept[:, None] + np.rint(spread).astype(int)
+
+
 def grid_times(start_s: float, end_s: float, fps: float) -> np.ndarray:
     """Times of the fps grid over [start_s, end_s), as `ffmpeg -r fps` samples a clip (at least one)."""
     count = max(1, int(np.floor((end_s - start_s) * fps + 0.5)))
@@ -37,11 +51,15 @@ def frames_shown_at(times: np.ndarray, frame_starts: np.ndarray) -> np.ndarray:
 
 
 def sample_frame_indices(
-    frame_starts: np.ndarray, sampling: SamplingCfg, start_s: float, end_s: float
+    frame_starts: np.ndarray, sampling: SamplingCfg, start_s: float, end_s: float, per_slot: int = 1
 ) -> np.ndarray:
-    """Source frame indices the paper's rule picks from the span [start_s, end_s) (<= max_frames)."""
+    """Source frame indices the paper's rule picks from the span [start_s, end_s) (<= max_frames).
+
+    per_slot > 1: that many jitter candidates per slot (candidate_grid_positions), slot-major.
+    """
     times = grid_times(start_s, end_s, sampling.fps)
-    return frames_shown_at(times[grid_positions(len(times), sampling)], frame_starts)
+    positions = candidate_grid_positions(len(times), sampling, per_slot).reshape(-1)
+    return frames_shown_at(times[positions], frame_starts)
 
 
 def segment_bounds(duration_s: float, segment_seconds: float | None) -> list[tuple[float, float]]:

@@ -198,11 +198,12 @@ def _sampled_frames(reader, indices: np.ndarray, rotation: int, size: int) -> to
 
 
 def decode_video(
-    uri: str, sampling: SamplingCfg, image_size: int, segment_seconds: float | None = None
+    uri: str, sampling: SamplingCfg, image_size: int, segment_seconds: float | None = None, per_slot: int = 1
 ) -> tuple[VideoInfo, list[DecodedSegment]]:
     """Sample a video the paper's way (whole, or per segment) into uint8 (n, 3, S, S) clips.
 
-    Raises VideoDecodeError with a one-line reason for anything unusable.
+    per_slot > 1 (training): n = slots * per_slot jitter candidates, slot-major (see
+    sampling.candidate_grid_positions). Raises VideoDecodeError with a one-line reason for anything unusable.
     """
     with local_copy(uri) as path:
         width, height, codec, rotation = probe_video(path)
@@ -214,7 +215,7 @@ def decode_video(
             duration = float(times[-1, 1])
             segments = []
             for start, end in segment_bounds(duration, segment_seconds):
-                indices = sample_frame_indices(times[:, 0], sampling, start, end)
+                indices = sample_frame_indices(times[:, 0], sampling, start, end, per_slot)
                 frames = _sampled_frames(reader, indices, rotation, image_size)
                 segments.append(DecodedSegment(start, end, frames, indices))
         except VideoDecodeError:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from encoders import SamplingCfg
-from encoders.sampling import frames_shown_at, grid_positions, grid_times, sample_frame_indices, segment_bounds
+from encoders.sampling import (candidate_grid_positions, frames_shown_at, grid_positions, grid_times,
+                               sample_frame_indices, segment_bounds)
 
 
 def paper_rule(num_extracted: int, feature_framerate: int, max_frames: int) -> np.ndarray:
@@ -45,6 +46,25 @@ def test_variable_frame_rate_samples_the_frame_on_screen():
 def test_sample_frame_indices_on_a_constant_rate_clip():
     starts = np.arange(30) / 15.0  # 2 s at 15 fps: grid 0, .2 ... 1.8; every 2nd; 5 kept
     np.testing.assert_array_equal(sample_frame_indices(starts, SamplingCfg(), 0.0, 2.0), [0, 6, 12, 18, 27])
+
+
+@pytest.mark.parametrize("num_grid", [1, 3, 24, 150, 3000])
+def test_jitter_candidates_start_at_the_paper_pick_and_stay_in_its_slot(num_grid):
+    kept = grid_positions(num_grid, SamplingCfg())
+    candidates = candidate_grid_positions(num_grid, SamplingCfg(), per_slot=4)
+    assert candidates.shape == (len(kept), 4)
+    np.testing.assert_array_equal(candidates[:, 0], kept)
+    np.testing.assert_array_equal(candidate_grid_positions(num_grid, SamplingCfg(), per_slot=1)[:, 0], kept)
+    upper = np.append(kept[1:], num_grid)  # each slot's stretch ends where the next slot's pick is
+    assert np.all(candidates >= kept[:, None]) and np.all(candidates < np.maximum(upper, kept + 1)[:, None])
+    assert np.all(np.diff(candidates, axis=1) >= 0)
+
+
+def test_jitter_candidates_on_a_synth_clip_cover_both_grid_frames_of_each_slot():
+    """4.8 s: 24 grid samples, every 2nd kept: each slot owns two grid samples, drawn equally often."""
+    candidates = candidate_grid_positions(24, SamplingCfg(), per_slot=4)
+    np.testing.assert_array_equal(candidates[0], [0, 0, 1, 1])
+    np.testing.assert_array_equal(candidates[-1], [23, 23, 23, 23])
 
 
 def test_long_video_keeps_at_most_max_frames_spread_uniformly():

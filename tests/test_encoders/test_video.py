@@ -37,6 +37,16 @@ def test_sampled_indices_follow_the_paper_on_a_real_file(good_videos):
     np.testing.assert_array_equal(segment.frame_indices, [0, 3, 6, 9, 12, 15, 18, 21, 24, 27])
 
 
+def test_jitter_candidates_decode_slot_major_and_start_with_the_paper_frames(good_videos):
+    uri, sampling = str(good_videos["h264"]), SamplingCfg()
+    _, [plain] = decode_video(uri, sampling, SIZE)
+    _, [jittered] = decode_video(uri, sampling, SIZE, per_slot=3)
+    assert jittered.frames.shape == (3 * len(plain.frames), 3, SIZE, SIZE)
+    per_slot = jittered.frames.reshape(len(plain.frames), 3, 3, SIZE, SIZE)
+    np.testing.assert_array_equal(per_slot[:, 0].numpy(), plain.frames.numpy())
+    np.testing.assert_array_equal(jittered.frame_indices.reshape(-1, 3)[:, 0], plain.frame_indices)
+
+
 def test_variable_frame_rate_video_is_sampled_at_true_times(good_videos):
     # Frame durations cycle 40, 120, 40, 200 ms: starts 0, .04, .16, .20, .40 ...
     info, [segment] = decode_video(str(good_videos["vfr"]), SamplingCfg(), SIZE)
