@@ -50,6 +50,7 @@ class ModelCfg:
     backbone_pretrained: str | None = None  # open_clip pretrained tag, e.g. "openai"
     clip: dict[str, Any] | None = None  # explicit open_clip CLIP kwargs (tiny test geometries)
     random_init_seed: int | None = None  # set: weights are seeded random, never loaded
+    weights: str | None = None  # a checkpoint shipped in the package, relative to encoders/
     requires_checkpoint: bool = False
     temporal: TemporalCfg = field(default_factory=TemporalCfg)
     sampling: SamplingCfg = field(default_factory=SamplingCfg)

@@ -17,6 +17,8 @@ from .model import CLIP2Video, MeanPoolCLIP, VideoTextModel
 
 logger = logging.getLogger(__name__)
 
+_PACKAGE_DIR = Path(__file__).parent
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
@@ -75,6 +77,8 @@ def _head(cfg: ModelCfg, clip: CLIP, temporal=None) -> VideoTextModel:
 
 def build_module(cfg: ModelCfg, checkpoint: str | None) -> VideoTextModel:
     """Construct the architecture, then load weights: from the checkpoint, the backbone, or a seed."""
+    if checkpoint is None and cfg.weights:
+        checkpoint = str(_PACKAGE_DIR / cfg.weights)
     if checkpoint is None:
         if cfg.requires_checkpoint:
             raise ValueError(
@@ -119,7 +123,7 @@ def load_model(
     """Load a named model ready to encode.
 
     Args:
-        name: a registered model: 'clip2video', 'clip-meanp', 'tiny' (see list_models()).
+        name: a registered model: 'clip2video', 'clip-meanp', 'demo', 'tiny' (see list_models()).
         checkpoint: an official CLIP2Video checkpoint (pytorch_model.bin.N); geometry is read
             from its tensor shapes. Without `clip.*` keys, the CLIP comes from `backbone`.
         device: 'cpu', 'cuda', 'cuda:1'...; default: a GPU when there is one.

@@ -162,9 +162,9 @@ def test_clip2video_without_checkpoint_points_to_the_baseline():
 
 
 def test_unknown_model_lists_the_available_ones():
-    with pytest.raises(ValueError, match="Available: clip-meanp, clip2video, tiny"):
+    with pytest.raises(ValueError, match="Available: clip-meanp, clip2video, demo, tiny"):
         load_model("clip3video")
-    assert {"clip2video", "clip-meanp", "tiny"} <= set(list_models())
+    assert {"clip2video", "clip-meanp", "demo", "tiny"} <= set(list_models())
 
 
 def test_tiny_model_is_identical_in_every_process(tiny_model):
@@ -200,3 +200,31 @@ def test_meanp_is_the_mean_of_normalised_frame_features(official_checkpoint, ref
     text = model.encode_text_tokens(reference["input_ids"], reference["attention_mask"])
     expected_text = torch.nn.functional.normalize(reference["text_global"], dim=-1).numpy()
     np.testing.assert_allclose(text, expected_text, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["clip2video", "meanp"])
+def test_branches_weighted_by_branch_weights_give_the_search_score(reference, head):
+    """What training optimises (sum of w_i times each branch's similarity) is what search ranks by."""
+    module = load_model("tiny", device="cpu", head=head).module
+    frames, video_mask = reference["video"], reference["video_mask"]  # 32 px, as tiny's
+    ids, mask = reference["input_ids"], reference["attention_mask"]
+    with torch.no_grad():
+        score = module.encode_text_tokens(ids, mask) @ module.encode_video(frames, video_mask).T
+        texts, videos = module.text_branches(ids, mask), module.video_branches(frames, video_mask)
+        weighted = sum(w * text @ video.T for w, text, video in zip(module.branch_weights, texts, videos))
+    torch.testing.assert_close(weighted, score, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_save_official_writes_a_checkpoint_load_model_reads_back(official_model, reference, tmp_path, half):
+    from encoders.checkpoint import save_official
+
+    path = tmp_path / "pytorch_model.bin.0"
+    save_official(official_model.module.state_dict(), path, half=half)
+    state = torch.load(path, weights_only=True)
+    assert set(state) == set(reference["state_dict"])
+    assert (state["clip.visual.proj"].dtype == torch.float16) == half
+    again = load_model("clip2video", checkpoint=path, device="cpu")
+    video = reference["video"], reference["video_mask"]
+    expected = official_model.encode_video(*video)
+    np.testing.assert_allclose(again.encode_video(*video), expected, atol=1e-2 if half else 0)
