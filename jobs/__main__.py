@@ -22,6 +22,7 @@ from .search import format_table, search
 from .serve import serve
 from .sink import ROWS_PER_PART
 from .synth import synth
+from .train import train
 
 
 def add_index_options(p: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="encode sample videos and answer a text query, offline")
     p.add_argument("--out", default="vidx-demo", help="working directory for the sample videos")
-    p.add_argument("--model", default="tiny", help="model name (default: tiny, random weights)")
+    p.add_argument("--model", default="demo", help="model name (default: demo, trained on sample videos)")
     p.add_argument("--query", default="a red circle moves to the left")
     p.add_argument("--n", type=int, default=12, help="number of sample videos")
     p.add_argument("-k", type=int, default=5, help="matches to show")
@@ -104,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True, help="an index --output directory (whole videos, with captions)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=lambda a: print_metrics(evaluate(a.embeddings), a.json))
+
+    p = commands.add_parser("train", help="fine-tune CLIP2Video (or meanP) on captioned videos with Ray Train")
+    p.add_argument("--manifest", required=True, help="Parquet, CSV or JSONL with uri, video_id, captions")
+    p.add_argument("--output", required=True, help="checkpoints (official format), loss.csv, loss.png, stats.json")
+    p.add_argument("--init", default="tiny", help="a model name (tiny, demo, clip-meanp...) or an official checkpoint")
+    p.add_argument("--head", choices=["clip2video", "meanp"], help="train this head on init's CLIP (default: init's)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32, help="videos per step and worker (the contrastive batch)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--clip-lr", type=float, help="learning rate of CLIP's own weights (default: --lr)")
+    p.add_argument("--weight-decay", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (resume points)")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(run=lambda a: print_json(train(
+        a.manifest, a.output, init=a.init, head=a.head, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+        clip_lr=a.clip_lr, weight_decay=a.weight_decay, seed=a.seed, checkpoint_every=a.checkpoint_every,
+        workers=a.workers, use_gpu=a.use_gpu, address=a.address)))
 
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)

@@ -1,7 +1,9 @@
 """The embedded demo: sample videos -> index on a local Ray -> load into milvus-lite -> a text query
 and a SQL-like query.
 
-Usage: python -m jobs demo [--out DIR] [--model tiny] [--query TEXT]
+Usage: python -m jobs demo [--out DIR] [--model demo] [--query TEXT]
+The default model, 'demo', is a small CLIP2Video shipped with the package and trained on such sample
+videos (never on the ones the demo makes: their seed was not used in training).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .synth import synth
 logger = logging.getLogger(__name__)
 
 
-def demo(out: str = "vidx-demo", model: str = "tiny", query: str = "a red circle moves to the left",
+def demo(out: str = "vidx-demo", model: str = "demo", query: str = "a red circle moves to the left",
          n: int = 12, k: int = 5, seed: int = 0) -> list[dict]:
     """Index n sample videos, serve them from OUT/vidx.db, and return the top-k for `query` (printed)."""
     manifest = synth(Path(out) / "samples", n=n, seed=seed)
