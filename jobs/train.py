@@ -13,7 +13,6 @@ from its last epoch (Ray Train's checkpoints under OUTPUT/ray).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -23,13 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import ray
 import ray.train
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from ray.data.expressions import col
 from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
@@ -44,6 +41,8 @@ from encoders.video import VideoDecodeError, decode_video
 from storage.manifest import read_manifest
 
 from .cluster import connect
+from .train_records import (LOSS_CSV, LOSS_PNG, STATS_JSON, epoch_means, plot_loss, publish, read_loss_csv,
+                            write_loss_csv)
 from .index import VIDEOS_PER_DECODE_TASK
 
 logger = logging.getLogger(__name__)
@@ -58,7 +57,6 @@ MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps its learned temperature so logits
 LOG_EVERY_STEPS = 10
 RAY_RUN = "ray"  # Ray Train's run directory under OUTPUT: its checkpoints make a rerun resume
 TRAIN_STATE = "train_state.pt"
-LOSS_CSV, LOSS_PNG, STATS_JSON = "loss.csv", "loss.png", "stats.json"
 MAX_ERRORS_RECORDED = 100
 
 
@@ -188,21 +186,6 @@ def restore(checkpoint, model: nn.Module, optimizer, schedule) -> tuple[int, lis
     return state["epoch"] + 1, history
 
 
-def write_loss_csv(path: str, history: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def read_loss_csv(path: str) -> list[dict]:
-    """The loss history, one row per step: epoch, step, loss, lr (the larger of lr and clip_lr, as
-    scheduled), logit_scale."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: int(v) if k in ("epoch", "step") else float(v) for k, v in row.items()} for row in rows]
-
-
 def report_epoch(epoch: int, model: nn.Module, optimizer, schedule, history: list[dict],
                  with_checkpoint: bool) -> None:
     """Every worker reports; rank 0 adds the checkpoint: official weights, optimizer state, loss history."""
@@ -264,25 +247,6 @@ def train_loop(config: dict) -> None:
                      with_checkpoint=last or (epoch + 1) % config["checkpoint_every"] == 0)
 
 
-def epoch_means(history: list[dict]) -> list[float]:
-    """Mean loss of each epoch, in epoch order."""
-    epochs = sorted({row["epoch"] for row in history})
-    return [float(np.mean([row["loss"] for row in history if row["epoch"] == e])) for e in epochs]
-
-
-def plot_loss(history: list[dict], path: str) -> None:
-    """A PNG at path: the loss of every step, and each epoch's mean at its last step."""
-    epochs = sorted({row["epoch"] for row in history})
-    figure = Figure(figsize=(7, 4), dpi=100)
-    axes = figure.subplots()
-    axes.plot([row["step"] for row in history], [row["loss"] for row in history], lw=0.8, alpha=0.5, label="step")
-    ends = [max(row["step"] for row in history if row["epoch"] == e) for e in epochs]
-    axes.plot(ends, epoch_means(history), "o-", label="epoch mean")
-    axes.set(xlabel="step", ylabel="loss", title="training loss")
-    axes.legend()
-    figure.savefig(path, format="png")
-
-
 class EpochRecorder(UserCallback):
     """On Ray Train's controller, after it has registered an epoch's checkpoint: copy the official
     weights and loss.csv to OUTPUT and draw loss.png. So every file OUTPUT shows is resumable."""
@@ -300,15 +264,6 @@ class EpochRecorder(UserCallback):
             publish(self.output, LOSS_CSV, os.path.join(directory, LOSS_CSV))
             publish(self.output, LOSS_PNG, os.path.join(scratch, LOSS_PNG))
             publish(self.output, weights, os.path.join(directory, weights))
-
-
-def publish(output: str, name: str, local_path: str) -> None:
-    """Copy a local file to OUTPUT/name through a dot-name and a rename: no reader, and no run
-    killed mid-copy, leaves a partial file under the real name."""
-    fs, root = fsspec.core.url_to_fs(output)
-    fs.makedirs(root, exist_ok=True)
-    fs.put_file(local_path, f"{root}/.{name}.tmp")
-    fs.mv(f"{root}/.{name}.tmp", f"{root}/{name}")
 
 
 def scaling(workers: int, use_gpu: bool) -> ScalingConfig:
