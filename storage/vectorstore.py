@@ -194,20 +194,24 @@ class VectorStore:
         else:
             self.client.alter_alias(name, alias)
 
-    def resolve(self, alias: str) -> str:
-        """The collection `alias` names now. Resolve once per request and use the name throughout,
-        so the model, the filter columns and the search all see the same version across a swap."""
+    def _existing(self, alias: str) -> dict:
         description = self._description(alias)
         if description is None:
             raise VectorStoreError(f"no collection {alias!r} in {self.uri}; run `vidx load` first")
-        return description["collection_name"]
+        return description
+
+    def resolve(self, alias: str) -> str:
+        """The collection `alias` names now. Resolve once per request and use the name throughout,
+        so the model, the filter columns and the search all see the same version across a swap."""
+        return self._existing(alias)["collection_name"]
 
     def properties(self, name: str) -> dict[str, str]:
         description = self._description(name)
         return description.get("properties", {}) if description else {}
 
     def model_record(self, name: str) -> dict:
-        return json.loads(self.properties(self.resolve(name))[MODEL_PROPERTY])
+        """The model spec and fingerprint recorded by the load that built `name` (or an alias' target)."""
+        return json.loads(self._existing(name).get("properties", {})[MODEL_PROPERTY])
 
     def retire_versions(self, alias: str, keep: int) -> list[str]:
         """Drop every version of `alias` but the served one and the keep-1 served before it; the
