@@ -25,17 +25,13 @@ import numpy as np
 
 from encoders import load_model
 from encoders.video import decode_video
+from jobs.evaluation import text_to_video_metrics
 from jobs.synth import synth
 from jobs.train import train
 
 TRAIN_SEED, TEST_SEED = 1000, 7
 HEADS = {"meanp": ("clip-meanp", "mean pooling (meanP)"), "clip2video": ("clip2video", "CLIP2Video (TDB + TAB)")}
 KINDS = ("full", "direction")  # the order of jobs.synth's captions
-
-
-def recall_at_1(similarity: np.ndarray) -> float:
-    """(captions, videos), caption i describes video i."""
-    return float(np.mean(similarity.argmax(axis=1) == np.arange(len(similarity))))
 
 
 def direction_precision(similarity: np.ndarray, directions: np.ndarray) -> float:
@@ -69,7 +65,7 @@ def evaluate(model, test_rows: list[dict]) -> dict:
     result = {}
     for k, kind in enumerate(KINDS):
         similarity = model.encode_text([row["captions"][k] for row in test_rows]) @ videos.T
-        result[f"{kind}_r1"] = recall_at_1(similarity)
+        result[f"{kind}_r1"] = text_to_video_metrics(similarity)["R@1"] / 100  # caption i describes video i
         if kind == "direction":
             result["direction_precision"] = direction_precision(similarity, directions)
     return result
