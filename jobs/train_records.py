@@ -7,7 +7,6 @@ import csv
 
 import fsspec
 import numpy as np
-from matplotlib.figure import Figure
 
 LOSS_CSV, LOSS_PNG, STATS_JSON = "loss.csv", "loss.png", "stats.json"
 
@@ -35,6 +34,8 @@ def epoch_means(history: list[dict]) -> list[float]:
 
 def plot_loss(history: list[dict], path: str) -> None:
     """A PNG at path: the loss of every step, and each epoch's mean at its last step."""
+    from matplotlib.figure import Figure  # here, not at import: every `vidx` command imports this module
+
     epochs = sorted({row["epoch"] for row in history})
     figure = Figure(figsize=(7, 4), dpi=100)
     axes = figure.subplots()
