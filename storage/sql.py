@@ -46,7 +46,8 @@ def _where_is(sql: str, node: exp.Expression) -> str:
     the earliest offset recorded under the node (the same name may also appear earlier)."""
     starts = [n.meta["start"] for n in node.walk() if "start" in n.meta]
     word = re.match(r"[\w.:]+|\S", node.sql().lstrip(", ("))
-    found = [m.start() for m in re.finditer(r"(?<![\w.])" + re.escape(word.group()), sql, re.IGNORECASE)] if word else []
+    pattern = r"(?<![\w.])" + re.escape(word.group()) if word else None
+    found = [m.start() for m in re.finditer(pattern, sql, re.IGNORECASE)] if pattern else []
     if starts:
         before = [at for at in found if at <= min(starts)]
         start = before[-1] if before else min(starts)

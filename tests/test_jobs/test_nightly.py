@@ -130,8 +130,8 @@ def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, milvus_
         kill_group(killed)
     assert killed.returncode == -9, (tmp_path / "killed.log").read_text()[-3000:]
     to_encode = {changed["video_id"], library[8]["video_id"], library[9]["video_id"]}
-    encoded_before_kill = {v for name in new_parts(workdir, before)
-                           for v in pq.read_table(workdir / "videos" / name, columns=["video_id"])["video_id"].to_pylist()}
+    encoded_before_kill = {video_id for name in new_parts(workdir, before)
+                           for video_id in pq.read_table(workdir / "videos" / name)["video_id"].to_pylist()}
     assert encoded_before_kill <= to_encode
     assert {r["video_id"] for r in served(db).values()} == {r["video_id"] for r in night1}  # killed before its swap
     stats = run_night(capsys, manifest2, workdir, db, "--model", "tiny")
