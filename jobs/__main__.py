@@ -34,11 +34,18 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--rows-per-part", type=int, default=ROWS_PER_PART,
                    help="rows per Parquet part: a crash loses at most this much finished work per writer")
+    p.add_argument("--device", default="auto", help="auto: the GPUs Ray assigns (a GPU node whose torch sees none "
+                   "is refused); cpu: fp32 on CPU wherever the encoder actors land")
+    p.add_argument("--shared-dir", action="append", default=[], metavar="DIR", help="a local directory every node "
+                   "mounts at the same path: --output and videos under it are allowed on a multi-node cluster")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="read again videos whose rows are permanent errors (transient ones always are)")
 
 
 def index_options(a: argparse.Namespace) -> dict:
     return {"model": a.model, "checkpoint": a.checkpoint, "workers": a.workers, "batch_size": a.batch_size,
-            "segment_seconds": a.segment_seconds, "address": a.address, "rows_per_part": a.rows_per_part}
+            "segment_seconds": a.segment_seconds, "address": a.address, "rows_per_part": a.rows_per_part,
+            "device": a.device, "shared_dirs": a.shared_dir, "retry_errors": a.retry_errors}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,7 @@
-"""Ray connection and actor sizing: a local Ray by default, a cluster by --address or RAY_ADDRESS."""
+"""Ray connection, checks a cluster must pass before any work, and encoder actor sizing.
+
+A local Ray by default, a cluster by --address or RAY_ADDRESS (as under `ray job submit`).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,90 @@ import logging
 import os
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from storage.files import is_local
 
 logger = logging.getLogger(__name__)
 
+DEVICES = ("auto", "cpu")
+# The GPU probe waits for a sliver of each GPU; other jobs may hold them all.
+GPU_PROBE_SECONDS = 120
+
+
+class ClusterError(ValueError):
+    """The cluster cannot run this job as asked; one line that says what to change."""
+
+
+def cluster_address(address: str | None = None) -> str | None:
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def connect(address: str | None = None) -> None:
-    """Join the cluster at `address` / RAY_ADDRESS (as under `ray job submit`), else start a local Ray."""
+    """Join the cluster at `address` / RAY_ADDRESS (as under `ray job submit`), else start a local Ray.
+
+    "local" is explicit: Ray would otherwise join a cluster that `ray start` left on this machine.
+    """
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(address)
     # A local Ray for one job needs no dashboard; its processes would take CPU from decoding.
     local = {} if address else {"include_dashboard": False}
-    ray.init(address=address, logging_level=logging.WARNING, configure_logging=False, **local)
+    ray.init(address=address or "local", logging_level=logging.WARNING, configure_logging=False, **local)
     logger.info("ray: %s", ray.cluster_resources())
+
+
+def _alive_nodes() -> list[dict]:
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def _under(path: str, directories: list[str]) -> bool:
+    path = os.path.abspath(path.removeprefix("file://"))
+    return any(os.path.commonpath([path, os.path.abspath(d)]) == os.path.abspath(d) for d in directories)
+
+
+def check_paths_reach_every_node(output: str, uris: list[str], shared_dirs: list[str]) -> None:
+    """On more than one node, local paths must be on storage every node mounts (`shared_dirs`):
+    otherwise each node writes its parts to its own disk, and reads only its own videos."""
+    nodes = len(_alive_nodes())
+    if nodes < 2:
+        return
+    advice = "use object storage (s3://...) or declare a directory every node mounts with --shared-dir DIR"
+    if is_local(output) and not _under(output, shared_dirs):
+        raise ClusterError(f"--output {output} is a local path and this Ray cluster has {nodes} nodes: each would "
+                           f"keep the parts it writes on its own disk; {advice}")
+    unshared = [u for u in uris if is_local(u) and not _under(u, shared_dirs)]
+    if unshared:
+        raise ClusterError(f"{len(unshared)} manifest videos are local paths (such as {unshared[0]}) and this Ray "
+                           f"cluster has {nodes} nodes: the others cannot read them; {advice}")
+
+
+@ray.remote(num_cpus=0)
+def _cuda_devices() -> int:
+    import torch  # noqa: PLC0415 (only this probe, on GPU nodes, needs it)
+
+    return torch.cuda.device_count()
+
+
+def check_gpus_visible(device: str) -> None:
+    """Every node that declares GPUs to Ray must have torch see them, or its encoder actors would
+    silently run fp32 on CPU. --device cpu says that is intended (see README: GPU nodes)."""
+    if device == "cpu":
+        return
+    gpu_nodes = [n for n in _alive_nodes() if n["Resources"].get("GPU", 0) > 0]
+    probes = [_cuda_devices.options(num_gpus=0.01, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote() for n in gpu_nodes]
+    try:
+        seen_by_node = ray.get(probes, timeout=GPU_PROBE_SECONDS)
+    except ray.exceptions.GetTimeoutError:  # every GPU busy with other work: the actors will tell
+        logger.warning("could not check the GPU nodes within %d s (their GPUs are busy)", GPU_PROBE_SECONDS)
+        return
+    for node, seen in zip(gpu_nodes, seen_by_node):
+        if seen == 0:
+            raise ClusterError(
+                f"node {node['NodeManagerAddress']} ({node['NodeID'][:12]}) declares "
+                f"{node['Resources']['GPU']:g} GPU(s) to Ray, but torch there sees no CUDA device; fix its driver or "
+                "CUDA_VISIBLE_DEVICES, or pass --device cpu to encode on CPU")
 
 
 def actor_resources(workers: int) -> dict:

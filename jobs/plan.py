@@ -1,97 +1,163 @@
-"""Plan an index run: which videos to encode, which to reuse, which only need new metadata."""
+"""Plan an index run: which videos to encode, which to reuse, which only need new metadata.
+
+Columnar throughout (Arrow compute over the manifest and the stored rows' planning columns), so the
+driver's memory follows the columns it needs, not a Python object per video.
+
+A video is reused when its stored rows have the same uri, file stamp (storage.files.list_stamps),
+model fingerprint and --segment-seconds, and none of them is an error to retry: an error whose
+cause was transient (a timeout, throttling, a dropped connection) is always tried again; a
+permanent one (a corrupt file) only when the file changes or with --retry-errors.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from storage.dataset import read_live
-from storage.files import file_stat
+from storage.dataset import nan_as_null, read_live
+from storage.files import list_stamps
 
 logger = logging.getLogger(__name__)
+
+# Stored columns that decide reuse (besides the metadata columns).
+PLAN_COLUMNS = ["key", "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",
+                "error_kind", "run_id"]
+CAPTION_PLAN_COLUMNS = ["caption_id", "video_id", "text", "model_fingerprint", "run_id"]
+ENCODE_COLUMNS = ["_row", "video_id", "uri", "file_stat"]
 
 
 @dataclass
 class Plan:
-    encode: list[dict] = field(default_factory=list)  # {_row, video_id, uri, file_stat}
-    refresh: list[int] = field(default_factory=list)  # manifest rows whose stored rows get new metadata
-    reused: list[str] = field(default_factory=list)  # video_ids kept as they are
-    changed: list[str] = field(default_factory=list)  # video_ids in `encode` that had rows before
-    deleted: list[str] = field(default_factory=list)  # video_ids with rows, gone from the manifest
-    captions: list[dict] = field(default_factory=list)  # {caption_id, video_id, text} to encode
-    captions_reused: int = 0
+    encode: pa.Table  # ENCODE_COLUMNS: the videos to decode and encode (_row: their manifest row)
+    refresh: pa.Array  # manifest rows whose stored rows get new metadata, no encoding
+    reused: int  # videos kept as they are
+    changed: int  # videos in `encode` that had rows before
+    errors_retried: int  # of those, videos whose rows were errors
+    deleted: list[str]  # video_ids with rows, gone from the manifest
+    captions: pa.Table  # caption_id, video_id, text: captions to encode
+    captions_reused: int
 
 
 def metadata_columns(manifest: pa.Table) -> list[str]:
     return [c for c in manifest.column_names if c not in ("uri", "video_id", "captions")]
 
 
-def _previous_rows(directory: str, columns: list[str]) -> dict[str, list[dict]]:
-    """The rows each video has now (its newest run's), grouped by video_id."""
-    rows = read_live(directory, key_column=columns[0], columns=columns)
-    if rows is None:
-        return {}
-    grouped: dict[str, list[dict]] = {}
-    for row in rows.to_pylist():
-        grouped.setdefault(row["video_id"], []).append(row)
-    return grouped
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Stored values `a` against the manifest's `b`, as stored (NaN is null there): equal values,
+    or both null. Values are compared in the stored type; where they do not cast, as Python objects."""
+    try:
+        b = nan_as_null(b).cast(a.type)
+        equal = pc.equal(a, b)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # lists, structs, or types that do not cast
+        return pa.chunked_array([pa.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist())], pa.bool_())])
+    return pc.coalesce(equal, pc.and_(pc.is_null(a), pc.is_null(b)))
 
 
-def _reusable(previous: list[dict], uri: str, stat: str | None, model_fingerprint: str,
-              segment_seconds: float | None) -> bool:
-    return bool(previous) and all(
-        r["uri"] == uri and r["file_stat"] == stat and r["model_fingerprint"] == model_fingerprint
-        and r.get("segment_seconds") == segment_seconds
-        for r in previous
-    )
+def _equals(column: pa.ChunkedArray, value) -> pa.ChunkedArray:
+    return pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
 
 
-def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str,
-                segment_seconds: float | None, plan: Plan) -> None:
+def _ids(table: pa.Table, mask=None) -> pa.Array:
+    """The distinct video_ids of the rows in `mask` (all rows without one)."""
+    ids = table["video_id"] if mask is None else table["video_id"].filter(mask)
+    return pc.unique(ids)
+
+
+def _stored_rows(directory: str, columns: list[str], key_column: str) -> pa.Table | None:
+    stored = read_live(directory, key_column=key_column, columns=columns)
+    if stored is None or stored.num_rows == 0:
+        return None
+    if "error_kind" in columns and "error_kind" not in stored.column_names:  # written before error kinds
+        stored = stored.append_column("error_kind", pa.nulls(stored.num_rows, pa.string()))
+    return stored
+
+
+def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, segment_seconds: float | None,
+                retry_errors: bool = False) -> dict:
+    """The video half of a Plan, as keyword arguments."""
     meta = metadata_columns(manifest)
-    previous = _previous_rows(
-        videos_dir, ["key", "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "run_id", *meta]
-    )
-    for i, row in enumerate(manifest.select(["uri", "video_id", *meta]).to_pylist()):
-        stat = file_stat(row["uri"])
-        prior = previous.get(row["video_id"], [])
-        if not _reusable(prior, row["uri"], stat, model_fingerprint, segment_seconds):
-            plan.encode.append({"_row": i, "video_id": row["video_id"], "uri": row["uri"], "file_stat": stat})
-            if prior:
-                plan.changed.append(row["video_id"])
-        elif any(r.get(c) != row[c] for r in prior for c in meta) or any(c not in prior[0] for c in meta):
-            plan.refresh.append(i)
-        else:
-            plan.reused.append(row["video_id"])
-    plan.deleted = sorted(set(previous) - set(manifest["video_id"].to_pylist()))
+    current = manifest.select(["video_id", "uri", *meta])
+    current = current.append_column("_row", pa.array(np.arange(current.num_rows)))
+    current = current.append_column("file_stat", pa.array(list_stamps(manifest["uri"].to_pylist()), pa.string()))
+    stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, "key")
+    if stored is None:
+        return {"encode": current.select(ENCODE_COLUMNS), "refresh": pa.array([], pa.int64()), "reused": 0,
+                "changed": 0, "errors_retried": 0, "deleted": []}
+
+    # Each stored row beside the manifest's row for its video (none: the video was deleted).
+    position = pc.index_in(stored["video_id"], value_set=current["video_id"].combine_chunks())
+    deleted = _ids(stored, pc.is_null(position))
+    stored = stored.filter(pc.is_valid(position))
+    now = current.take(position.filter(pc.is_valid(position)))
+
+    retry = pc.and_(pc.equal(stored["status"], "error"),
+                    pa.scalar(True) if retry_errors else _equals(stored["error_kind"], "transient"))
+    keep = pc.and_(pc.and_(_same(stored["uri"], now["uri"]), _same(stored["file_stat"], now["file_stat"])),
+                   pc.and_(_equals(stored["model_fingerprint"], model_fingerprint),
+                           _equals(stored["segment_seconds"], segment_seconds)))
+    keep = pc.and_(keep, pc.invert(retry))
+    stale = _ids(stored, pc.invert(keep))
+    had_rows = pc.is_in(current["video_id"], value_set=_ids(stored))
+    redo = pc.is_in(current["video_id"], value_set=stale)
+    encode = pc.or_(pc.invert(had_rows), redo)
+
+    # Reused videos whose metadata differs (or has a column their rows lack) are only rewritten.
+    missing = [c for c in meta if c not in stored.column_names]
+    differs = pa.array(np.full(stored.num_rows, bool(missing)))
+    for c in meta:
+        if c not in missing:
+            differs = pc.or_(differs, pc.invert(_same(stored[c], now[c])))
+    refresh = pc.and_(pc.invert(encode), pc.is_in(current["video_id"], value_set=_ids(stored, differs)))
+    return {
+        "encode": current.filter(encode).select(ENCODE_COLUMNS),
+        "refresh": current["_row"].filter(refresh).combine_chunks(),
+        "reused": pc.sum(pc.and_(pc.invert(encode), pc.invert(refresh))).as_py() or 0,
+        "changed": pc.sum(pc.and_(had_rows, redo)).as_py() or 0,
+        "errors_retried": len(_ids(stored, retry)),
+        "deleted": sorted(deleted.to_pylist()),
+    }
 
 
-def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str, plan: Plan) -> None:
-    """Captions are reused per video when its texts and the model are unchanged."""
-    previous = _previous_rows(captions_dir, ["caption_id", "video_id", "text", "model_fingerprint", "run_id"])
-    for video_id, texts in zip(manifest["video_id"].to_pylist(), manifest["captions"].to_pylist()):
-        prior = sorted(previous.get(video_id, []), key=lambda r: int(r["caption_id"].rsplit("#", 1)[1]))
-        if texts and [r["text"] for r in prior] == texts and all(
-            r["model_fingerprint"] == model_fingerprint for r in prior
-        ):
-            plan.captions_reused += len(texts)
-            continue
-        plan.captions.extend(
-            {"caption_id": f"{video_id}#{n}", "video_id": video_id, "text": text} for n, text in enumerate(texts)
-        )
+def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str) -> dict:
+    """The caption half of a Plan: a video's captions are reused when the stored ones are exactly
+    its texts, encoded by this model."""
+    texts = manifest["captions"].combine_chunks()
+    counts = pc.list_value_length(texts)
+    parent = pc.list_parent_indices(texts)
+    first = pc.subtract(pc.take(texts.offsets, parent), texts.offsets[0])  # flat index of each video's #0
+    video_ids = manifest["video_id"].combine_chunks().take(parent)
+    wanted = pa.table({
+        "caption_id": pc.binary_join_element_wise(
+            video_ids, pc.subtract(pa.array(np.arange(len(parent))), first).cast(pa.string()), "#"),
+        "video_id": video_ids, "text": pc.list_flatten(texts)})
+    stored = _stored_rows(captions_dir, CAPTION_PLAN_COLUMNS, "caption_id")
+    if stored is None:
+        return {"captions": wanted, "captions_reused": 0}
+    position = pc.index_in(wanted["caption_id"], value_set=stored["caption_id"].combine_chunks())
+    found = stored.take(pc.fill_null(position, 0))
+    same = pc.and_(pc.is_valid(position), pc.and_(_same(found["text"], wanted["text"]),
+                                                  _equals(found["model_fingerprint"], model_fingerprint)))
+    per_video = stored.group_by("video_id").aggregate([("caption_id", "count")])
+    stored_counts = pc.fill_null(per_video["caption_id_count"].take(
+        pc.index_in(manifest["video_id"], value_set=per_video["video_id"].combine_chunks())), 0)
+    reused = pc.and_(pc.and_(pc.greater(counts, 0), pc.equal(stored_counts, counts)),
+                     pc.invert(pc.is_in(manifest["video_id"], value_set=_ids(wanted, pc.invert(same)))))
+    reused_ids = manifest["video_id"].filter(reused).combine_chunks()
+    return {"captions": wanted.filter(pc.invert(pc.is_in(wanted["video_id"], value_set=reused_ids))),
+            "captions_reused": pc.sum(counts.filter(reused)).as_py() or 0}
 
 
 def make_plan(manifest: pa.Table, videos_dir: str, captions_dir: str, model_fingerprint: str,
-              segment_seconds: float | None) -> Plan:
-    plan = Plan()
-    plan_videos(manifest, videos_dir, model_fingerprint, segment_seconds, plan)
-    plan_captions(manifest, captions_dir, model_fingerprint, plan)
+              segment_seconds: float | None, retry_errors: bool = False) -> Plan:
+    plan = Plan(**plan_videos(manifest, videos_dir, model_fingerprint, segment_seconds, retry_errors),
+                **plan_captions(manifest, captions_dir, model_fingerprint))
     logger.info(
-        "plan: %d to encode (%d of them changed), %d reused, %d metadata-only, %d deleted; "
-        "captions: %d to encode, %d reused", len(plan.encode), len(plan.changed), len(plan.reused),
-        len(plan.refresh), len(plan.deleted), len(plan.captions), plan.captions_reused,
+        "plan: %d to encode (%d of them changed, %d error rows retried), %d reused, %d metadata-only, %d deleted; "
+        "captions: %d to encode, %d reused", plan.encode.num_rows, plan.changed, plan.errors_retried, plan.reused,
+        len(plan.refresh), len(plan.deleted), plan.captions.num_rows, plan.captions_reused,
     )
     return plan
-

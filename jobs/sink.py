@@ -12,12 +12,14 @@ import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from storage.dataset import write_part
+from storage.dataset import conform, write_part
 
 # Rows per part: big enough for efficient Parquet, small enough that a crash loses little work.
 ROWS_PER_PART = 256
 # Per-row numbers the steps attach for the run's stats; not stored.
 TIMING_COLUMNS = ("decode_seconds", "encode_seconds")
+# Per-row Ray node ids the steps attach: the stats count rows per node and step; not stored.
+NODE_COLUMNS = {"decode_node": "decoded_on", "encode_node": "encoded_on"}
 
 
 def embedding_array(vectors: np.ndarray, valid: np.ndarray) -> pa.FixedSizeListArray:
@@ -26,13 +28,6 @@ def embedding_array(vectors: np.ndarray, valid: np.ndarray) -> pa.FixedSizeListA
     values = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
     array = pa.FixedSizeListArray.from_arrays(values, dim)
     return pc.if_else(pa.array(valid), array, pa.nulls(len(valid), array.type))
-
-
-def _cast(values: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
-    """Numpy batches turn missing numbers into NaN; NaN becomes null again."""
-    if pa.types.is_floating(values.type):
-        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
-    return values.cast(to)
 
 
 class PartsDatasink(Datasink):
@@ -56,23 +51,16 @@ class PartsDatasink(Datasink):
         return self.rows_per_part
 
     def _to_schema(self, block: pa.Table) -> pa.Table:
-        """Cast the rows to the dataset's schema: stored embeddings, manifest metadata, run id."""
+        """The rows in the dataset's schema: stored embeddings, manifest metadata, run id."""
         n = block.num_rows
         valid = np.asarray(block["status"].to_pylist()) == "ok" if "status" in block.column_names else np.ones(n, bool)
-        computed = {name: pa.array([value] * n, pa.string()) for name, value in self.constants.items()}
-        computed["embedding"] = embedding_array(block["embedding"].combine_chunks().to_numpy(), valid)
+        columns = {name: block[name] for name in block.column_names}
+        columns.update({name: pa.array([value] * n, pa.string()) for name, value in self.constants.items()})
+        columns["embedding"] = embedding_array(block["embedding"].combine_chunks().to_numpy(), valid)
         if self.manifest is not None:
             taken = ray.get(self.manifest).take(block["_row"])
-            computed.update({name: taken[name] for name in taken.column_names})
-        arrays = []
-        for f in self.schema:
-            if f.name in computed:
-                arrays.append(computed[f.name].cast(f.type))
-            elif f.name in block.column_names:
-                arrays.append(_cast(block[f.name], f.type))
-            else:
-                arrays.append(pa.nulls(n, f.type))
-        return pa.Table.from_arrays(arrays, schema=self.schema)
+            columns.update({name: taken[name] for name in taken.column_names})
+        return conform(columns, n, self.schema)
 
     def write(self, blocks: Iterable[Block], ctx) -> dict:
         # Blocks are cast one by one: numpy batches type an all-missing column as float.
@@ -86,7 +74,10 @@ class PartsDatasink(Datasink):
         stats = Counter({"rows": block.num_rows})
         if "status" in block.column_names:
             stats.update(f"status_{s}" for s in block["status"].to_pylist())
+            stats.update(f"error_{k}" for k in block["error_kind"].drop_null().to_pylist())
             stats["frames"] = int(pc.sum(block["sampled_frames"]).as_py() or 0)
+        for column, step in NODE_COLUMNS.items():
+            stats.update(f"{step}:{node}" for t in tables if column in t.column_names for node in t[column].to_pylist())
         stats.update(timings)
         return dict(stats)
 

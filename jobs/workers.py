@@ -7,13 +7,23 @@ import os
 import time
 
 import numpy as np
+import ray
 import torch
 
 from encoders import SamplingCfg, load_model
 from encoders.video import VideoDecodeError, decode_video, local_copy
-from storage.files import content_fingerprint
+from storage.files import content_fingerprint, describe, is_transient, retry_transient
 
 logger = logging.getLogger(__name__)
+
+# Reads of one video when they fail for a transient reason (storage.files.is_transient): about
+# 1 + 2 + 4 s of backoff in all, longer than a throttling burst or a store's brief unavailability.
+READ_ATTEMPTS = 4
+
+
+def node_id() -> str | None:
+    """The Ray node running this step (None outside Ray): the run's stats say where work ran."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _base_row(item: dict, segment_seconds: float | None) -> dict:
@@ -21,24 +31,35 @@ def _base_row(item: dict, segment_seconds: float | None) -> dict:
         "_row": item["_row"], "video_id": item["video_id"], "uri": item["uri"], "file_stat": item["file_stat"],
         "segment_seconds": segment_seconds, "segment": 0, "start_s": None, "end_s": None, "duration_s": None,
         "fps": None, "width": None, "height": None, "num_frames": None, "sampled_frames": 0,
-        "content_fingerprint": None, "status": "error", "error": None,
+        "content_fingerprint": None, "status": "error", "error": None, "error_kind": None, "decode_node": node_id(),
     }
+
+
+def _read_and_decode(item: dict, sampling: dict, image_size: int, segment_seconds: float | None):
+    with local_copy(item["uri"]) as path:
+        fingerprint = content_fingerprint(path)
+        info, segments = decode_video(path, SamplingCfg(**sampling), image_size, segment_seconds)
+    return fingerprint, info, segments
 
 
 def decode_item(item: dict, sampling: dict, image_size: int, max_frames: int,
                 segment_seconds: float | None) -> list[dict]:
     """One manifest video -> one row per segment with uint8 frames padded to max_frames slots,
-    or one 'error' row with the reason. Never raises for a bad video."""
+    or one 'error' row with a one-line reason. Never raises for a video: transient read errors are
+    retried here, anything else that goes wrong is this video's error row and the job goes on."""
     started = time.perf_counter()
     row = _base_row(item, segment_seconds)
     frames_shape = (max_frames, 3, image_size, image_size)
+    seen = item["file_stat"] is not None  # the plan saw the file: not finding it now is transient
     try:
-        with local_copy(item["uri"]) as path:
-            row["content_fingerprint"] = content_fingerprint(path)
-            info, segments = decode_video(path, SamplingCfg(**sampling), image_size, segment_seconds)
-    except VideoDecodeError as e:
-        row.update(error=str(e), key=f"{item['video_id']}#0", frames=np.zeros(frames_shape, np.uint8),
-                   decode_seconds=time.perf_counter() - started)
+        row["content_fingerprint"], info, segments = retry_transient(
+            lambda: _read_and_decode(item, sampling, image_size, segment_seconds), READ_ATTEMPTS, seen)
+    except Exception as e:
+        transient = is_transient(e, seen)
+        reason = str(e) if isinstance(e, VideoDecodeError) else describe(e)
+        row.update(error=f"{reason} (after {READ_ATTEMPTS} attempts)" if transient else reason,
+                   error_kind="transient" if transient else "permanent", key=f"{item['video_id']}#0",
+                   frames=np.zeros(frames_shape, np.uint8), decode_seconds=time.perf_counter() - started)
         return [row]
     row.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
                num_frames=info.num_frames, status="ok")
@@ -60,11 +81,13 @@ def _set_threads(threads: int) -> None:
 
 
 class VideoEncoder:
-    """Ray Data actor: holds one model; turns a batch of decoded rows into embeddings."""
+    """Ray Data actor: holds one model; turns a batch of decoded rows into embeddings.
+    `device`: None puts it on the GPU Ray gave it, if any (see cluster.check_gpus_visible)."""
 
-    def __init__(self, spec: dict, threads: int = 1):
+    def __init__(self, spec: dict, threads: int = 1, device: str | None = None):
         _set_threads(threads)
-        self.model = load_model(**spec)
+        self.model = load_model(**spec, device=device)
+        self.node = node_id()
         logger.info("encoder ready: %s on %s", spec["name"], self.model.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -78,15 +101,16 @@ class VideoEncoder:
         out = {k: v for k, v in batch.items() if k != "frames"}
         out["embedding"] = embedding
         out["encode_seconds"] = np.full(len(counts), (time.perf_counter() - started) / len(counts))
+        out["encode_node"] = np.full(len(counts), self.node)
         return out
 
 
 class CaptionEncoder:
     """Ray Data actor: the text tower for manifest captions."""
 
-    def __init__(self, spec: dict, threads: int = 1):
+    def __init__(self, spec: dict, threads: int = 1, device: str | None = None):
         _set_threads(threads)
-        self.model = load_model(**spec)
+        self.model = load_model(**spec, device=device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {**batch, "embedding": self.model.encode_text([str(t) for t in batch["text"]])}

@@ -1,7 +1,8 @@
 """The embeddings dataset: Parquet parts under OUTPUT/videos/ and OUTPUT/captions/.
 
-Parts are written atomically (temporary name, then rename) under names derived from their rows,
-so a retried write replaces and never duplicates. Each row carries the `run_id` of the run that
+Parts are published atomically (locally a temporary name, then a rename; on object stores, which
+have no rename, one PUT of the finished bytes) under names derived from their rows, so a retried
+write replaces and never duplicates. Each row carries the `run_id` of the run that
 wrote it; for every video the rows of the newest run win, and `compact` removes the rest.
 """
 
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Mapping
 
 import fsspec
 import pyarrow as pa
@@ -46,6 +48,7 @@ VIDEO_FIELDS = [
     pa.field("segment_seconds", pa.float64()),  # the --segment-seconds setting; null: whole videos
     pa.field("status", pa.string(), nullable=False),  # "ok" or "error"
     pa.field("error", pa.string()),  # a one-line reason when status is "error"
+    pa.field("error_kind", pa.string()),  # "transient" (retried next run) or "permanent"; null when ok
     pa.field("run_id", pa.string(), nullable=False),
 ]
 CAPTION_FIELDS = [
@@ -88,34 +91,79 @@ def part_name(table: pa.Table, key_column: str) -> str:
     return f"part-{digest.hexdigest()}.parquet"
 
 
+def nan_as_null(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Numbers that passed through numpy carry NaN where they were missing; stored, they are null."""
+    if pa.types.is_floating(values.type):
+        return pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+    return values
+
+
+def conform(columns: Mapping[str, pa.Array | pa.ChunkedArray], num_rows: int, schema: pa.Schema) -> pa.Table:
+    """Rows in the dataset's schema: each field from `columns` cast to its type (NaN as null), null
+    where absent."""
+    arrays = [nan_as_null(columns[f.name]).cast(f.type) if f.name in columns else pa.nulls(num_rows, f.type)
+              for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def publish(fs, path: str, data: bytes) -> None:
+    """Make `data` visible at `path` whole or not at all.
+
+    Locally: a temporary dot-name, then a rename. Object stores have no rename, but make an object
+    visible only when its upload completes: one PUT (or a multipart upload, completed last) of the
+    finished bytes. Writing through a file object instead would publish a partial object when an
+    exception (Ctrl-C) closes it half way.
+    """
+    if isinstance(fs, LocalFileSystem):
+        temp = f"{os.path.dirname(path)}/{TEMP_PREFIX}{uuid.uuid4().hex}{os.path.splitext(path)[1]}"
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
 def write_part(table: pa.Table, directory: str, key_column: str) -> str:
     """Write atomically; a reader sees the whole part or nothing. Returns the part's path."""
     fs, root = _fs(directory)
     fs.makedirs(root, exist_ok=True)
     final = f"{root.rstrip('/')}/{part_name(table, key_column)}"
-    if isinstance(fs, LocalFileSystem):
-        temp = f"{root.rstrip('/')}/{TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, temp)
-        os.replace(temp, final)
-    else:  # object stores make a PUT visible whole, or not at all
-        with fs.open(final, "wb") as f:
-            pq.write_table(table, f)
+    buffer = pa.BufferOutputStream()  # a part is bounded by rows_per_part: about 1 MB at D = 1024
+    pq.write_table(table, buffer)
+    publish(fs, final, buffer.getvalue().to_pybytes())
     return final
+
+
+def _listing(fs, root: str) -> list[str]:
+    """The directory as it is now: fsspec caches listings, and other processes write parts."""
+    fs.invalidate_cache(root)
+    try:
+        return fs.ls(root, detail=False)
+    except FileNotFoundError:
+        return []
 
 
 def list_parts(directory: str) -> list[str]:
     fs, root = _fs(directory)
-    if not fs.isdir(root):
-        return []
-    return sorted(p for p in fs.ls(root, detail=False) if os.path.basename(p).startswith("part-"))
+    return sorted(p for p in _listing(fs, root) if os.path.basename(p).startswith("part-"))
 
 
 def remove_temp_files(directory: str) -> int:
-    """Temporary files of an interrupted write; never read, safe to delete."""
+    """What interrupted writes left behind, never read: temporary files locally, unfinished
+    multipart uploads on S3 (invisible, but stored and billed until aborted). Called as a run
+    starts, when no writer of this dataset is active."""
     fs, root = _fs(directory)
-    if not fs.isdir(root):
-        return 0
-    temps = [p for p in fs.ls(root, detail=False) if os.path.basename(p).startswith(TEMP_PREFIX)]
+    if hasattr(fs, "list_multipart_uploads"):  # s3fs
+        bucket, _, prefix = root.partition("/")
+        try:
+            uploads = fs.list_multipart_uploads(bucket)
+        except FileNotFoundError:  # no bucket yet: the first write makes it
+            return 0
+        stale = [u for u in uploads if u["Key"].startswith(prefix.rstrip("/") + "/")]
+        for upload in stale:
+            fs.abort_mpu(bucket, upload["Key"], upload["UploadId"])
+        return len(stale)
+    temps = [p for p in _listing(fs, root) if os.path.basename(p).startswith(TEMP_PREFIX)]
     for path in temps:
         fs.rm(path)
     return len(temps)

@@ -18,14 +18,14 @@ import pyarrow.csv
 import pyarrow.json
 import pyarrow.parquet as pq
 
+from .dataset import CAPTION_FIELDS, VIDEO_FIELDS
+
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
 MANIFEST_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
-# Column names of the embeddings dataset; a metadata column may not take one.
-RESERVED_COLUMNS = {
-    "key", "segment", "start_s", "end_s", "duration_s", "fps", "width", "height", "num_frames", "sampled_frames",
-    "file_stat", "content_fingerprint", "model_fingerprint", "segment_seconds", "status", "error", "embedding",
-    "score", "caption_id", "text",
-}
+# Names a metadata column may not take: the embeddings dataset's own columns (uri and video_id are
+# the manifest's), "score" (query results), and "_"-prefixed names, which the job uses internally.
+RESERVED_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} - {"uri", "video_id"} | {"embedding", "score"}
+INTERNAL_PREFIX = "_"
 
 
 class ManifestError(ValueError):
@@ -92,7 +92,7 @@ def validate_manifest(table: pa.Table, source: str) -> pa.Table:
     duplicated = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
     if duplicated:
         raise ManifestError(f"{source}: duplicate video_id {duplicated[0]!r} ({len(duplicated)} duplicated in all)")
-    reserved = sorted(RESERVED_COLUMNS & set(table.column_names))
+    reserved = sorted(c for c in table.column_names if c in RESERVED_COLUMNS or c.startswith(INTERNAL_PREFIX))
     if reserved:
         raise ManifestError(f"{source}: column {reserved[0]!r} is reserved by vidx; rename it")
     captions = _normalise_captions(table["captions"]) if "captions" in table.column_names else pa.array(

@@ -7,6 +7,9 @@ import json
 import uuid
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from .dataset import publish
 
 RUNS = "runs"
 
@@ -18,14 +21,10 @@ def new_run_id() -> str:
 
 
 def write_run_record(output: str, run_id: str, record: dict) -> str:
-    """Write OUTPUT/runs/<run_id>.json atomically; returns its path."""
+    """Write OUTPUT/runs/<run_id>.json atomically; returns its path (a URL on object stores)."""
     fs, root = fsspec.core.url_to_fs(output)
     directory = f"{root.rstrip('/')}/{RUNS}"
     fs.makedirs(directory, exist_ok=True)
     path = f"{directory}/{run_id}.json"
-    temp = f"{directory}/.tmp-{run_id}.json"
-    with fs.open(temp, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True, default=str)
-    fs.mv(temp, path)
-    return path
-
+    publish(fs, path, json.dumps(record, indent=2, sort_keys=True, default=str).encode())
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
