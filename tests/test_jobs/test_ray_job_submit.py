@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,65 +9,28 @@ import pytest
 import yaml
 
 from jobs.synth import synth
-from servers import free_port
+from ray_nodes import LocalCluster, job_environment
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def processes_of(temp_dir: str) -> set[int]:
-    """Ray's daemons name the temp dir in their command lines; workers are their descendants."""
-    parents, found = {}, set()
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            pid = int(entry)
-            parents[pid] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            if temp_dir.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.add(pid)
-        except (OSError, ValueError):
-            continue
-    while more := {pid for pid, parent in parents.items() if parent in found} - found:
-        found |= more
-    return found
 
 
 @pytest.fixture
-def ray_head(tmp_path):
-    """A real head node, stopped afterwards by process id (`ray stop` would stop every Ray here)."""
-    temp_dir = f"/tmp/vr_{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths have a length limit
-    dashboard = free_port()
-    # The job's `python` is the head's: this environment's, as on a cluster set up from ray_cluster.yaml.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": path}
-    # Every port its own: another Ray (the in-process one of other tests) may hold the defaults.
-    ports = [f"--{name}={free_port()}" for name in (
-        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-        "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")]
-    subprocess.run([RAY, "start", "--head", *ports, "--num-cpus=2", f"--temp-dir={temp_dir}",
-                    "--include-dashboard=true", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
+def ray_head():
+    """A real head node that runs work, stopped afterwards by process id."""
+    cluster = LocalCluster(job_environment({}))
     try:
-        yield f"http://127.0.0.1:{dashboard}", env
+        cluster.start_head(num_cpus=2)
+        yield cluster
     finally:
-        for pid in processes_of(temp_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        cluster.stop()
 
 
 def test_index_runs_under_ray_job_submit(ray_head, tmp_path):
-    address, env = ray_head
     manifest = synth(tmp_path / "synth", n=4, seed=5)
     output = tmp_path / "index"
-    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-               "python", "-m", "jobs", "index", "--model", "tiny", "--manifest", str(manifest), "--output", str(output)]
-    for _ in range(30):  # a fresh head's job agent takes a few seconds to come up
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
-        if "No available agent" not in result.stderr:
-            break
-        time.sleep(2)
+    result = ray_head.submit("python", "-m", "jobs", "index", "--model", "tiny", "--manifest", str(manifest),
+                             "--output", str(output), working_dir=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
     table = pq.read_table(output / "videos")
