@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from media import GOOD_VIDEOS, make_bad_files, make_video
@@ -44,5 +46,25 @@ def milvus_server(tmp_path_factory):
 
     process, uri = start_milvus_server(tmp_path_factory.mktemp("milvus_server") / "data")
     yield uri
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> dict:
+    """An S3-compatible server (moto) on a free local port. The standard AWS variables point this
+    process at it; the fixture's value is those variables, for subprocesses and Ray nodes."""
+    from object_store import aws_environment, start_moto_server
+
+    process, endpoint = start_moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
+    env = aws_environment(endpoint)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    yield env
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     process.terminate()
     process.wait(timeout=30)
