@@ -86,7 +86,7 @@ def bench(videos: int, model_name: str, workers: int, batch_size: int) -> dict:
     frames = ray.data.from_items(decoded).materialize()  # encode-only input, already in the object store
     encode_s = timed(lambda: frames.map_batches(
         VideoEncoder, fn_constructor_kwargs={"spec": model.spec, "threads": resources["threads"]},
-        batch_size=batch_size, batch_format="numpy", compute=encoder_pool(workers),
+        batch_size=batch_size, batch_format="pyarrow", compute=encoder_pool(workers),
         num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"]).materialize())
     end_to_end_s = timed(lambda: index(str(work), str(work / "out"), model=name, checkpoint=checkpoint,
                                        workers=workers, batch_size=batch_size))

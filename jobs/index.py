@@ -72,7 +72,7 @@ def encode_videos(plan: Plan, manifest: pa.Table, schema: pa.Schema, directory: 
         .map_batches(VideoEncoder, fn_constructor_kwargs={"spec": encoder.spec, "threads": resources["threads"],
                                                          "device": device},
                      # Ray Data restarts a lost actor (OOM killer, node gone) and redoes its batches.
-                     batch_size=batch_size, batch_format="numpy", compute=encoder_pool(workers),
+                     batch_size=batch_size, batch_format="pyarrow", compute=encoder_pool(workers),
                      num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"])
         .write_datasink(sink)
     )

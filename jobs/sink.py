@@ -22,14 +22,6 @@ TIMING_COLUMNS = ("decode_seconds", "encode_seconds")
 NODE_COLUMNS = {"decode_node": "decoded_on", "encode_node": "encoded_on"}
 
 
-def embedding_array(vectors: np.ndarray, valid: np.ndarray) -> pa.FixedSizeListArray:
-    """(N, D) float32 -> fixed_size_list<float32>[D], null where not valid (error rows)."""
-    dim = vectors.shape[1]
-    values = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
-    array = pa.FixedSizeListArray.from_arrays(values, dim)
-    return pc.if_else(pa.array(valid), array, pa.nulls(len(valid), array.type))
-
-
 class PartsDatasink(Datasink):
     """Each write task turns its rows into one part in the dataset's schema.
 
@@ -56,7 +48,8 @@ class PartsDatasink(Datasink):
         valid = np.asarray(block["status"].to_pylist()) == "ok" if "status" in block.column_names else np.ones(n, bool)
         columns = {name: block[name] for name in block.column_names}
         columns.update({name: pa.array([value] * n, pa.string()) for name, value in self.constants.items()})
-        columns["embedding"] = embedding_array(block["embedding"].combine_chunks().to_numpy(), valid)
+        embedding = block["embedding"]
+        columns["embedding"] = pc.if_else(pa.array(valid), embedding, pa.nulls(n, embedding.type))  # error rows: null
         if self.manifest is not None:
             taken = ray.get(self.manifest).take(block["_row"])
             columns.update({name: taken[name] for name in taken.column_names})

@@ -7,6 +7,7 @@ import os
 import time
 
 import numpy as np
+import pyarrow as pa
 import ray
 import torch
 
@@ -80,9 +81,19 @@ def _set_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float32 -> fixed_size_list<float32>[D], the stored type."""
+    values = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(values, vectors.shape[1])
+
+
 class VideoEncoder:
     """Ray Data actor: holds one model; turns a batch of decoded rows into embeddings.
-    `device`: None puts it on the GPU Ray gave it, if any (see cluster.check_gpus_visible)."""
+    `device`: None puts it on the GPU Ray gave it, if any (see cluster.check_gpus_visible).
+
+    Batches are Arrow tables, not numpy: numpy turns a column that is null in every row of a batch
+    (`error` when its videos are all fine) into float NaN, which the strings of the next batch's
+    `error` column then cannot be merged with."""
 
     def __init__(self, spec: dict, threads: int = 1, device: str | None = None):
         _set_threads(threads)
@@ -90,19 +101,19 @@ class VideoEncoder:
         self.node = node_id()
         logger.info("encoder ready: %s on %s", spec["name"], self.model.device)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
-        counts = batch["sampled_frames"]
+        counts = batch["sampled_frames"].to_numpy()
+        frames = np.concatenate([chunk.to_numpy() for chunk in batch["frames"].chunks])  # ray's tensor type
         ok = np.flatnonzero(counts > 0)
         embedding = np.zeros((len(counts), self.model.dim), np.float32)
         if len(ok):
-            clips = [torch.from_numpy(batch["frames"][i, : counts[i]]) for i in ok]
+            clips = [torch.from_numpy(frames[i, : counts[i]]) for i in ok]
             embedding[ok] = self.model.encode_clips(clips)
-        out = {k: v for k, v in batch.items() if k != "frames"}
-        out["embedding"] = embedding
-        out["encode_seconds"] = np.full(len(counts), (time.perf_counter() - started) / len(counts))
-        out["encode_node"] = np.full(len(counts), self.node)
-        return out
+        seconds = (time.perf_counter() - started) / len(counts)
+        return (batch.drop_columns(["frames"]).append_column("embedding", embedding_array(embedding))
+                .append_column("encode_seconds", pa.array(np.full(len(counts), seconds)))
+                .append_column("encode_node", pa.array([self.node] * len(counts), pa.string())))
 
 
 class CaptionEncoder:
@@ -112,5 +123,6 @@ class CaptionEncoder:
         _set_threads(threads)
         self.model = load_model(**spec, device=device)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {**batch, "embedding": self.model.encode_text([str(t) for t in batch["text"]])}
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        vectors = self.model.encode_text([str(t) for t in batch["text"]])
+        return pa.table({**batch, "embedding": embedding_array(vectors)})
