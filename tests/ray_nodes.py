@@ -70,12 +70,18 @@ class LocalCluster:
 
     def _start(self, node: Node, *args: str) -> Node:
         known = set(self.node_ids())
-        subprocess.run([RAY, "start", *args, f"--num-cpus={node.num_cpus}", f"--num-gpus={node.num_gpus}",
-                        f"--temp-dir={node.temp_dir}", f"--object-store-memory={OBJECT_STORE_BYTES}",
-                        "--disable-usage-stats",
-                        *_ports("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-                                "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")],
-                       env=self.env, check=True, capture_output=True, timeout=180)
+        command = [RAY, "start", *args, f"--num-cpus={node.num_cpus}", f"--num-gpus={node.num_gpus}",
+                   f"--temp-dir={node.temp_dir}", f"--object-store-memory={OBJECT_STORE_BYTES}",
+                   "--disable-usage-stats"]
+        for _ in range(3):  # a free port can be taken by another process before Ray binds it
+            ports = _ports("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                           "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
+            result = subprocess.run(command + ports, env=self.env, capture_output=True, text=True, timeout=300)
+            if result.returncode == 0:
+                break
+            kill_processes(processes_of(node.temp_dir))
+        else:
+            raise RuntimeError(f"ray start failed: {result.stdout[-2000:]} {result.stderr[-2000:]}")
         self.nodes.append(node)
         deadline = time.monotonic() + 120
         while not (new := set(self.node_ids()) - known):

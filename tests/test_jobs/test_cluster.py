@@ -247,3 +247,18 @@ def test_transient_read_errors_end_as_ok_rows_and_the_next_run_retries_what_the_
 
     stats, rows = run("--retry-errors")
     assert (stats["encoded"], stats["errors_retried"]) == (1, 1) and rows["corrupt"] == ("error", "permanent")
+
+
+def test_nightly_with_manifest_and_workdir_on_s3(cluster, tmp_path):
+    bucket, manifest = new_bucket(), synth(tmp_path / "synth", n=3, seed=4)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:
+        row["uri"] = upload(Path(row["uri"]), f"s3://{bucket}/videos/{Path(row['uri']).name}")
+    fsspec.filesystem("s3").pipe_file(f"{bucket}/library.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    night = ["nightly", "--manifest", f"s3://{bucket}/library.jsonl", "--workdir", f"s3://{bucket}/index",
+             "--db", str(tmp_path / "vidx.db"), *SMALL]
+    first = vidx(cluster, *night)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert last_json(first.stdout)["added"] == 3 and last_json(first.stdout)["stats_file"].startswith("s3://")
+    second = last_json(vidx(cluster, *night).stdout)
+    assert (second["added"], second["reused"], second["unchanged"]) == (0, 3, ["captions", "videos"])
