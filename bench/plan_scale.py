@@ -111,7 +111,7 @@ def write_manifest_and_index(root: str, n: int) -> tuple[str, str]:
     manifest = pa.table({"uri": uris, "video_id": ids, "tag": ["library"] * n})
     with fsspec.open(f"{root}/manifest.parquet", "wb") as f:
         pq.write_table(manifest, f)
-    stamps = list_stamps(uris)
+    stamps = list_stamps(pa.array(uris)).to_pylist()
     schema = video_schema(DIM, manifest.schema, {})
     for start in range(0, n, ROWS_PER_STORED_PART):
         rows = slice(start, start + ROWS_PER_STORED_PART)

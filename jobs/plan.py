@@ -82,7 +82,7 @@ def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, seg
     meta = metadata_columns(manifest)
     current = manifest.select(["video_id", "uri", *meta])
     current = current.append_column("_row", pa.array(np.arange(current.num_rows)))
-    current = current.append_column("file_stat", pa.array(list_stamps(manifest["uri"].to_pylist()), pa.string()))
+    current = current.append_column("file_stat", list_stamps(manifest["uri"]))
     stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, "key")
     if stored is None:
         return {"encode": current.select(ENCODE_COLUMNS), "refresh": pa.array([], pa.int64()), "reused": 0,

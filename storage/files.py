@@ -16,19 +16,24 @@ import os
 import random
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 LOCAL_PROTOCOLS = (None, "file", "local")
-# Listings in flight at once: each waits on the store's round trips, not on this process's CPU.
-LISTING_THREADS = 8
+# Listings in flight at once. A few hide the store's round trips; more gain nothing, since parsing
+# the replies (~0.3-1 ms per object in botocore) holds this process's GIL, and a slow store (moto
+# here) only queues them until they time out (8 did, on a loaded 2-core machine).
+LISTING_THREADS = 4
 # Seconds between progress lines while stamping a large manifest.
 PROGRESS_SECONDS = 10.0
 # errno values of failures that a later attempt may not meet: s3fs raises OSError(EBUSY) for
@@ -76,26 +81,15 @@ def file_stat(uri: str) -> str | None:
         return None
 
 
-def _locate(uri: str) -> tuple[str | None, str, str]:
-    """(protocol, directory, path as that directory's listing names it). url_to_fs costs ~0.3 ms
-    a call, too much for 10^6 uris; the protocol's filesystem strips the path for ~7 us."""
-    protocol, path = fsspec.core.split_protocol(uri)
-    if protocol in LOCAL_PROTOCOLS:
-        path = os.path.abspath(path)
-        return None, os.path.dirname(path), path
-    path = fsspec.get_filesystem_class(protocol)._strip_protocol(uri)
-    return protocol, path.rsplit("/", 1)[0], path
-
-
 def _local_listing(directory: str, wanted: set[str]) -> dict[str, str | None]:
     stamps = {}
-    with os.scandir(directory) as entries:
+    with os.scandir(directory or ".") as entries:
         for entry in entries:
-            if entry.path in wanted:
+            if entry.name in wanted:
                 try:
-                    stamps[entry.path] = _local_stamp(entry.stat())  # follows links, as open() will
+                    stamps[entry.name] = _local_stamp(entry.stat())  # follows links, as open() will
                 except OSError:  # a dangling link
-                    stamps[entry.path] = None
+                    stamps[entry.name] = None
     return stamps
 
 
@@ -105,56 +99,62 @@ def _store_listing(protocol: str, directory: str, wanted: set[str]) -> dict[str,
         entries = fs.ls(directory, detail=True)
     finally:
         fs.invalidate_cache(directory)  # fsspec would keep every entry of every listing in memory
-    return {e["name"]: _store_stamp(e) for e in entries if e["name"] in wanted}
+    named = ((e["name"].rstrip("/").rsplit("/", 1)[-1], e) for e in entries)
+    return {name: _store_stamp(e) for name, e in named if name in wanted}
 
 
-def _listed_stamps(protocol: str | None, directory: str, paths: list[str]) -> dict[str, str | None]:
-    """Stamps of `paths` (all in `directory`) from one listing; {} when it cannot be listed."""
-    wanted = set(paths)
+def _listed_stamps(directory: str, names: list[str]) -> dict[str, str | None]:
+    """Stamps of the files `names` in `directory` (a path or URL) from one listing; {} when it
+    cannot be listed."""
+    protocol, path = fsspec.core.split_protocol(directory)
+    wanted = set(names)
     try:
-        if protocol is None:
-            return retry_transient(lambda: _local_listing(directory, wanted))
+        if protocol in LOCAL_PROTOCOLS:
+            return retry_transient(lambda: _local_listing(path, wanted))
         return retry_transient(lambda: _store_listing(protocol, directory, wanted))
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except OSError as e:  # no permission to list (no s3:ListBucket), a store without listings...
         logger.warning("cannot list %s (%s): its %d files are looked up one by one", directory, describe(e),
-                       len(paths))
+                       len(names))
         return {}
 
 
-def list_stamps(uris: Sequence[str]) -> list[str | None]:
-    """The stamp of every uri (None: not a readable file), from one listing per directory, the
-    listings run concurrently. A directory's listing costs ceil(files in it / 1000) requests. A file
-    its listing lacks (missing, or a store that cannot list) is looked up on its own."""
-    by_directory: dict[tuple[str | None, str], list[int]] = {}
-    paths = []
-    for i, uri in enumerate(uris):
-        protocol, directory, path = _locate(uri)
-        paths.append(path)
-        by_directory.setdefault((protocol, directory), []).append(i)
-    stamps: list[str | None] = [None] * len(uris)
+def list_stamps(uris: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The stamp of every uri (null: not a readable file), from one listing per directory, a few
+    listings at a time. A directory's listing costs ceil(files in it / 1000) requests. A file its
+    listing lacks (missing, or a store that cannot list) is looked up on its own. Columnar: the
+    driver holds Arrow arrays, and Python objects for one directory at a time."""
+    uris = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
+    files = pa.table({"directory": pc.replace_substring_regex(uris, "[^/]*$", ""),
+                      "name": pc.extract_regex(uris, "(?P<name>[^/]*)$").field("name"),
+                      "row": pa.array(np.arange(len(uris)))})
+    directories = files.group_by("directory", use_threads=False).aggregate([("name", "list"), ("row", "list")])
     started = last_report = time.monotonic()
     done = looked_up = 0
 
-    def listed(item):
-        (protocol, directory), rows = item
-        return rows, _listed_stamps(protocol, directory, [paths[i] for i in rows])
+    def stamp(i: int) -> tuple[pa.Array, pa.Array, int]:
+        names, rows = directories["name_list"][i].as_py(), directories["row_list"][i].values
+        found = _listed_stamps(directories["directory"][i].as_py(), names)
+        alone = [n for n, name in enumerate(names) if name not in found]
+        for n in alone:
+            found[names[n]] = file_stat(uris[rows[n].as_py()].as_py())
+        return rows, pa.array([found[name] for name in names], pa.string()), len(alone)
 
+    all_rows, all_stamps = [], []
     with ThreadPoolExecutor(LISTING_THREADS) as pool:
-        for n, (rows, found) in enumerate(pool.map(listed, by_directory.items()), 1):
-            for i in rows:
-                if paths[i] in found:
-                    stamps[i] = found[paths[i]]
-                else:
-                    stamps[i], looked_up = file_stat(uris[i]), looked_up + 1
-            done += len(rows)
-            if time.monotonic() - last_report >= PROGRESS_SECONDS or n == len(by_directory):
+        for n, (rows, stamps, alone) in enumerate(pool.map(stamp, range(directories.num_rows)), 1):
+            all_rows.append(rows)
+            all_stamps.append(stamps)
+            done, looked_up = done + len(rows), looked_up + alone
+            if time.monotonic() - last_report >= PROGRESS_SECONDS or n == directories.num_rows:
                 last_report = time.monotonic()
                 logger.info("plan: stamps of %d/%d videos from %d/%d directory listings, %d looked up alone "
-                            "(%.0f videos/s)", done, len(uris), n, len(by_directory), looked_up,
+                            "(%.0f videos/s)", done, len(uris), n, directories.num_rows, looked_up,
                             done / max(last_report - started, 1e-9))
-    return stamps
+    if not all_rows:
+        return pa.array([], pa.string())
+    return pa.concat_arrays(all_stamps).take(pc.sort_indices(pa.concat_arrays(all_rows)))
 
 
 def content_fingerprint(path: str) -> str:

@@ -40,7 +40,7 @@ def store_videos(output: str, manifest: pa.Table, status=None, error_kind=None, 
     status = status or ["ok"] * n
     columns.update({
         "key": pa.array([f"{v}#0" for v in manifest["video_id"].to_pylist()]),
-        "file_stat": pa.array(list_stamps(manifest["uri"].to_pylist()), pa.string()),
+        "file_stat": list_stamps(manifest["uri"]),
         "model_fingerprint": pa.array([fingerprint] * n), "segment_seconds": pa.array([segment_seconds] * n, pa.float64()),
         "status": pa.array(status), "error_kind": pa.array(error_kind or [None] * n, pa.string()),
         "run_id": pa.array([run_id] * n),
@@ -70,7 +70,7 @@ def test_a_first_run_encodes_every_video_and_caption(tmp_path):
     manifest = make_manifest(tmp_path, captions=[["a", "b"], [], ["c"], None])
     plan = plan_of(manifest, str(tmp_path / "out"))
     assert encoded(plan) == ["v0", "v1", "v2", "v3"] and plan.encode["_row"].to_pylist() == [0, 1, 2, 3]
-    assert plan.encode["file_stat"].to_pylist() == list_stamps(manifest["uri"].to_pylist())
+    assert plan.encode["file_stat"].to_pylist() == list_stamps(manifest["uri"]).to_pylist()
     assert plan.captions.to_pylist() == [{"caption_id": "v0#0", "video_id": "v0", "text": "a"},
                                          {"caption_id": "v0#1", "video_id": "v0", "text": "b"},
                                          {"caption_id": "v2#0", "video_id": "v2", "text": "c"}]

@@ -148,6 +148,6 @@ def test_stamps_from_listings_equal_one_request_per_file(files_here_and_there, m
     assert sum(s is None for s in expected) == 9 and len(set(expected) - {None}) == 8
     looked_up = []
     monkeypatch.setattr(storage.files, "file_stat", lambda uri: looked_up.append(uri) or file_stat(uri))
-    assert list_stamps(files_here_and_there) == expected
+    assert list_stamps(pa.array(files_here_and_there)).to_pylist() == expected
     # Only what no listing names is looked up alone: the missing files.
     assert sorted(looked_up) == sorted(u for u in files_here_and_there if u.endswith("missing.mp4"))
