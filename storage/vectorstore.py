@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -60,6 +61,7 @@ def _open_lite(uri: str) -> MilvusClient:
     log.addHandler(logged)
     log.propagate = False
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)  # as any tool writing a file would
         return MilvusClient(uri, grpc_options=GRPC_OPTIONS)
     except Exception as e:
         reason = str(logged.exceptions[-1]) if logged.exceptions else str(e)
