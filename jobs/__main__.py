@@ -27,8 +27,12 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
 
 
 def index_options(a: argparse.Namespace) -> dict:
-    options = {"model": a.model, "checkpoint": a.checkpoint, "workers": a.workers, "batch_size": a.batch_size,
-               "segment_seconds": a.segment_seconds, "address": a.address, "rows_per_part": a.rows_per_part}
+    return given(model=a.model, checkpoint=a.checkpoint, workers=a.workers, batch_size=a.batch_size,
+                 segment_seconds=a.segment_seconds, address=a.address, rows_per_part=a.rows_per_part)
+
+
+def given(**options) -> dict:
+    """The options a user gave: one left out (None) takes the job's own default."""
     return {name: value for name, value in options.items() if value is not None}
 
 
@@ -47,8 +51,7 @@ def run_index(a: argparse.Namespace) -> None:
 def run_nightly(a: argparse.Namespace) -> None:
     from .nightly import nightly
 
-    keep = {"keep": a.keep} if a.keep is not None else {}
-    print_json(nightly(a.manifest, a.workdir, a.db, **keep, **index_options(a)))
+    print_json(nightly(a.manifest, a.workdir, a.db, **given(keep=a.keep), **index_options(a)))
 
 
 def run_load(a: argparse.Namespace) -> None:
@@ -74,7 +77,7 @@ def run_serve(a: argparse.Namespace) -> None:
     from .serve import serve
 
     serve(a.db, host=a.host, port=a.port, token=a.token, cache_dir=a.cache_dir,
-          max_upload_mb=a.max_upload_mb)
+          **given(max_upload_mb=a.max_upload_mb))
 
 
 def run_eval(a: argparse.Namespace) -> None:
@@ -157,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="bearer token clients must send (default: VIDX_TOKEN)")
     p.add_argument("--cache-dir", help="thumbnail cache (default: DB.thumbnails beside a milvus-lite DB, "
                                        "else ~/.cache/vidx/thumbnails)")
-    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest request body, uploaded clips included")
+    p.add_argument("--max-upload-mb", type=float, help="largest request body, uploaded clips included (default 50)")
     p.set_defaults(run=run_serve)
 
     p = commands.add_parser("eval", help="R@1/5/10, median and mean rank of an index run against its captions")
