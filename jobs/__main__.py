@@ -212,7 +212,7 @@ def print_metrics(result: dict, as_json: bool) -> None:
     if as_json:
         print_json(result)
         return
-    print(f"{result['n_videos']} videos, {result['n_captions']} captions")
+    print(f"{result['n_videos']} videos, {result['n_captions']} captions ({result['path']}, as the paper computes it)")
     for direction in ("t2v", "v2t"):
         print(f"{direction}  " + "  ".join(f"{name} {value:.1f}" for name, value in result[direction].items()))
 
