@@ -7,7 +7,7 @@ import io
 import av
 import PIL.Image
 
-from .video import VideoDecodeError, local_copy
+from .video import VideoDecodeError, local_copy, probe_video
 
 # Longest side of a thumbnail in pixels: a results grid shows them at about 240 px, twice that on
 # high-density screens would be wasted on the small videos vidx samples at 224 px anyway.
@@ -20,8 +20,6 @@ def frame_at(path: str, seconds: float) -> PIL.Image.Image:
     it), turned upright as players turn it. Decodes from the keyframe before that moment."""
     try:
         with av.open(path, metadata_errors="ignore") as container:
-            if not container.streams.video:
-                raise VideoDecodeError("no video stream")
             stream = container.streams.video[0]
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             target = start + max(seconds, 0.0)
@@ -36,7 +34,7 @@ def frame_at(path: str, seconds: float) -> PIL.Image.Image:
                 raise VideoDecodeError("no decodable video frame")
             image = shown.to_image()
             return image.rotate(shown.rotation, expand=True) if shown.rotation % 360 else image
-    except (av.FFmpegError, ValueError) as e:
+    except (av.FFmpegError, ValueError, IndexError) as e:
         raise VideoDecodeError(f"not a readable video: {' '.join(str(e).split())[:300]}") from e
 
 
@@ -44,6 +42,7 @@ def thumbnail_jpeg(uri: str, seconds: float, side: int = THUMBNAIL_SIDE) -> byte
     """JPEG bytes of the frame at `seconds` of the video at `uri` (a path or fsspec URL), its
     longest side at most `side` pixels. Raises VideoDecodeError."""
     with local_copy(uri) as path:
+        probe_video(path)  # refuses what is not a video (empty, an image, oversized...) before decoding
         image = frame_at(path, seconds)
     image.thumbnail((side, side), PIL.Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
