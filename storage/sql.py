@@ -25,6 +25,7 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 10
 INT64 = (-(2**63), 2**63 - 1)  # Milvus' integer range
 QUOTES = "'\"`"
+NEWLINE = "\n"
 # sqlglot's names for SELECT clauses outside the dialect -> what the error calls them.
 UNSUPPORTED_CLAUSES = {"joins": "JOIN", "group": "GROUP BY", "having": "HAVING", "distinct": "DISTINCT",
                        "with": "WITH", "windows": "WINDOW", "qualify": "QUALIFY", "laterals": "LATERAL"}
@@ -64,7 +65,7 @@ def _where_is(sql: str, node: exp.Expression) -> str:
 
 def _line_column(sql: str, offset: int) -> str:
     line_start = sql.rfind("\n", 0, offset)  # -1 on the first line
-    return f"line {sql.count(chr(10), 0, offset) + 1}, column {offset - line_start}"
+    return f"line {sql.count(NEWLINE, 0, offset) + 1}, column {offset - line_start}"
 
 
 def _refuse(sql: str, node: exp.Expression, what: str) -> QueryError:
@@ -195,7 +196,8 @@ def _unreadable(sql: str) -> QueryError:
         pass
     read = tokenizer.tokens[-1].end + 1 if tokenizer.tokens else 0
     at = read + len(sql[read:]) - len(sql[read:].lstrip())
-    what = f"a {sql[at]} quote that is never closed" if sql[at:at + 1] in QUOTES else "unreadable text"
+    char = sql[at:at + 1]
+    what = f"a {char} quote that is never closed" if char and char in QUOTES else "unreadable text"
     return QueryError(f"syntax error at {_line_column(sql, at)}: {what}: {sql[at:at + 20]!r}")
 
 

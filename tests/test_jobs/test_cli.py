@@ -25,14 +25,15 @@ COMMAND_LINES = [
 
 def imported_after(code: str) -> list[str]:
     """The HEAVY modules a fresh interpreter has imported after running `code`."""
-    script = f"import sys\n{code}\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_parsing_every_command_imports_nothing_heavy():
-    code = f"from jobs.__main__ import build_parser\nfor argv in {COMMAND_LINES!r}:\n    build_parser().parse_args(argv)"
+    code = (f"from jobs.__main__ import build_parser\n"
+            f"for argv in {COMMAND_LINES!r}:\n    build_parser().parse_args(argv)")
     assert imported_after(code) == []
 
 
@@ -48,8 +49,8 @@ def test_a_query_without_similarity_imports_no_torch(loaded, tmp_path):
     db = str(tmp_path / "own.db")  # milvus-lite: one process per database, so a copy of its own
     subprocess.run([sys.executable, "-m", "jobs", "load", "--embeddings", str(output), "--db", db], check=True,
                    capture_output=True, timeout=300)
-    code = (f"from jobs.__main__ import main\n"
-            f"assert main(['query', '--db', {db!r}, \"SELECT video_id FROM videos WHERE colour = 'red' LIMIT 2\"]) == 0")
+    sql = "SELECT video_id FROM videos WHERE colour = 'red' LIMIT 2"
+    code = f"from jobs.__main__ import main\nassert main(['query', '--db', {db!r}, {sql!r}]) == 0"
     assert imported_after(code) == ["pymilvus"]
 
 

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobs.__main__ import main
+from jobs.query import run_query
 from jobs.serve import create_app
 from servers import start_milvus_server
 
@@ -65,8 +66,6 @@ def test_bad_statements_name_the_place(loaded, client, capsys, sql, expected):
     ("start_s >= 2.0e0", lambda row: row["start_s"] >= 2),
 ])
 def test_numbers_in_every_notation_filter_as_numbers(loaded, client, where, keeps):
-    from jobs.query import run_query
-
     _, db = loaded
     everything = run_query(db, "SELECT key, start_s FROM videos LIMIT 1000")
     expected = sorted(row["key"] for row in everything if keeps(row))
