@@ -48,11 +48,11 @@ def _validated(model: type[BaseModel], fields: dict) -> BaseModel:
         raise RequestValidationError(e.errors()) from None
 
 
-def _body_schema(model: type[BaseModel]) -> dict:
+def _body_schema(model: type[BaseModel], form: str) -> dict:
     """OpenAPI: the route reads its body itself (JSON or multipart), so say what it takes."""
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema},
-                                                           "multipart/form-data": {"schema": {"type": "object"}}}}}
+    form_schema = {"type": "object", "additionalProperties": True, "description": form}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()},
+                                                           "multipart/form-data": {"schema": form_schema}}}}
 
 
 def _collection_summary(store: VectorStore, alias: str) -> dict | None:
@@ -75,7 +75,8 @@ def api_router(db: str, store: VectorStore, auth) -> APIRouter:
         """The served collections, their model, and the manifest's metadata columns."""
         return {alias: _collection_summary(store, alias) for alias in ("videos", "captions")}
 
-    @router.post("/search", dependencies=[auth], openapi_extra=_body_schema(SearchRequest))
+    @router.post("/search", dependencies=[auth], openapi_extra=_body_schema(
+        SearchRequest, "the JSON fields as form fields; a file `clip` is the query video"))
     async def search_route(request: Request) -> list[dict]:
         async with request_fields(request) as (fields, clips):
             if "clip" in clips:
@@ -85,7 +86,8 @@ def api_router(db: str, store: VectorStore, auth) -> APIRouter:
                 search, db, text=body.text, video=body.video, video_id=body.video_id, target=body.target, k=body.k,
                 where=body.where, store=store, videos=LibraryVideos(store, clips), per_video=body.per_video)
 
-    @router.post("/query", dependencies=[auth], openapi_extra=_body_schema(QueryRequest))
+    @router.post("/query", dependencies=[auth], openapi_extra=_body_schema(
+        QueryRequest, "`sql`, `explain`; every other field is a parameter, every file a clip: VIDEO(:name)"))
     async def query_route(request: Request):
         async with request_fields(request) as (fields, clips):
             if is_form(request):  # its other fields and its files are the parameters

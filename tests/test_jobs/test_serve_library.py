@@ -180,6 +180,8 @@ def test_the_page_and_its_library(client):
     page = client.get("/")
     assert page.status_code == 200 and '<form id="search" role="search">' in page.text
     assert client.get("/static/page.js").status_code == 200
+    body = client.get("/openapi.json").json()["paths"]["/search"]["post"]["requestBody"]["content"]
+    assert {"text", "video", "per_video"} <= set(body["application/json"]["schema"]["properties"])
     library = client.get("/library").json()
     assert library["videos"]["metadata"] == ["background", "colour", "direction", "shape"]
     assert library["videos"]["rows"] > 0 and library["captions"]["model"]["name"] == "tiny"
