@@ -170,7 +170,8 @@ def test_thumbnails_are_made_once_at_the_segment_start(client, loaded, cache_dir
     shown = pixels(PIL.Image.open(io.BytesIO(response.content)))
     at_start, first = pixels(frame_at(segment["uri"], segment["start_s"])), pixels(frame_at(segment["uri"], 0.0))
     assert segment["start_s"] == 2.0 and shown.shape == at_start.shape
-    assert np.abs(shown - at_start).mean() < np.abs(shown - first).mean() / 4  # the shape has moved since 0 s
+    # JPEG leaves ~4 levels of the videos' noise; the shape has moved since 0 s: ~13
+    assert np.abs(shown - at_start).mean() < np.abs(shown - first).mean() / 2
     [cached] = [p for p in cache_dir.iterdir() if p.suffix == ".jpg"]
     made = cached.stat().st_mtime_ns
     assert client.get(url).content == response.content and cached.stat().st_mtime_ns == made
