@@ -74,9 +74,9 @@ def check_storable(store: VectorStore, live: LiveRows, fields: list[tuple[str, d
 
 
 def build_version(store: VectorStore, name: str, live: LiveRows, properties: dict[str, str],
-                  sample: set[str]) -> dict[str, np.ndarray]:
+                  sample: set[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Create collection `name` from the live rows, then flush, index and load it. Returns the
-    vectors of the `sample` keys as they were inserted."""
+    vectors of the `sample` keys as they were inserted, and the seconds spent inserting and indexing."""
     key = live.key_column
     fields = served_fields(live.schema, key)
     check_storable(store, live, fields)
@@ -85,7 +85,7 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
         store.drop(name)  # a half-built version of an interrupted load
     store.create_collection(name, key, fields, dim, properties)
     columns, total = [key, *[f for f, _ in fields], "embedding"], live.rows.num_rows
-    inserted, reported, vectors = 0, 0.0, {}
+    inserted, reported, vectors, started = 0, 0.0, {}, time.perf_counter()
     for batch in live.batches(columns, max(1, INSERT_BYTES // (4 * dim))):
         store.insert(name, batch)
         picked = batch.filter(pc.is_in(batch[key], pa.array(sorted(sample), pa.string())))
@@ -93,9 +93,11 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
         inserted += batch.num_rows
         if inserted / total >= reported + 0.1 or inserted == total:
             reported = inserted / total
-            logger.info("%s: %d/%d rows inserted", name, inserted, total)
+            logger.info("%s: %d/%d rows inserted (%.0f rows/s)", name, inserted, total,
+                        inserted / (time.perf_counter() - started))
+    inserted_at = time.perf_counter()
     store.seal(name)
-    return vectors
+    return vectors, {"insert_s": inserted_at - started, "index_s": time.perf_counter() - inserted_at}
 
 
 def validate(store: VectorStore, name: str, key: str, expected_rows: int, sample: dict[str, np.ndarray]) -> None:
@@ -128,17 +130,18 @@ def load_version(store: VectorStore, live: LiveRows, alias: str, version: str, s
     properties = {MODEL_PROPERTY: json.dumps(model, sort_keys=True), PREVIOUS_PROPERTY: previous or "",
                   DIGEST_PROPERTY: digest}
     try:
-        sample = build_version(store, name, live, properties, sample_keys(live))
+        sample, seconds = build_version(store, name, live, properties, sample_keys(live))
         validate(store, name, live.key_column, rows, sample)
     except VectorStoreError:
         if store.has(name):
             store.drop(name)  # the alias still points at the previous version
         raise
     store.swap_alias(alias, name)
-    seconds = time.perf_counter() - started
-    logger.info("%s -> %s (%d rows in %.1f s, was %s)", alias, name, rows, seconds, previous)
-    return {"collection": name, "rows": rows, "previous": previous, "seconds": round(seconds, 3),
-            "rows_per_s": round(rows / seconds, 1)}
+    total = time.perf_counter() - started
+    logger.info("%s -> %s (%d rows in %.1f s, was %s)", alias, name, rows, total, previous)
+    return {"collection": name, "rows": rows, "previous": previous, "seconds": round(total, 3),
+            "rows_per_s": round(rows / total, 1), "insert_rows_per_s": round(rows / seconds["insert_s"], 1),
+            "index_s": round(seconds["index_s"], 3)}
 
 
 def retire_versions(store: VectorStore, alias: str, keep: int) -> list[str]:

@@ -245,7 +245,8 @@ def _tagged(rows: pa.Table, part: int) -> pa.Table:
 
 
 def scan_live(directory: str, key_column: str = "key", status: str | None = None) -> LiveRows | None:
-    """The rows `read_live` returns (only those with `status`, when given), without reading the
+    """The rows `read_live` returns (only those with `status`, when given and the dataset has that
+    column), without reading the
     vectors yet: memory grows by a few bytes per row, not by the width of a row. None when empty."""
     paths = list_parts(directory)
     if not paths:
@@ -256,6 +257,7 @@ def scan_live(directory: str, key_column: str = "key", status: str | None = None
     # Parts of different runs may differ in metadata columns: unified permissively, as read_parts does.
     parts = ds.dataset(paths, schema=pa.unify_schemas(schemas, promote_options="permissive"), filesystem=fs,
                        format="parquet")
+    status = status if status and "status" in parts.schema.names else None
     small = [key_column, "video_id", "run_id"] + (["status"] if status else [])
     rows = pa.concat_tables(_tagged(fragment.to_table(schema=parts.schema, columns=small), i)
                             for i, fragment in enumerate(parts.get_fragments()))
