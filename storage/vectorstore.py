@@ -132,31 +132,33 @@ class VectorStore:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.is_server = uri.startswith(("http://", "https://", "tcp://"))
-        if self.is_server:
-            try:
-                self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
-            except Exception as e:  # the client raises many types for an unreachable or refusing server
-                raise VectorStoreError(f"cannot open vector database {uri}: {e}") from e
-        else:
+        self.embedded = not uri.startswith(("http://", "https://", "tcp://"))  # a milvus-lite directory
+        if self.embedded:
             # milvus-lite's in-process gRPC server logs a traceback for every RPC it lacks
             # (AllocTimestamp, which pymilvus calls while waiting for an index); the client copes.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             self.client = _open_lite(uri)
-        self.version = _version(self.client.get_server_version())
+        else:
+            try:
+                self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
+            except Exception as e:  # the client raises many types for an unreachable or refusing server
+                raise VectorStoreError(f"cannot open vector database {uri}: {e}") from e
+        reported = self.client.get_server_version()
+        self.is_lite = reported.startswith("milvus_lite")  # embedded or `milvus-lite server`
+        self.version = _version(reported)
         self._loaded_names: set[str] = set()
-        # milvus-lite only: Arrow copies being written by a load, and opened ones (storage/exact.py).
+        # Embedded milvus-lite only: Arrow copies being written by a load, and opened ones (storage/exact.py).
         self._copy_writers: dict[str, CopyWriter] = {}
         self._copies: dict[str, ExactCopy | None] = {}
 
     @property
     def engine(self) -> str:
-        return f"{'Milvus' if self.is_server else 'milvus-lite'} {'.'.join(map(str, self.version))}"
+        return f"{'milvus-lite' if self.is_lite else 'Milvus'} {'.'.join(map(str, self.version))}"
 
     @property
     def nullable(self) -> bool:
         """Whether a field may hold nulls (a server before 2.5 rejects a null at insert)."""
-        return not self.is_server or self.version[:2] >= NULLABLE_SINCE
+        return self.is_lite or self.version[:2] >= NULLABLE_SINCE
 
     def has(self, name: str) -> bool:
         return self.client.has_collection(name)
@@ -170,7 +172,7 @@ class VectorStore:
             schema.add_field(field_name, nullable=self.nullable, **args)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, properties=properties)
-        if not self.is_server:
+        if self.embedded:
             self._copy_writers[name] = CopyWriter(copy_path(self.uri, name))
 
     def insert(self, name: str, rows: pa.Table) -> None:
@@ -273,7 +275,7 @@ class VectorStore:
                output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
         """Top-k of collection `name` by inner product: [{key fields..., "score"}], best first. On
         milvus-lite without a filter, exact search over the collection's Arrow copy (storage/exact.py)."""
-        copy = None if self.is_server or filter else self._copy(self.alias_target(name) or name)
+        copy = None if not self.embedded or filter else self._copy(self.alias_target(name) or name)
         if copy is not None:
             return copy.search(vector, k, output_fields or ["*"])
         hits = self.client.search(self._loaded(name), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
@@ -296,5 +298,5 @@ class VectorStore:
         self._copies.pop(name, None)
         if name in self._copy_writers:
             self._copy_writers.pop(name).discard()
-        if not self.is_server:
+        if self.embedded:
             copy_path(self.uri, name).unlink(missing_ok=True)
