@@ -79,7 +79,8 @@ def load_in_child(embeddings: Path, db: str) -> tuple[dict, float]:
     done = subprocess.run([sys.executable, "-m", "jobs", "load", "--embeddings", str(embeddings), "--db", db,
                            "--collection", "bench"], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True)
     # ru_maxrss of waited-for children: this is the only child that has ended (a server still runs).
-    return json.loads(done.stdout.strip().splitlines()[-1]), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return json.loads(done.stdout.strip().splitlines()[-1]), peak_mb
 
 
 def percentiles_ms(seconds: list[float]) -> dict:
@@ -104,7 +105,8 @@ def measure(db: str, rows: int, dim: int, n_queries: int, work: Path) -> dict:
     print(f"loading into {db} ...", file=sys.stderr, flush=True)
     loaded, peak_rss_mb = load_in_child(work, db)
     # Queries near stored vectors, as text queries land near the videos they describe.
-    queries = unit(vectors[rng.integers(0, rows, n_queries)] + 0.5 / np.sqrt(dim) * rng.standard_normal((n_queries, dim)))
+    noise = 0.5 / np.sqrt(dim) * rng.standard_normal((n_queries, dim))
+    queries = unit(vectors[rng.integers(0, rows, n_queries)] + noise)
     store = VectorStore(db)
     store.search("bench", queries[0], K)  # the first search pays for opening the collection
     ann, ann_seconds = timed(lambda q: [h["key"] for h in store.search("bench", q, K, output_fields=["key"])],

@@ -15,6 +15,7 @@ import pytest
 
 from storage.collections import load_version, retire_versions
 from storage.dataset import read_live, scan_live, write_part
+from storage.exact import copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
 
 DIM = 16
@@ -93,6 +94,8 @@ def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(sto
     assert retire_versions(store, "videos", keep=2) == ["videos_v1", "videos_v4"]
     assert store.versions("videos") == ["videos_v2", "videos_v3"] and store.alias_target("videos") == "videos_v3"
     assert retire_versions(store, "videos", keep=1) == ["videos_v2"]
+    if store.embedded:  # the exact-search copies go with their versions
+        assert sorted(p.name for p in copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow"]
 
 
 def test_search_equals_brute_force_top_k(store, tmp_path):
