@@ -62,5 +62,5 @@ class ExactCopy:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((top, -scores[top]))]
         columns = self.rows.column_names if "*" in output_fields else output_fields
-        hits = self.rows.take(pa.array(top)).select(columns).to_pylist()
+        hits = self.rows.select(columns).take(pa.array(top)).to_pylist()  # select first: take copies columns
         return [{**hit, "score": float(score)} for hit, score in zip(hits, scores[top])]
