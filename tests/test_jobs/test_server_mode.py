@@ -85,6 +85,13 @@ def test_both_engines_answer_sql_like_queries_alike(lite_db, server_db_loaded, c
     assert sorted(lite, key=lambda r: r["key"]) == sorted(server, key=lambda r: r["key"])
 
 
+def test_is_null_filters_on_a_server_without_nullable_fields_are_one_line_and_exit_2(server_db_loaded, capsys):
+    sql = "SELECT key FROM videos WHERE background IS NOT NULL LIMIT 5"
+    assert main(["query", "--db", server_db_loaded, sql]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("vidx query: error: Milvus refused") and "is null" in err
+
+
 @pytest.fixture(scope="module")
 def index_with_an_error(tmp_path_factory, good_videos, local_ray) -> str:
     """Whole videos (segment_seconds null) and an error row (a null `error` was what Milvus 2.3 refused)."""
