@@ -50,16 +50,49 @@ def frames_shown_at(times: np.ndarray, frame_starts: np.ndarray) -> np.ndarray:
     return np.clip(shown, 0, len(frame_starts) - 1)
 
 
-def sample_frame_indices(
-    frame_starts: np.ndarray, sampling: SamplingCfg, start_s: float, end_s: float, per_slot: int = 1
-) -> np.ndarray:
-    """Source frame indices the paper's rule picks from the span [start_s, end_s) (<= max_frames).
+def slot_times(sampling: SamplingCfg, start_s: float, end_s: float, per_slot: int = 1) -> np.ndarray:
+    """Times the paper's rule samples in the span [start_s, end_s) (<= max_frames slots).
 
     per_slot > 1: that many jitter candidates per slot (candidate_grid_positions), slot-major.
     """
     times = grid_times(start_s, end_s, sampling.fps)
-    positions = candidate_grid_positions(len(times), sampling, per_slot).reshape(-1)
-    return frames_shown_at(times[positions], frame_starts)
+    return times[candidate_grid_positions(len(times), sampling, per_slot).reshape(-1)]
+
+
+def sample_frame_indices(
+    frame_starts: np.ndarray, sampling: SamplingCfg, start_s: float, end_s: float, per_slot: int = 1
+) -> np.ndarray:
+    """Source frame indices the paper's rule picks from the span [start_s, end_s): the frames on
+    screen at slot_times."""
+    return frames_shown_at(slot_times(sampling, start_s, end_s, per_slot), frame_starts)
+
+
+def nearest_keyframes(times: np.ndarray, frame_starts: np.ndarray, keyframe: np.ndarray) -> np.ndarray:
+    """Index of the keyframe shown nearest each time (the earlier one on a tie)."""
+    keys = np.flatnonzero(keyframe)
+    if len(keys) == 0:
+        keys = np.array([0])  # no flagged keyframe: the stream's first frame stands for all
+    key_times = frame_starts[keys]
+    after = np.clip(np.searchsorted(key_times, times, side="left"), 0, len(keys) - 1)
+    before = np.maximum(after - 1, 0)
+    use_before = np.abs(times - key_times[before]) <= np.abs(key_times[after] - times)
+    return keys[np.where(use_before, before, after)]
+
+
+def sample_keyframe_indices(
+    frame_starts: np.ndarray, keyframe: np.ndarray, sampling: SamplingCfg, start_s: float, end_s: float,
+    per_slot: int = 1,
+) -> np.ndarray:
+    """`seek: keyframe`: the keyframe nearest each of the paper's slot times, each one once.
+
+    Slots that land on the same keyframe keep it once rather than repeating it: the TDB reads
+    differences of adjacent frames, and a repeated frame would show it a zero difference (no
+    motion) between slots that are really seconds apart. Fewer frames are what short videos
+    give the model too (padded slots are masked). per_slot > 1 (training candidates) keeps the
+    slot-major shape, so a slot may repeat there.
+    """
+    picks = nearest_keyframes(slot_times(sampling, start_s, end_s, per_slot), frame_starts, keyframe)
+    return picks if per_slot > 1 else np.unique(picks)
 
 
 def segment_bounds(duration_s: float, segment_seconds: float | None) -> list[tuple[float, float]]:
