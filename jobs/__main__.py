@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=lambda a: print(synth(a.out, n=a.n, seed=a.seed)))
+    p.add_argument("--gop", type=int, help="keyframe interval in frames (default: x264's, one per clip)")
+    p.set_defaults(run=lambda a: print(synth(a.out, n=a.n, seed=a.seed, gop=a.gop)))
     return parser
 
 

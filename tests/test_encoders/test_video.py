@@ -220,8 +220,9 @@ def test_keyframe_mode_gives_the_nearest_keyframes_decoding_nothing_else(good_vi
         keyframes = [i for i, f in enumerate(frames) if f.key_frame]
         pixels = [np.rot90(f.to_ndarray(format="rgb24"), k=info.rotation // 90) for f in frames]
     assert set(segment.frame_indices.tolist()) <= set(keyframes)
-    assert np.all(np.diff(segment.frame_indices) > 0)  # each keyframe once, in time order
+    assert np.all(np.diff(segment.frame_indices) >= 0)  # in time order; slots may share a keyframe
     assert len(segment.frames) == len(segment.frame_indices) == len(segment.frame_times) >= 1
+    assert len(runs) == len(set(segment.frame_indices.tolist()))  # each keyframe decoded once
     expected = resize_center_crop(np.stack([pixels[i] for i in segment.frame_indices]), SIZE)
     np.testing.assert_array_equal(segment.frames.numpy(), expected.numpy())
     assert all(first == last for first, last in runs)  # one packet per run: keyframes only
