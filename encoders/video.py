@@ -243,7 +243,8 @@ def decode_video(
         try:
             with open_video(path) as (container, stream):
                 table = read_frame_table(container, stream)
-                width, height, codec = stream.codec_context.width, stream.codec_context.height, stream.codec_context.name
+                context = stream.codec_context
+                width, height, codec = context.width, context.height, context.name
             spans = segment_bounds(table.duration, segment_seconds)
             picks = [pick_frames(table, sampling, start, end, per_slot) for start, end in spans]
             frames, rotation = decode_frames(path, table, np.unique(np.concatenate(picks)), image_size)

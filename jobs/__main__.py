@@ -41,7 +41,8 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
 
 def index_options(a: argparse.Namespace) -> dict:
     return {"model": a.model, "checkpoint": a.checkpoint, "workers": a.workers, "batch_size": a.batch_size,
-            "segment_seconds": a.segment_seconds, "seek": a.seek, "address": a.address, "rows_per_part": a.rows_per_part}
+            "segment_seconds": a.segment_seconds, "seek": a.seek, "address": a.address,
+            "rows_per_part": a.rows_per_part}
 
 
 def build_parser() -> argparse.ArgumentParser:
