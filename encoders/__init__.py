@@ -1,4 +1,4 @@
-"""Media -> vectors: CLIP2Video on open_clip, and the paper's frame sampling with decord."""
+"""Media -> vectors: CLIP2Video on open_clip, and the paper's frame sampling decoded with PyAV."""
 
 from .checkpoint import CheckpointError
 from .config import ModelCfg, SamplingCfg, list_models
