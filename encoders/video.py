@@ -206,7 +206,10 @@ def decode_frames(path: str, table: FrameTable, wanted: np.ndarray, size: int) -
         for first, last in decode_runs(table, wanted):
             for packet in cursor.between(first, last):
                 decoder.skip_frame = "DEFAULT" if packet.pts in index_of else "NONREF"
-                keep(decoder.decode(packet))
+                try:
+                    keep(decoder.decode(packet))
+                except av.InvalidDataError:  # a damaged packet: FFmpeg conceals what refers to it,
+                    continue  # as players do; a wanted frame it held is reported missing below
             keep(decoder.decode(None))  # drain: the run's last frames leave the reorder buffer
             decoder.flush_buffers()
     missing = sorted(set(index_of.values()) - set(frames))

@@ -234,3 +234,21 @@ def test_keyframe_mode_shares_keyframes_across_segments(good_videos):
     for segment in segments:  # the nearest keyframe to each slot, wherever it is
         assert set(segment.frame_indices.tolist()) <= {0, 32, 64, 96, 128}
         np.testing.assert_allclose(segment.frame_times, segment.frame_indices / 30.0)
+
+
+def test_damaged_packets_cost_only_the_frames_they_hold(good_videos, tmp_path):
+    """Garbled P/B-frame packets (keyframes intact): keyframe mode decodes as usual; exact mode,
+    which samples a frame they hold, fails with a one-line reason instead of a traceback."""
+    data = bytearray(good_videos["long_gop"].read_bytes())
+    with av.open(str(good_videos["long_gop"])) as container:
+        packets = [p for p in container.demux(video=0) if p.pts is not None]
+    for packet in packets[40:60]:
+        assert not packet.is_keyframe
+        for i in range(packet.pos + 20, packet.pos + packet.size, 7):
+            data[i] ^= 0xFF
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(data)
+    _, [segment] = decode_video(str(damaged), SamplingCfg(seek="keyframe"), SIZE)
+    assert set(segment.frame_indices.tolist()) == {0, 32, 64, 96, 128}
+    with pytest.raises(VideoDecodeError, match=r"^frame \d+ did not decode$"):
+        decode_video(str(damaged), SamplingCfg(), SIZE)
