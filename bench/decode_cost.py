@@ -1,6 +1,7 @@
 """What decoding costs per video, in CPU-seconds and wall seconds, on realistic media, in one run.
 
 Usage: python bench/decode_cost.py [--set full|quick] [--cache DIR] [--repeat 2] [--json-out FILE] [--only-cached]
+                                  [--files NAME,...]
 
 Media: bench/realistic_media.py (real footage looped to 720p/1080p, 10 s to 5 min, a keyframe
 every 30 or 250 frames, H.264 and AV1), generated once into the cache. Per file, best of
@@ -142,12 +143,14 @@ def ratios(row: dict) -> dict:
     return out
 
 
-def bench(which: str, cache: Path, repeat: int, only_cached: bool) -> dict:
+def bench(which: str, cache: Path, repeat: int, only_cached: bool, names: set[str] | None) -> dict:
     torch.set_num_threads(1)  # the resize runs in the decode task, on its one CPU
     before = load_baseline()
     specs = bench_specs(which)
     if only_cached:
         specs = [s for s in specs if media_path(cache, s).exists()]
+    if names:
+        specs = [s for s in specs if s.name in names]
     media = ensure_media(cache, specs)
     results = {}
     for name, item in media.items():
@@ -157,7 +160,7 @@ def bench(which: str, cache: Path, repeat: int, only_cached: bool) -> dict:
         row["mbit_per_s"] = round(item["bytes"] * 8 / item["spec"].seconds / 1e6, 2)
         row["ratios"] = ratios(row)
         results[name] = row
-        print(f"{name}: {json.dumps(row['ratios'])}", flush=True)
+        print(f"{name}: {json.dumps(row)}", flush=True)
     content = next(iter(media.values()))["content"]
     return {"content": content, "baseline_rev": BASELINE_REV, "repeat": repeat, "image_size": IMAGE_SIZE,
             "av": av.__version__, "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
@@ -184,8 +187,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--only-cached", action="store_true", help="skip files the cache does not hold yet")
+    parser.add_argument("--files", help="comma-separated file names (e.g. 720p_60s_gop250_h264): only these")
     args = parser.parse_args()
-    result = bench(args.set, args.cache, args.repeat, args.only_cached)
+    result = bench(args.set, args.cache, args.repeat, args.only_cached, set(args.files.split(",")) if args.files else None)
     print_table(result)
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=1))
