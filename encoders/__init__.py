@@ -1,4 +1,4 @@
-"""Media -> vectors: CLIP2Video on open_clip, and the paper's frame sampling with decord.
+"""Media -> vectors: CLIP2Video on open_clip, and the paper's frame sampling decoded with PyAV.
 
 The names below are imported on first use, so a light module (`encoders.config`) can be imported
 without torch and open_clip: the command line starts without them.

@@ -1,7 +1,7 @@
 """The index job: manifest -> decode (CPU tasks) -> CLIP2Video (actor pool) -> Parquet parts.
 
 Usage: python -m jobs index --manifest M --output DIR [--model NAME] [--checkpoint PATH]
-           [--workers N] [--batch-size B] [--segment-seconds S] [--address ADDR]
+           [--workers N] [--batch-size B] [--segment-seconds S] [--seek exact|keyframe] [--address ADDR]
 Incremental: videos whose file, model and sampling are unchanged are not decoded again.
 """
 
@@ -106,7 +106,7 @@ def refresh_metadata(plan: Plan, manifest: pa.Table, schema: pa.Schema, director
 
 def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str | None = None,
           workers: int = 1, batch_size: int = DEFAULT_BATCH_SIZE, segment_seconds: float | None = None,
-          address: str | None = None, rows_per_part: int = ROWS_PER_PART) -> dict:
+          seek: str = "exact", address: str | None = None, rows_per_part: int = ROWS_PER_PART) -> dict:
     """Index a manifest into OUTPUT/videos and OUTPUT/captions; returns the run's stats.
 
     Raises ManifestError / CheckpointError / ValueError before any work starts when the job
@@ -118,7 +118,10 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
         raise ValueError("--segment-seconds must be positive")
     timings, started = {}, time.perf_counter()
     table = read_manifest(manifest)
-    encoder = load_model(model, checkpoint=checkpoint, device="cpu")
+    # The seek mode is part of the model's sampling, so of its fingerprint: rows of the two modes
+    # never mix in one dataset. The default stays out of the spec (specs recorded before it stay valid).
+    overrides = {"sampling": {"seek": seek}} if seek != "exact" else {}
+    encoder = load_model(model, checkpoint=checkpoint, device="cpu", **overrides)
     run_id = new_run_id()
     videos_dir, captions_dir = f"{output.rstrip('/')}/{VIDEOS}", f"{output.rstrip('/')}/{CAPTIONS}"
     for directory in (videos_dir, captions_dir):
@@ -154,7 +157,7 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
     stats = _run_stats(plan, video_stats, caption_stats, refreshed, timings)
     record = {"run_id": run_id, "command": "index", "stats": stats, "compaction": compaction, "model": model_record,
               "config": {"manifest": str(manifest), "output": output, "workers": workers, "batch_size": batch_size,
-                         "segment_seconds": segment_seconds, "rows_per_part": rows_per_part}}
+                         "segment_seconds": segment_seconds, "seek": seek, "rows_per_part": rows_per_part}}
     stats["stats_file"] = write_run_record(output, run_id, record)
     return stats
 

@@ -29,7 +29,11 @@ def embedding_array(vectors: np.ndarray, valid: np.ndarray) -> pa.FixedSizeListA
 
 
 def _cast(values: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
-    """Numpy batches turn missing numbers into NaN; NaN becomes null again."""
+    """Numpy batches turn missing numbers into NaN; NaN becomes null again. They also turn list
+    columns (sampled_times) into Ray's tensor extension type, which Arrow cannot cast: rebuild."""
+    if isinstance(values.type, pa.ExtensionType):
+        return pa.chunked_array([pa.array(list(chunk.to_numpy(zero_copy_only=False)), to) for chunk in values.chunks],
+                                to)
     if pa.types.is_floating(values.type):
         values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
     return values.cast(to)

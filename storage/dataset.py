@@ -44,6 +44,7 @@ VIDEO_FIELDS = [
     pa.field("height", pa.int32()),
     pa.field("num_frames", pa.int64()),
     pa.field("sampled_frames", pa.int32()),
+    pa.field("sampled_times", pa.list_(pa.float64())),  # seconds: when each frame used starts showing
     pa.field("file_stat", pa.string()),  # size and modification time (or ETag) when read
     pa.field("content_fingerprint", pa.string()),  # blake2b of the file's bytes
     pa.field("model_fingerprint", pa.string()),
