@@ -7,7 +7,7 @@ import io
 import av
 import PIL.Image
 
-from .video import VideoDecodeError, local_copy, probe_video
+from .video import VideoDecodeError, local_copy, open_video
 
 # Longest side of a thumbnail in pixels: a results grid shows them at about 240 px, twice that on
 # high-density screens would be wasted on the small videos vidx samples at 224 px anyway.
@@ -17,10 +17,10 @@ JPEG_QUALITY = 85
 
 def frame_at(path: str, seconds: float) -> PIL.Image.Image:
     """The frame shown `seconds` after the video's first frame (the last one starting at or before
-    it), turned upright as players turn it. Decodes from the keyframe before that moment."""
+    it), turned upright as players turn it. Decodes from the keyframe before that moment, after
+    refusing what is not a video (empty, an image, oversized...)."""
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
+        with open_video(path) as (container, stream):
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             target = start + max(seconds, 0.0)
             if seconds > 0:
@@ -42,7 +42,6 @@ def thumbnail_jpeg(uri: str, seconds: float, side: int = THUMBNAIL_SIDE) -> byte
     """JPEG bytes of the frame at `seconds` of the video at `uri` (a path or fsspec URL), its
     longest side at most `side` pixels. Raises VideoDecodeError."""
     with local_copy(uri) as path:
-        probe_video(path)  # refuses what is not a video (empty, an image, oversized...) before decoding
         image = frame_at(path, seconds)
     image.thumbnail((side, side), PIL.Image.Resampling.BICUBIC)
     buffer = io.BytesIO()

@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from jobs.__main__ import main
 from jobs.query import run_query
 from jobs.serve import create_app
-from servers import start_milvus_server
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +17,10 @@ def client(loaded, tmp_path_factory) -> TestClient:
     return TestClient(create_app(db, cache_dir=tmp_path_factory.mktemp("thumbnails")))
 
 
-@pytest.fixture(scope="module")
-def empty_server(tmp_path_factory):
-    """A Milvus server (milvus-lite's server mode) holding no collection."""
-    process, uri = start_milvus_server(tmp_path_factory.mktemp("empty_server") / "data")
-    yield uri
-    process.terminate()
-    process.wait(timeout=30)
+@pytest.fixture
+def empty_server(server_db) -> str:
+    """A database of its own on the session's Milvus server, holding no collection."""
+    return server_db
 
 
 def cli_error(capsys, *argv: str) -> str:
