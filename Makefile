@@ -6,17 +6,23 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test bench clean
 
+# The demo needs the runtime dependencies only; the tests add the `test` extra (pytest, and the
+# Milvus 2.3.5 standalone server the serving tests run against).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(TORCH_PINS)
+	$(VENV)/bin/pip install --quiet -e . $(TORCH_PINS)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -e '.[test]' $(TORCH_PINS)
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) -m jobs demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
 clean:

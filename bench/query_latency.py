@@ -1,13 +1,15 @@
-"""Query latency and recall of the served index: HNSW in the vector database against exact search.
+"""Load throughput, load memory, query latency and recall of the served index, on either engine.
 
-Usage: python bench/query_latency.py [--rows 100000] [--dim 1024] [--queries 200] [--db URI]
+Usage: python bench/query_latency.py [--rows 100000] [--dim 1024] [--queries 200] [--db URI | --server]
 
-Builds one collection through the load job's own path (VectorStore + load_collection: HNSW on
-inner product, validation, alias) in a child process, then, as a server process would, opens it
-afresh and times the same query vectors three ways in one run:
-`ann` (vector database search, k=10), `ann_filtered` (the same with a scalar filter that keeps
-about half the rows) and `exact` (numpy brute force over all vectors in this process). recall@10
-is |ANN top-10 ∩ exact top-10| / 10, averaged. Prints one JSON object.
+Writes clustered synthetic vectors as an index dataset (Parquet parts of 256 rows, as `vidx index`
+writes them), loads it with the real command (`python -m jobs load`, in a child process whose peak
+RSS is read from the kernel), then, as a server process would, opens the database afresh and times
+the same query vectors three ways in one run: `ann` (vector database search, k=10), `ann_filtered`
+(the same with a scalar filter that keeps about half the rows) and `exact` (numpy brute force
+over all vectors in this process). recall@10 is |ANN top-10 ∩ exact top-10| / 10, averaged.
+`--server` starts a Milvus 2.3.5 standalone server (the `milvus` test package) for the run and
+stops it by its process id at the end. Prints one JSON object.
 
 The vectors are clustered (1,000 centres plus noise), as embeddings of a real library are;
 uniform random vectors are the worst case for any graph index and no library looks like them.
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,34 +29,58 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from jobs.load import load_collection  # noqa: E402
+from servers import MilvusStandalone  # noqa: E402
+from storage.dataset import write_part  # noqa: E402
 from storage.vectorstore import VectorStore  # noqa: E402
 
 K = 10
 CENTRES = 1000
+ROWS_PER_PART = 256  # as jobs/sink.py writes them
+MODEL = {"spec": {"name": "bench"}, "fingerprint": "bench"}
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def clustered_vectors(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+def clustered_vectors(rows: int, dim: int, rng: np.random.Generator, chunk: int = 50_000) -> np.ndarray:
     centres = unit(rng.standard_normal((CENTRES, dim)))
-    return unit(centres[rng.integers(0, CENTRES, rows)] + 0.6 / np.sqrt(dim) * rng.standard_normal((rows, dim)))
+    vectors = np.empty((rows, dim), np.float32)
+    for start in range(0, rows, chunk):  # in chunks: the float64 noise of 1M x 1024 would be 8 GB
+        n = min(chunk, rows - start)
+        vectors[start:start + n] = unit(centres[rng.integers(0, CENTRES, n)]
+                                        + 0.6 / np.sqrt(dim) * rng.standard_normal((n, dim)))
+    return vectors
 
 
-def embeddings_table(vectors: np.ndarray) -> pa.Table:
+def write_dataset(vectors: np.ndarray, directory: Path) -> None:
+    """An index run's videos/ parts: key, video_id, duration_s (for the filter), status, run_id, embedding."""
     n, dim = vectors.shape
-    return pa.table({
-        "key": [f"v{i}#0" for i in range(n)],
-        "video_id": [f"v{i}" for i in range(n)],
-        "segment": np.zeros(n, np.int64),
-        "duration_s": np.arange(n, dtype=np.float64) % 60,
-        "run_id": ["bench"] * n,
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
-    })
+    metadata = {b"vidx.model": json.dumps(MODEL).encode()}
+    for start in range(0, n, ROWS_PER_PART):
+        ids = range(start, min(start + ROWS_PER_PART, n))
+        table = pa.table({
+            "key": [f"v{i}#0" for i in ids],
+            "video_id": [f"v{i}" for i in ids],
+            "segment": pa.array([0] * len(ids), pa.int32()),
+            "duration_s": np.asarray(ids, np.float64) % 60,
+            "status": ["ok"] * len(ids),
+            "run_id": ["bench"] * len(ids),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[ids.start:ids.stop].reshape(-1)), dim),
+        }).replace_schema_metadata(metadata)
+        write_part(table, str(directory / "videos"), "key")
+
+
+def load_in_child(embeddings: Path, db: str) -> tuple[dict, float]:
+    """`vidx load` as its own process: (its result, its peak RSS in MB)."""
+    done = subprocess.run([sys.executable, "-m", "jobs", "load", "--embeddings", str(embeddings), "--db", db,
+                           "--collection", "bench"], cwd=ROOT, stdout=subprocess.PIPE, check=True, text=True)
+    # ru_maxrss of waited-for children: this is the only child that has ended (a server still runs).
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return json.loads(done.stdout.strip().splitlines()[-1]), peak_mb
 
 
 def percentiles_ms(seconds: list[float]) -> dict:
@@ -70,34 +97,18 @@ def timed(run, queries: np.ndarray) -> tuple[list, list[float]]:
     return results, seconds
 
 
-def build(db: str, rows: int, dim: int) -> None:
-    print(f"loading {rows} x {dim} vectors into {db} ...", file=sys.stderr, flush=True)
-    vectors = clustered_vectors(rows, dim, np.random.default_rng(0))
-    load = load_collection(VectorStore(db), embeddings_table(vectors), "bench", "key", {"bench": True}, "v1")
-    print(f"loaded in {load['seconds']} s", file=sys.stderr, flush=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=1024, help="CLIP2Video ViT-B/32 vectors are 1024 wide")
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--db", default=None, help="vector database URI (default: a new milvus-lite directory)")
-    args = parser.parse_args()
-
-    db = args.db or str(Path(tempfile.mkdtemp(prefix="vidx_bench_")) / "vidx.db")
-    # Another process builds, as `vidx load` does; milvus-lite lets one process own the database.
-    builder = multiprocessing.get_context("spawn").Process(target=build, args=(db, args.rows, args.dim))
-    builder.start()
-    builder.join()
+def measure(db: str, rows: int, dim: int, n_queries: int, work: Path) -> dict:
     rng = np.random.default_rng(0)
-    vectors = clustered_vectors(args.rows, args.dim, rng)  # the same seed: the vectors the child loaded
+    vectors = clustered_vectors(rows, dim, rng)
+    print(f"writing {rows} x {dim} vectors as Parquet under {work} ...", file=sys.stderr, flush=True)
+    write_dataset(vectors, work)
+    print(f"loading into {db} ...", file=sys.stderr, flush=True)
+    loaded, peak_rss_mb = load_in_child(work, db)
     # Queries near stored vectors, as text queries land near the videos they describe.
-    queries = unit(vectors[rng.integers(0, args.rows, args.queries)] + 0.5 / np.sqrt(args.dim)
-                   * rng.standard_normal((args.queries, args.dim)))
+    noise = 0.5 / np.sqrt(dim) * rng.standard_normal((n_queries, dim))
+    queries = unit(vectors[rng.integers(0, rows, n_queries)] + noise)
     store = VectorStore(db)
-
-    store.search("bench", queries[0], K)  # the first search pays for loading the collection
+    store.search("bench", queries[0], K)  # the first search pays for opening the collection
     ann, ann_seconds = timed(lambda q: [h["key"] for h in store.search("bench", q, K, output_fields=["key"])],
                              queries)
     _, filtered_seconds = timed(lambda q: store.search("bench", q, K, filter="duration_s < 30",
@@ -105,15 +116,38 @@ def main() -> None:
     exact, exact_seconds = timed(lambda q: [f"v{i}#0" for i in np.argsort(-(vectors @ q), kind="stable")[:K]],
                                  queries)
     recall = float(np.mean([len(set(a) & set(e)) / K for a, e in zip(ann, exact)]))
-    figures = {
-        "rows": args.rows, "dim": args.dim, "queries": args.queries, "k": K, "db": db,
+    load = loaded["videos"]
+    return {
+        "engine": store.engine, "rows": rows, "dim": dim, "queries": n_queries, "k": K,
+        "load": {"seconds": load["seconds"], "rows_per_s": load["rows_per_s"],
+                 "insert_rows_per_s": load["insert_rows_per_s"], "index_s": load["index_s"],
+                 "peak_rss_mb": round(peak_rss_mb, 1)},
         "ann": percentiles_ms(ann_seconds),
         "ann_filtered": percentiles_ms(filtered_seconds),
         "exact_numpy": percentiles_ms(exact_seconds),
         "recall_at_10": round(recall, 4),
         "speedup_p50_over_exact": round(float(np.median(exact_seconds) / np.median(ann_seconds)), 2),
     }
-    print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="up to 1,000,000 (4 GB of vectors at 1024)")
+    parser.add_argument("--dim", type=int, default=1024, help="CLIP2Video ViT-B/32 vectors are 1024 wide")
+    parser.add_argument("--queries", type=int, default=200)
+    engine = parser.add_mutually_exclusive_group()
+    engine.add_argument("--db", help="vector database URI (default: a new milvus-lite directory)")
+    engine.add_argument("--server", action="store_true", help="start a Milvus 2.3.5 server for this run")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="vidx_bench_"))
+    server = MilvusStandalone(work / "milvus") if args.server else None
+    try:
+        db = server.start() if server else args.db or str(work / "vidx.db")
+        print(json.dumps(measure(db, args.rows, args.dim, args.queries, work / "index")))
+    finally:
+        if server:
+            server.stop()
 
 
 if __name__ == "__main__":

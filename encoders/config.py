@@ -11,6 +11,7 @@ from typing import Any
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 HEADS = ("clip2video", "meanp")
+SEEK_MODES = ("exact", "keyframe")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,13 @@ class SamplingCfg:
     fps: float = 5.0  # the paper extracts frames with `ffmpeg -r 5`
     feature_framerate: int = 2  # 2 for the MSR-VTT checkpoints, 1 for MSVD/VATEX
     max_frames: int = 12
+    # "exact": the frames on screen at the paper's times (decoded from each GOP's keyframe);
+    # "keyframe": the nearest keyframe to each time, about 20-50x less decoding on long GOPs.
+    seek: str = "exact"
+
+    def __post_init__(self):
+        if self.seek not in SEEK_MODES:
+            raise ValueError(f"seek {self.seek!r} is not one of {SEEK_MODES}")
 
 
 @dataclass(frozen=True)

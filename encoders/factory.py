@@ -11,7 +11,7 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from . import checkpoint as ckpt
-from .config import ModelCfg, SamplingCfg, TemporalCfg, get_model_config
+from .config import ModelCfg, get_model_config
 from .encoder import VideoTextEncoder
 from .model import CLIP2Video, MeanPoolCLIP, VideoTextModel
 
@@ -105,10 +105,11 @@ def build_module(cfg: ModelCfg, checkpoint: str | None) -> VideoTextModel:
 
 
 def apply_overrides(cfg: ModelCfg, overrides: dict) -> ModelCfg:
-    """Replace config fields; nested configs may be given as dicts (as they come from JSON)."""
-    nested = {"sampling": SamplingCfg, "temporal": TemporalCfg}
+    """Replace config fields; nested configs may be given as dicts (as they come from JSON), which
+    replace only the fields they name: sampling={"seek": "keyframe"} keeps the model's frame rate."""
     overrides = {
-        k: nested[k](**v) if k in nested and isinstance(v, dict) else v for k, v in overrides.items()
+        k: dataclasses.replace(getattr(cfg, k), **v) if k in ("sampling", "temporal") and isinstance(v, dict) else v
+        for k, v in overrides.items()
     }
     return dataclasses.replace(cfg, **overrides)
 

@@ -1,7 +1,10 @@
-"""Video files -> sampled, preprocessed uint8 frames: PyAV checks the container, decord decodes.
+"""Video files -> sampled, preprocessed uint8 frames, decoded with PyAV at the cost floor.
 
-Every failure surfaces as VideoDecodeError with a one-line reason. decord (FFmpeg 4.1) is the
-fast path; files it cannot open but a newer FFmpeg can (AV1, say) are decoded with PyAV.
+Two passes over the file: one reads every packet's timestamp and keyframe flag (no decoding),
+the other decodes only the packets the sampled frames need (frame_plan), each at most once.
+PyAV's FFmpeg beats decord's (FFmpeg 4.1) on one sequential pass of 720p H.264 and lets the
+plan skip frames no one references (bench/decode_cost.py). Every failure surfaces as
+VideoDecodeError with a one-line reason.
 """
 
 from __future__ import annotations
@@ -15,23 +18,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
-import decord
 import fsspec
 import numpy as np
 import torch
 
 from .config import SamplingCfg
+from .frame_plan import FrameTable, decode_runs
 from .preprocess import resize_center_crop
-from .sampling import sample_frame_indices, segment_bounds
+from .sampling import sample_frame_indices, sample_keyframe_indices, segment_bounds
 
 logger = logging.getLogger(__name__)
 
 # Largest frame we decode (8K UHD): bounds memory per frame before any pixel is allocated.
 MAX_PIXELS = 7680 * 4320
-# Frames decoded per decord call: bounds full-resolution memory to a few frames at a time.
-DECODE_CHUNK = 4
-# Frames to decode forward before a seek is cheaper (PyAV path); about one short GOP.
-SEEK_GAP = 30
+# Options for the opening probe: read stream parameters without decoding a frame.
+LEAN_PROBE = {"skip_frame": "all"}
+# Decoders that read skip_frame for every frame, so unwanted unreferenced frames can be skipped one
+# by one. libdav1d (AV1) reads it only when opened, and setting it later slows it down severalfold.
+SKIPS_UNREFERENCED = {"h264", "hevc", "vp8", "vp9", "mpeg4", "mpeg2video", "mpeg1video", "h263"}
+# Packets to read through before seeking instead (a seek and its first packet cost ~0.07 ms,
+# about 7 packets' reading).
+SEEK_AHEAD = 16
 # FFmpeg demuxers that read single images: a picture is not a video.
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe"}
 
@@ -57,16 +64,13 @@ class DecodedSegment:
     end_s: float
     frames: torch.Tensor  # (n <= max_frames, 3, S, S) uint8
     frame_indices: np.ndarray  # source frame of each sampled slot
+    frame_times: np.ndarray  # seconds: when each sampled frame starts showing
 
 
 def _one_line(error: BaseException) -> str:
-    """decord prefixes messages with a timestamp and C++ source location, FFmpeg errors end with
-    the file name (already in the row); keep the human part."""
+    """FFmpeg errors end with the file name (already in the row); keep the human part."""
     text = getattr(error, "strerror", None) or str(error)
     text = " ".join(text.split())
-    for marker in ("ERROR ", "Check failed: "):
-        if marker in text:
-            text = text.rsplit(marker, 1)[1]
     return text[:300] or type(error).__name__
 
 
@@ -92,109 +96,145 @@ def local_copy(uri: str) -> Iterator[str]:
         yield tmp.name
 
 
-def probe_video(path: str) -> tuple[int, int, str, int]:
-    """Check the container with PyAV before decord touches it: (width, height, codec, rotation).
+@contextlib.contextmanager
+def open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """The container and its first video stream, checked before any frame is decoded."""
+    with _open_container(path) as container:
+        yield container, _checked_stream(container)
 
-    decord crashes or allocates wildly on some broken inputs; FFmpeg's demuxer through PyAV
-    raises instead, so every cheap check happens here first.
-    """
+
+def _open_container(path: str) -> av.container.InputContainer:
+    """Opening normally decodes the first frame to learn the pixel format (as costly as a keyframe:
+    15 ms at 720p); telling that probe to discard frames makes opening ~6x cheaper. Streams whose
+    container does not state the frame size are opened the ordinary way."""
     if os.path.getsize(path) == 0:
         raise VideoDecodeError("empty file")
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            if container.format.name in IMAGE_FORMATS:
-                raise VideoDecodeError(f"an image ({container.format.name}), not a video")
-            if not container.streams.video:
-                raise VideoDecodeError("no video stream")
-            stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            if width <= 0 or height <= 0:
-                raise VideoDecodeError("video stream has no frame size")
-            if width * height > MAX_PIXELS:
-                raise VideoDecodeError(f"frame size {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise VideoDecodeError("no decodable video frame")
-            return width, height, stream.codec_context.name, int(first.rotation or 0)
-    except VideoDecodeError:
-        raise
+        container = av.open(path, metadata_errors="ignore", options=LEAN_PROBE)
+        if container.streams.video and not container.streams.video[0].codec_context.width:
+            container.close()
+            container = av.open(path, metadata_errors="ignore")
+        return container
     except (av.FFmpegError, UnicodeDecodeError, ValueError, IndexError) as e:
         raise VideoDecodeError(f"not a readable video: {_one_line(e)}") from e
 
 
-class DecordReader:
-    """Frame timestamps and frames by index through decord (FFmpeg 4.1, seeks near keyframes)."""
-
-    def __init__(self, path: str):
-        # One thread: parallelism comes from running many decoders, not from one.
-        self._reader = decord.VideoReader(path, num_threads=1)
-
-    def frame_times(self) -> np.ndarray:
-        """(N, 2) start/end seconds of every frame in presentation order."""
-        return np.asarray(self._reader.get_frame_timestamp(range(len(self._reader))), dtype=np.float64)
-
-    def frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
-        """(n, H, W, 3) uint8 chunks for sorted indices."""
-        for i in range(0, len(indices), DECODE_CHUNK):
-            yield self._reader.get_batch(list(indices[i : i + DECODE_CHUNK])).asnumpy()
-
-
-class PyAVReader:
-    """For what decord mishandles: codecs its FFmpeg 4.1 lacks (AV1...) and rotated streams
-    (decord turns them itself and then fails on the changed size). Seeks like decord: jump to
-    the keyframe before a far-away frame, decode forward from there."""
-
-    def __init__(self, path: str):
-        self._path = path
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
-            self._time_base = float(stream.time_base)
-            self._frame_step = 1 / float(stream.average_rate or 25)
-        if not pts:
-            raise VideoDecodeError("no video packets")
-        self._pts = np.asarray(pts, dtype=np.int64)
-
-    def frame_times(self) -> np.ndarray:
-        starts = (self._pts - self._pts[0]) * self._time_base
-        step = np.diff(starts).mean() if len(starts) > 1 else self._frame_step
-        return np.stack([starts, np.append(starts[1:], starts[-1] + step)], axis=1)
-
-    def frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
-        with av.open(self._path) as container:
-            stream = container.streams.video[0]
-            decoded = None  # frames from the last seek on
-            position = -1  # index of the last frame decoded
-            for index in indices:
-                if decoded is None or index - position > SEEK_GAP:
-                    container.seek(int(self._pts[index]), backward=True, any_frame=False, stream=stream)
-                    decoded = container.decode(stream)
-                for frame in decoded:
-                    position = int(np.searchsorted(self._pts, frame.pts)) if frame.pts is not None else position + 1
-                    if position >= index:
-                        yield frame.to_ndarray(format="rgb24")[None]
-                        break
-                else:
-                    raise VideoDecodeError(f"stream ended before frame {index}")
+def _checked_stream(container) -> av.video.stream.VideoStream:
+    if container.format.name in IMAGE_FORMATS:
+        raise VideoDecodeError(f"an image ({container.format.name}), not a video")
+    if not container.streams.video:
+        raise VideoDecodeError("no video stream")
+    stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width <= 0 or height <= 0:
+        raise VideoDecodeError("video stream has no frame size")
+    if width * height > MAX_PIXELS:
+        raise VideoDecodeError(f"frame size {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
+    # One thread per decoder: an index run decodes many videos at once, one per CPU, and a
+    # decoder's own threads cost CPU-seconds (frame threads: +4% on 720p H.264) for no throughput.
+    stream.codec_context.thread_count = 1
+    return stream
 
 
-def open_reader(path: str, rotation: int) -> DecordReader | PyAVReader:
-    if rotation % 360 == 0:
-        try:
-            return DecordReader(path)
-        except (RuntimeError, decord.DECORDError) as e:
-            logger.info("decord cannot open %s (%s); decoding with PyAV", path, _one_line(e))
-    return PyAVReader(path)
+def _packets(container, stream) -> Iterator[av.Packet]:
+    """The stream's packets in decode order; those without a timestamp (the end-of-stream
+    marker) are not frames."""
+    return (packet for packet in container.demux(stream) if packet.pts is not None)
 
 
-def _sampled_frames(reader, indices: np.ndarray, rotation: int, size: int) -> torch.Tensor:
-    """Decode each distinct index once, turn upright, resize and crop; keep slot order."""
-    unique, slot_of = np.unique(indices, return_inverse=True)
-    chunks = []
-    for chunk in reader.frames(unique):
-        upright = np.rot90(chunk, k=rotation // 90, axes=(1, 2)) if rotation % 360 else chunk
-        chunks.append(resize_center_crop(upright, size))
-    return torch.cat(chunks)[torch.from_numpy(slot_of)]
+def read_frame_table(container, stream) -> FrameTable:
+    """Every frame's timestamp and keyframe flag from one demux pass: reading packets costs about
+    a microsecond each, decoding milliseconds."""
+    rows = [(packet.pts, packet.is_keyframe, packet.duration) for packet in _packets(container, stream)]
+    if not rows:
+        raise VideoDecodeError("no video packets")
+    indexed = len(stream.index_entries)
+    if indexed == stream.frames > len(rows):  # the container's index lists frames the file lacks
+        raise VideoDecodeError(f"truncated: {len(rows)} of {indexed} frames are in the file")
+    pts, keyframes, durations = zip(*rows)
+    time_base = float(stream.time_base)
+    single_frame_s = durations[0] * time_base if durations[0] else 1 / float(stream.average_rate or 25)
+    return FrameTable.from_packets(pts, keyframes, time_base, single_frame_s)
+
+
+class PacketCursor:
+    """One stream's packets read forward in decode order. Over a gap it seeks where the container
+    indexes every frame (MP4, MOV: a seek lands on the keyframe asked for) and reads through
+    otherwise: a packet costs about 10 us to read, a decode milliseconds."""
+
+    def __init__(self, container, stream, table: FrameTable):
+        self._container, self._stream = container, stream
+        self._pts_at = table.pts[np.argsort(table.packet)]  # the pts of each decode position
+        self._position_of = {int(pts): position for position, pts in enumerate(self._pts_at.tolist())}
+        self._seekable = len(stream.index_entries) == len(table)
+        self._packets = _packets(container, stream)
+        self._next = 0  # decode position of the packet the reader would return next
+
+    def between(self, first: int, last: int) -> Iterator[av.Packet]:
+        """Packets first..last (decode positions, inclusive)."""
+        if self._seekable and first - self._next > SEEK_AHEAD:
+            self._container.seek(int(self._pts_at[first]), stream=self._stream, backward=True)
+            self._packets = _packets(self._container, self._stream)
+        for packet in self._packets:
+            position = self._position_of.get(packet.pts, -1)
+            self._next = position + 1
+            if position < first:
+                continue  # a GOP, or the rest of one, that no wanted frame needs
+            yield packet
+            if position >= last:
+                return
+
+
+def decode_frames(path: str, table: FrameTable, wanted: np.ndarray, size: int) -> tuple[dict[int, torch.Tensor], int]:
+    """Decode the wanted frames (presentation indices), each packet at most once; returns
+    index -> upright, resized, cropped (3, size, size) uint8, and the display rotation.
+
+    Only packets in a decode run (frame_plan.decode_runs) reach the decoder, and each run ends by
+    draining it, so nothing past the run's last wanted packet is decoded. Inside a run, frames no
+    other frame references and no one wants are skipped (FFmpeg's skip_frame NONREF): the wanted
+    frames stay exact, and decoding costs about a third less.
+    """
+    index_of = {int(table.pts[i]): int(i) for i in wanted}
+    frames, rotation = {}, None
+
+    def keep(received: list[av.VideoFrame]) -> None:  # at once: one full-size frame in memory at a time
+        nonlocal rotation
+        for frame in received:
+            if frame.pts in index_of:
+                rotation = int(frame.rotation or 0) if rotation is None else rotation
+                frames[index_of[frame.pts]] = _upright_resized(frame, rotation, size)
+
+    with open_video(path) as (container, stream):
+        decoder, cursor = stream.codec_context, PacketCursor(container, stream, table)
+        skip_unreferenced = decoder.name in SKIPS_UNREFERENCED
+        for first, last in decode_runs(table, wanted):
+            for packet in cursor.between(first, last):
+                if skip_unreferenced:
+                    decoder.skip_frame = "DEFAULT" if packet.pts in index_of else "NONREF"
+                try:
+                    keep(decoder.decode(packet))
+                except av.InvalidDataError:  # a damaged packet: FFmpeg conceals what refers to it,
+                    continue  # as players do; a wanted frame it held is reported missing below
+            keep(decoder.decode(None))  # drain: the run's last frames leave the reorder buffer
+            decoder.flush_buffers()
+    missing = sorted(set(index_of.values()) - set(frames))
+    if missing:
+        raise VideoDecodeError("no decodable video frame" if not frames else f"frame {missing[0]} did not decode")
+    return frames, rotation
+
+
+def _upright_resized(frame: av.VideoFrame, rotation: int, size: int) -> torch.Tensor:
+    rgb = frame.to_ndarray(format="rgb24")
+    if rotation % 360:
+        rgb = np.rot90(rgb, k=rotation // 90)
+    return resize_center_crop(rgb[None], size)[0]
+
+
+def pick_frames(table: FrameTable, sampling: SamplingCfg, start_s: float, end_s: float, per_slot: int) -> np.ndarray:
+    """Frame indices for one span: the paper's frames (exact), or the nearest keyframes."""
+    if sampling.seek == "keyframe":
+        return sample_keyframe_indices(table.starts, table.keyframe, sampling, start_s, end_s, per_slot)
+    return sample_frame_indices(table.starts, sampling, start_s, end_s, per_slot)
 
 
 def decode_video(
@@ -202,28 +242,28 @@ def decode_video(
 ) -> tuple[VideoInfo, list[DecodedSegment]]:
     """Sample a video the paper's way (whole, or per segment) into uint8 (n, 3, S, S) clips.
 
+    All segments' frames come from one decode pass (each packet decoded at most once).
+    sampling.seek "keyframe" takes the nearest keyframes instead (see sampling.sample_keyframe_indices).
     per_slot > 1 (training): n = slots * per_slot jitter candidates, slot-major (see
     sampling.candidate_grid_positions). Raises VideoDecodeError with a one-line reason for anything unusable.
     """
     with local_copy(uri) as path:
-        width, height, codec, rotation = probe_video(path)
         try:
-            reader = open_reader(path, rotation)
-            times = reader.frame_times()
-            if len(times) == 0:
-                raise VideoDecodeError("no frames")
-            duration = float(times[-1, 1])
-            segments = []
-            for start, end in segment_bounds(duration, segment_seconds):
-                indices = sample_frame_indices(times[:, 0], sampling, start, end, per_slot)
-                frames = _sampled_frames(reader, indices, rotation, image_size)
-                segments.append(DecodedSegment(start, end, frames, indices))
+            with open_video(path) as (container, stream):
+                table = read_frame_table(container, stream)
+                context = stream.codec_context
+                width, height, codec = context.width, context.height, context.name
+            spans = segment_bounds(table.duration, segment_seconds)
+            picks = [pick_frames(table, sampling, start, end, per_slot) for start, end in spans]
+            frames, rotation = decode_frames(path, table, np.unique(np.concatenate(picks)), image_size)
         except VideoDecodeError:
             raise
-        except (RuntimeError, decord.DECORDError, av.FFmpegError, ValueError, IndexError) as e:
+        except (av.FFmpegError, ValueError, IndexError) as e:
             raise VideoDecodeError(f"decode failed: {_one_line(e)}") from e
+    segments = [DecodedSegment(start, end, torch.stack([frames[i] for i in indices.tolist()]), indices,
+                               table.starts[indices])
+                for (start, end), indices in zip(spans, picks)]
     if rotation % 180:
         width, height = height, width
-    info = VideoInfo(duration, len(times) / duration if duration > 0 else 0.0, width, height, len(times),
-                     codec, rotation)
+    info = VideoInfo(table.duration, len(table) / table.duration, width, height, len(table), codec, rotation)
     return info, segments

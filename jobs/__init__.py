@@ -1,8 +1,5 @@
-"""Entry points: each `python -m jobs <command>` is also a function here."""
+"""Entry points: `python -m jobs <command>`; each command is also a function of its module
+(`from jobs.index import index`, `jobs.load.load`, `jobs.search.search`, ...).
 
-from .demo import demo
-from .index import index
-from .load import load
-from .synth import synth
-
-__all__ = ["demo", "index", "load", "synth"]
+Nothing is imported here, so the command line starts without Ray, torch or pymilvus.
+"""

@@ -7,45 +7,108 @@ import json
 import logging
 import sys
 
-from encoders import CheckpointError
-from storage.manifest import ManifestError
-from storage.sql import QueryError
-from storage.vectorstore import VectorStoreError
+from .errors import UserError, one_line, user_error_status
 
-from .demo import demo
-from .evaluation import evaluate
-from .index import DEFAULT_BATCH_SIZE, index
-from .load import load
-from .nightly import DEFAULT_KEEP, nightly
-from .query import run_query
-from .search import format_table, search
-from .serve import serve
-from .sink import ROWS_PER_PART
-from .synth import synth
-from .train import train
+# Heavy imports (torch, open_clip, Ray, pymilvus) happen inside the commands that need them, so
+# `vidx --help` and a filtered `vidx query` start without them.
 
 
 def add_index_options(p: argparse.ArgumentParser) -> None:
+    # Flags left out take the index job's own defaults (index_options drops them); the defaults
+    # named in the help are checked against the job's constants by tests/test_jobs/test_cli.py.
     p.add_argument("--model", default="clip-meanp", help="clip2video (needs --checkpoint), clip-meanp, tiny")
     p.add_argument("--checkpoint", help="official CLIP2Video checkpoint (pytorch_model.bin.N)")
     p.add_argument("--workers", type=int, default=1, help="encoder actors (one GPU each on GPU clusters)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per encoder call")
+    p.add_argument("--batch-size", type=int, help="videos per encoder call (default 8)")
     p.add_argument("--segment-seconds", type=float, help="one row per segment of this length")
+    p.add_argument("--seek", choices=["exact", "keyframe"], default="exact",
+                   help="exact: the paper's frame times; keyframe: the nearest keyframes, 20x+ less decoding on "
+                        "long GOPs, a little less accurate (README: Decoding)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--rows-per-part", type=int, default=ROWS_PER_PART,
-                   help="rows per Parquet part: a crash loses at most this much finished work per writer")
-    p.add_argument("--device", default="auto", help="auto: the GPUs Ray assigns (a GPU node whose torch sees none "
-                   "is refused); cpu: fp32 on CPU wherever the encoder actors land")
-    p.add_argument("--shared-dir", action="append", default=[], metavar="DIR", help="a local directory every node "
-                   "mounts at the same path: --output and videos under it are allowed on a multi-node cluster")
-    p.add_argument("--retry-errors", action="store_true",
+    p.add_argument("--rows-per-part", type=int,
+                   help="rows per Parquet part (default 256): a crash loses at most this much finished work per writer")
+    p.add_argument("--device", choices=["auto", "cpu"], help="auto (default): the GPUs Ray assigns (a GPU node whose torch sees none is "
+                   "refused); cpu: fp32 on CPU wherever the encoder actors land")
+    p.add_argument("--shared-dir", action="append", metavar="DIR", help="a local directory every node mounts at "
+                   "the same path: --output and videos under it are allowed on a multi-node cluster")
+    p.add_argument("--retry-errors", action="store_true", default=None,
                    help="read again videos whose rows are permanent errors (transient ones always are)")
 
 
 def index_options(a: argparse.Namespace) -> dict:
-    return {"model": a.model, "checkpoint": a.checkpoint, "workers": a.workers, "batch_size": a.batch_size,
-            "segment_seconds": a.segment_seconds, "address": a.address, "rows_per_part": a.rows_per_part,
-            "device": a.device, "shared_dirs": a.shared_dir, "retry_errors": a.retry_errors}
+    return given(model=a.model, checkpoint=a.checkpoint, workers=a.workers, batch_size=a.batch_size,
+                 segment_seconds=a.segment_seconds, seek=a.seek, address=a.address, rows_per_part=a.rows_per_part,
+                 device=a.device, shared_dirs=a.shared_dir, retry_errors=a.retry_errors)
+
+
+def given(**options) -> dict:
+    """The options a user gave: one left out (None) takes the job's own default."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def run_demo(a: argparse.Namespace) -> None:
+    from .demo import demo
+
+    demo(out=a.out, model=a.model, query=a.query, n=a.n, k=a.k)
+
+
+def run_index(a: argparse.Namespace) -> None:
+    from .index import index
+
+    print_json(index(a.manifest, a.output, **index_options(a)))
+
+
+def run_nightly(a: argparse.Namespace) -> None:
+    from .nightly import nightly
+
+    print_json(nightly(a.manifest, a.workdir, a.db, **given(keep=a.keep), **index_options(a)))
+
+
+def run_load(a: argparse.Namespace) -> None:
+    from .load import load
+
+    print_json(load(a.embeddings, a.db, a.collection))
+
+
+def run_search(a: argparse.Namespace) -> None:
+    from .search import format_table, search
+
+    hits = search(a.db, text=a.text, video=a.video, video_id=a.video_id, target=a.target, k=a.k, where=a.where)
+    print(json.dumps(hits, default=str) if a.json else format_table(hits), flush=True)
+
+
+def run_query(a: argparse.Namespace) -> None:
+    from .query import run_query
+
+    print_query(run_query(a.db, a.sql, parse_params(a.param), a.explain), a.json)
+
+
+def run_serve(a: argparse.Namespace) -> None:
+    from .serve import serve
+
+    serve(a.db, host=a.host, port=a.port, token=a.token, cache_dir=a.cache_dir,
+          **given(max_upload_mb=a.max_upload_mb))
+
+
+def run_eval(a: argparse.Namespace) -> None:
+    from .evaluation import evaluate
+
+    print_metrics(evaluate(a.embeddings), a.json)
+
+
+def run_train(a: argparse.Namespace) -> None:
+    from .train import train
+
+    print_json(train(
+        a.manifest, a.output, init=a.init, head=a.head, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+        clip_lr=a.clip_lr, weight_decay=a.weight_decay, seed=a.seed, checkpoint_every=a.checkpoint_every,
+        workers=a.workers, use_gpu=a.use_gpu, address=a.address))
+
+
+def run_synth(a: argparse.Namespace) -> None:
+    from .synth import synth
+
+    print(synth(a.out, n=a.n, seed=a.seed, **given(gop=a.gop)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,27 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", default="a red circle moves to the left")
     p.add_argument("--n", type=int, default=12, help="number of sample videos")
     p.add_argument("-k", type=int, default=5, help="matches to show")
-    p.set_defaults(run=lambda a: demo(out=a.out, model=a.model, query=a.query, n=a.n, k=a.k))
+    p.set_defaults(run=run_demo)
 
     p = commands.add_parser("index", help="manifest -> decode -> encode -> Parquet embeddings, on Ray")
     p.add_argument("--manifest", required=True, help="Parquet, CSV or JSONL manifest, or a directory / glob of videos")
     p.add_argument("--output", required=True, help="dataset directory (local or fsspec URL)")
     add_index_options(p)
-    p.set_defaults(run=lambda a: print_json(index(a.manifest, a.output, **index_options(a))))
+    p.set_defaults(run=run_index)
 
     p = commands.add_parser("nightly", help="incremental index -> load -> validate -> alias swap -> retention")
     p.add_argument("--manifest", required=True, help="tonight's manifest: the whole library as it should be served")
     p.add_argument("--workdir", required=True, help="the index dataset kept between nights (local or fsspec URL)")
     p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
-    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="collection versions kept per alias (default 2)")
+    p.add_argument("--keep", type=int, help="collection versions kept per alias (default 2)")
     add_index_options(p)
-    p.set_defaults(run=lambda a: print_json(nightly(a.manifest, a.workdir, a.db, a.keep, **index_options(a))))
+    p.set_defaults(run=run_nightly)
 
     p = commands.add_parser("load", help="Parquet embeddings -> a new collection version, validated, alias swapped")
     p.add_argument("--embeddings", required=True, help="an index --output directory")
     p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
     p.add_argument("--collection", default="videos", help="alias the new version is served under")
-    p.set_defaults(run=lambda a: print_json(load(a.embeddings, a.db, a.collection)))
+    p.set_defaults(run=run_load)
 
     p = commands.add_parser("search", help="text->video, video->video or video->text top-k")
     p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
@@ -90,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--where", default="", help='Milvus filter, e.g. \'tag == "news" and duration_s > 10\'')
     p.add_argument("--json", action="store_true", help="print one JSON list")
-    p.set_defaults(run=lambda a: print_search(search(
-        a.db, text=a.text, video=a.video, video_id=a.video_id, target=a.target, k=a.k, where=a.where), a.json))
+    p.set_defaults(run=run_search)
 
     p = commands.add_parser("query", help="a SQL-like SELECT against the served collections")
     p.add_argument("sql", help="SELECT ... FROM videos|captions [WHERE ...] [ORDER BY similarity(TEXT(..)) DESC] [LIMIT n]")
@@ -99,19 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a value for :NAME")
     p.add_argument("--explain", action="store_true", help="print the Milvus call instead of running it")
     p.add_argument("--json", action="store_true", help="print one JSON list")
-    p.set_defaults(run=lambda a: print_query(run_query(a.db, a.sql, parse_params(a.param), a.explain), a.json))
+    p.set_defaults(run=run_query)
 
-    p = commands.add_parser("serve", help="HTTP JSON API (FastAPI) for search and query")
+    p = commands.add_parser("serve", help="the search page and HTTP JSON API (FastAPI) for search and query")
     p.add_argument("--db", default="vidx.db", help="milvus-lite path (default vidx.db) or http://host:19530")
     p.add_argument("--host", default="127.0.0.1", help="bind address; beyond localhost a token is required")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", help="bearer token clients must send (default: VIDX_TOKEN)")
-    p.set_defaults(run=lambda a: serve(a.db, host=a.host, port=a.port, token=a.token))
+    p.add_argument("--cache-dir", help="thumbnail cache (default: DB.thumbnails beside a milvus-lite DB, "
+                                       "else ~/.cache/vidx/thumbnails)")
+    p.add_argument("--max-upload-mb", type=float, help="largest request body, uploaded clips included (default 50)")
+    p.set_defaults(run=run_serve)
 
     p = commands.add_parser("eval", help="R@1/5/10, median and mean rank of an index run against its captions")
     p.add_argument("--embeddings", required=True, help="an index --output directory (whole videos, with captions)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run=lambda a: print_metrics(evaluate(a.embeddings), a.json))
+    p.set_defaults(run=run_eval)
 
     p = commands.add_parser("train", help="fine-tune CLIP2Video (or meanP) on captioned videos with Ray Train")
     p.add_argument("--manifest", required=True, help="Parquet, CSV or JSONL with uri, video_id, captions")
@@ -128,27 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.set_defaults(run=lambda a: print_json(train(
-        a.manifest, a.output, init=a.init, head=a.head, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-        clip_lr=a.clip_lr, weight_decay=a.weight_decay, seed=a.seed, checkpoint_every=a.checkpoint_every,
-        workers=a.workers, use_gpu=a.use_gpu, address=a.address)))
+    p.set_defaults(run=run_train)
 
     p = commands.add_parser("synth", help="write procedural sample videos and a manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=lambda a: print(synth(a.out, n=a.n, seed=a.seed)))
+    p.add_argument("--gop", type=int, help="keyframe interval in frames (default: x264's, one per clip)")
+    p.set_defaults(run=run_synth)
     return parser
-
-
-def print_search(hits: list[dict], as_json: bool) -> None:
-    print(json.dumps(hits, default=str) if as_json else format_table(hits), flush=True)
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--param {pair!r}: expected NAME=VALUE")
+            raise UserError(f"--param {pair!r}: expected NAME=VALUE")
     return dict(pair.split("=", 1) for pair in pairs)
 
 
@@ -164,7 +223,7 @@ def print_metrics(result: dict, as_json: bool) -> None:
     if as_json:
         print_json(result)
         return
-    print(f"{result['n_videos']} videos, {result['n_captions']} captions")
+    print(f"{result['n_videos']} videos, {result['n_captions']} captions ({result['path']}, as the paper computes it)")
     for direction in ("t2v", "v2t"):
         print(f"{direction}  " + "  ".join(f"{name} {value:.1f}" for name, value in result[direction].items()))
 
@@ -179,10 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # milvus-lite's faiss lists the CPU builds it tried
+    logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # its embedded server's start and stop
     try:
         args.run(args)
-    except (ManifestError, CheckpointError, VectorStoreError, QueryError, ValueError) as e:
-        print(f"vidx {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if user_error_status(e) is None:
+            raise  # a bug: its traceback is the report
+        print(f"vidx {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -37,4 +37,5 @@ def demo(out: str = "vidx-demo", model: str = "demo", query: str = "a red circle
     print(f"sql: {sql}")
     for row in run_query(db, sql):
         print("  " + "  ".join(f"{name}={value}" for name, value in row.items()))
+    print(f"search page: vidx serve --db {db}   then open http://127.0.0.1:8000/")
     return hits

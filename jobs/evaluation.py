@@ -4,20 +4,30 @@ Usage: python -m jobs eval --embeddings DIR [--json]
 
 The numbers are those of the CLIP2Video evaluation code (github.com/CryhanFang/CLIP2Video,
 evaluation/metrics.py and evaluation/eval.py:logging_rank): R@1, R@5, R@10 in percent, the median
-(MdR) and mean (MnR) of the 1-based rank of the ground truth.
+(MdR) and mean (MnR) of the 1-based rank of the ground truth. The paper computes them two ways,
+and so does vidx, choosing the path by the data as the paper's data loaders do:
 
-- Text->video: each caption ranks every video; the ground truth is its own video.
-- Video->text: each video ranks the *videos' caption groups*, a group scoring its best caption
-  against the query video (the paper's max over a -inf padded caption axis). A video without
-  captions is no query (its ground truth is -inf, which the paper's code drops) and never outranks
-  anything. With one caption per video this is the transpose of the square MSR-VTT matrix, so the
-  paper's single- and multi-caption paths are the same functions here.
-- Ties follow the paper's compute_metrics: a query whose ground truth ties with t-1 other candidates
-  contributes t ranks, r, r+1, ..., r+t-1 with r = 1 + (candidates scoring strictly higher), and
-  every rate and average is taken over these entries. This does not depend on candidate order.
+- One caption per video (its MSR-VTT path): `compute_metrics` on the square caption x video
+  matrix for text->video, and on its transpose for video->text.
+- Several captions per video (its MSVD and VATEX path):
+  - text->video, `tensor_text_to_video_metrics`: each caption ranks every video; its rank is the
+    position of its own video in a descending sort of the row, one rank per caption, and MdR is
+    torch.median's: the lower of the two middle ranks for an even count.
+  - video->text, `compute_metrics` on `tensor_video_to_text_sim`: each video ranks the videos'
+    caption groups, a group scoring its best caption against the query video (the paper's max over
+    a -inf padded caption axis). A video without captions is no query (its ground truth is -inf,
+    which the paper's code drops) and never outranks anything.
+- Ties. `compute_metrics` counts a ground truth tied with t-1 other candidates t times, at ranks r,
+  r+1, ..., r+t-1 with r = 1 + (candidates scoring strictly higher), and every rate and average
+  (numpy's median: the mean of the two middle entries) is taken over these entries. The
+  multi-caption text->video sort leaves the order of tied videos to torch's argsort, which keeps
+  column order for short rows on a CPU and is arbitrary beyond; vidx keeps column order (videos
+  sorted by video_id) always, as a stable sort does.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -29,22 +39,25 @@ RECALL_AT = (1, 5, 10)
 QUERY_CHUNK = 4096  # rows compared at once: bounds the boolean temporaries of a large matrix
 
 
-def ground_truth_ranks(sim: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """1-based ranks of column truth[q] in row q of sim, one entry per tied position (see above).
-
-    Rows whose ground-truth score is not finite (-inf padding, nan) are left out, as in the paper.
-    """
+def _truth_chunks(sim: np.ndarray, truth) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows, their ground-truth scores, ground-truth columns; both (n, 1)) by QUERY_CHUNK rows.
+    Rows whose ground-truth score is not finite (-inf padding, nan) are left out, as in the paper."""
     sim = np.asarray(sim)
     truth = np.asarray(truth, dtype=np.int64)
     if sim.ndim != 2 or truth.shape != (sim.shape[0],):
         raise ValueError(f"need a (queries, candidates) matrix and one ground-truth column per row, "
                          f"got {sim.shape} and {truth.shape}")
-    higher, tied = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, sim.shape[0], QUERY_CHUNK):
-        rows = sim[start:start + QUERY_CHUNK]
-        score = rows[np.arange(rows.shape[0]), truth[start:start + QUERY_CHUNK]]
+        rows, columns = sim[start:start + QUERY_CHUNK], truth[start:start + QUERY_CHUNK]
+        score = rows[np.arange(rows.shape[0]), columns]
         keep = np.isfinite(score)
-        rows, score = rows[keep], score[keep][:, None]
+        yield rows[keep], score[keep][:, None], columns[keep][:, None]
+
+
+def ground_truth_ranks(sim: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """1-based ranks of column truth[q] in row q of sim, one entry per tied position (compute_metrics)."""
+    higher, tied = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for rows, score, _ in _truth_chunks(sim, truth):
         higher.append(np.count_nonzero(rows > score, axis=1))
         tied.append(np.count_nonzero(rows == score, axis=1))
     higher, tied = np.concatenate(higher), np.concatenate(tied)
@@ -52,13 +65,24 @@ def ground_truth_ranks(sim: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.repeat(higher, tied) + position_in_tie + 1
 
 
-def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
-    """R@K in percent, MdR (numpy's median: the mean of the middle two for an even count), MnR."""
+def sorted_position_ranks(sim: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """1-based position of column truth[q] in row q sorted by descending score, ties in column order
+    (a stable sort): one rank per row (tensor_text_to_video_metrics)."""
+    ranks = [np.zeros(0, np.int64)]
+    for rows, score, columns in _truth_chunks(sim, truth):
+        tied_before = (rows == score) & (np.arange(rows.shape[1])[None, :] < columns)
+        ranks.append(np.count_nonzero(rows > score, axis=1) + np.count_nonzero(tied_before, axis=1) + 1)
+    return np.concatenate(ranks)
+
+
+def metrics_from_ranks(ranks: np.ndarray, lower_median: bool = False) -> dict[str, float]:
+    """R@K in percent, MdR, MnR. MdR is numpy's median (the mean of the two middle ranks for an even
+    count), or with `lower_median` torch's (the lower of the two)."""
     ranks = np.asarray(ranks)
     if ranks.size == 0:
         raise ValueError("no query with a ground truth to rank")
     metrics = {f"R@{k}": float(100.0 * np.count_nonzero(ranks <= k) / ranks.size) for k in RECALL_AT}
-    metrics["MdR"] = float(np.median(ranks))
+    metrics["MdR"] = float(np.sort(ranks)[(ranks.size - 1) // 2] if lower_median else np.median(ranks))
     metrics["MnR"] = float(np.mean(ranks))
     return metrics
 
@@ -78,9 +102,13 @@ def _caption_videos(sim: np.ndarray, caption_video) -> np.ndarray:
 
 
 def text_to_video_metrics(sim: np.ndarray, caption_video=None) -> dict[str, float]:
-    """Metrics of sim (captions x videos) with caption q's ground truth at column caption_video[q]."""
+    """Metrics of sim (captions x videos). caption_video None: the square one-caption-per-video
+    matrix, caption q of video q (the paper's compute_metrics); else caption q's video is column
+    caption_video[q] (its multi-caption path: sorted positions, torch's median)."""
     sim = np.asarray(sim)
-    return metrics_from_ranks(ground_truth_ranks(sim, _caption_videos(sim, caption_video)))
+    if caption_video is None:
+        return metrics_from_ranks(ground_truth_ranks(sim, _caption_videos(sim, None)))
+    return metrics_from_ranks(sorted_position_ranks(sim, _caption_videos(sim, caption_video)), lower_median=True)
 
 
 def best_caption_scores(sim: np.ndarray, caption_video=None) -> np.ndarray:
@@ -138,7 +166,11 @@ def evaluate(embeddings: str) -> dict:
     # The stored vectors carry the model's branch weighting; the logit scale would not change a rank.
     sim = caption_vectors @ video_vectors.T
     caption_video = np.array([column_of[v] for v in indexed["video_id"].to_pylist()])
+    one_each = len(caption_video) == len(video_ids) and len(set(caption_video.tolist())) == len(video_ids)
+    if one_each:  # the square path: caption rows in video order, so caption q belongs to video q
+        sim, caption_video = sim[np.argsort(caption_video)], None
     return {
+        "path": "one caption per video" if one_each else "several captions per video",
         "t2v": text_to_video_metrics(sim, caption_video),
         "v2t": video_to_text_metrics(sim, caption_video),
         "n_videos": len(video_ids),

@@ -1,8 +1,8 @@
 """The index job: manifest -> decode (CPU tasks) -> CLIP2Video (actor pool) -> Parquet parts.
 
 Usage: python -m jobs index --manifest M --output DIR [--model NAME] [--checkpoint PATH]
-           [--workers N] [--batch-size B] [--segment-seconds S] [--address ADDR] [--device auto|cpu]
-           [--shared-dir DIR ...] [--retry-errors]
+           [--workers N] [--batch-size B] [--segment-seconds S] [--seek exact|keyframe] [--address ADDR]
+           [--device auto|cpu] [--shared-dir DIR ...] [--retry-errors]
 Incremental: videos whose file, model and sampling are unchanged are not decoded again.
 """
 
@@ -122,8 +122,8 @@ def connect_checked(address: str | None, output: str, manifest: pa.Table, shared
 
 def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str | None = None,
           workers: int = 1, batch_size: int = DEFAULT_BATCH_SIZE, segment_seconds: float | None = None,
-          address: str | None = None, rows_per_part: int = ROWS_PER_PART, device: str = "auto",
-          shared_dirs: list[str] | None = None, retry_errors: bool = False) -> dict:
+          seek: str = "exact", address: str | None = None, rows_per_part: int = ROWS_PER_PART,
+          device: str = "auto", shared_dirs: list[str] | None = None, retry_errors: bool = False) -> dict:
     """Index a manifest into OUTPUT/videos and OUTPUT/captions; returns the run's stats.
 
     `device`: "auto" encodes on the GPUs Ray assigns (a GPU node whose torch sees none is refused),
@@ -143,7 +143,10 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
     shared_dirs = list(shared_dirs or [])
     timings, started = {}, time.perf_counter()
     table = read_manifest(manifest)
-    encoder = load_model(model, checkpoint=checkpoint, device="cpu")
+    # The seek mode is part of the model's sampling, so of its fingerprint: rows of the two modes
+    # never mix in one dataset. The default stays out of the spec (specs recorded before it stay valid).
+    overrides = {"sampling": {"seek": seek}} if seek != "exact" else {}
+    encoder = load_model(model, checkpoint=checkpoint, device="cpu", **overrides)
     on_cluster = cluster_address(address) is not None or ray.is_initialized()
     if on_cluster:  # checked before planning: a refused job leaves no trace
         connect_checked(address, output, table, shared_dirs, device)
@@ -183,8 +186,8 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
     stats = _run_stats(plan, video_stats, caption_stats, refreshed, timings)
     record = {"run_id": run_id, "command": "index", "stats": stats, "compaction": compaction, "model": model_record,
               "config": {"manifest": str(manifest), "output": output, "workers": workers, "batch_size": batch_size,
-                         "segment_seconds": segment_seconds, "rows_per_part": rows_per_part, "device": device,
-                         "shared_dirs": shared_dirs, "retry_errors": retry_errors}}
+                         "segment_seconds": segment_seconds, "seek": seek, "rows_per_part": rows_per_part,
+                         "device": device, "shared_dirs": shared_dirs, "retry_errors": retry_errors}}
     stats["stats_file"] = write_run_record(output, run_id, record)
     return stats
 

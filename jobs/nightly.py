@@ -18,6 +18,7 @@ from pathlib import Path
 
 import fsspec
 
+from storage.collections import retire_versions
 from storage.runs import new_run_id, write_run_record
 from storage.vectorstore import VectorStore
 
@@ -78,7 +79,7 @@ def nightly(manifest: str, workdir: str, db: str, keep: int = DEFAULT_KEEP, **in
         durations["load_s"] = time.perf_counter() - step
         step = time.perf_counter()
         store = VectorStore(db)
-        retired = {alias: store.retire_versions(alias, keep) for alias in loaded}
+        retired = {alias: retire_versions(store, alias, keep) for alias in loaded}
         durations["retire_s"] = time.perf_counter() - step
     durations["total_s"] = time.perf_counter() - started
     stats = night_stats(indexed, loaded, retired, durations)

@@ -9,15 +9,16 @@ import json
 
 from pymilvus.exceptions import MilvusException
 
-from storage.sql import ParsedQuery, parse_query
+from storage.sql import TABLES, ParsedQuery, parse_query
 from storage.vectorstore import VectorStore
 
-from .search import query_vector
+from .errors import UserError
+from .search import VideoResolver, local_video, query_vector
 
 
 def served_columns(store: VectorStore) -> dict[str, set[str]]:
-    """Filterable columns of each served collection (empty for one not loaded yet)."""
-    return {table: store.fields(table) for table in ("videos", "captions")}
+    """Filterable columns of each served collection; a collection not loaded yet is left out."""
+    return {table: columns for table in TABLES if (columns := store.fields(table))}
 
 
 def milvus_call(parsed: ParsedQuery) -> dict:
@@ -32,8 +33,9 @@ def milvus_call(parsed: ParsedQuery) -> dict:
 
 
 def run_query(db: str, sql: str, params: dict | None = None, explain: bool = False,
-              store: VectorStore | None = None) -> list[dict] | dict:
-    """Rows of a statement (or, with `explain`, the Milvus call it becomes). `store`: one to reuse."""
+              store: VectorStore | None = None, videos: VideoResolver = local_video) -> list[dict] | dict:
+    """Rows of a statement (or, with `explain`, the Milvus call it becomes). `store`: one to reuse;
+    `videos`: what VIDEO(..) may open (see search.query_vector)."""
     store = store or VectorStore(db)
     parsed = parse_query(sql, served_columns(store), params)
     call = milvus_call(parsed)
@@ -42,16 +44,14 @@ def run_query(db: str, sql: str, params: dict | None = None, explain: bool = Fal
     collection = store.resolve(parsed.table)
     try:
         if parsed.similarity:
-            kind, value = parsed.similarity
-            vector = query_vector(store, collection, text=value if kind == "TEXT" else None,
-                                  video=value if kind == "VIDEO" else None, video_id=value if kind == "ID" else None)
+            vector = query_vector(store, collection, *parsed.similarity, videos=videos)
             rows = store.search(collection, vector, parsed.limit + parsed.offset, filter=parsed.filter,
                                 output_fields=call["output_fields"])[parsed.offset:]
         else:
             rows = store.query(collection, filter=parsed.filter, output_fields=call["output_fields"],
                                limit=parsed.limit, offset=parsed.offset)
     except MilvusException as e:
-        raise ValueError(f"Milvus refused {json.dumps(call)}: {e.message}") from e
+        raise UserError(f"Milvus refused {json.dumps(call)}: {e.message}") from e
     if not parsed.fields:  # SELECT *: every stored column but the vector
         return [{k: v for k, v in row.items() if k != "embedding"} for row in rows]
     return [{k: row[k] for k in parsed.fields if k in row} for row in rows]  # in SELECT order

@@ -1,6 +1,6 @@
 """Procedural sample videos with captions: coloured shapes moving in a direction on a background.
 
-Usage: python -m jobs synth --out DIR --n N --seed S
+Usage: python -m jobs synth --out DIR --n N --seed S [--gop FRAMES]
 Writes DIR/videos/*.mp4 and DIR/manifest.jsonl (uri, video_id, captions, shape, colour, direction,
 background). Some captions name only the direction, so order-blind models cannot solve them.
 """
@@ -77,10 +77,13 @@ def render_frames(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     return frames
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS, gop: int | None = None) -> None:
+    """H.264 at x264's defaults; gop: a keyframe every `gop` frames exactly (no scene-cut ones)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if gop:
+            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
         for pixels in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 container.mux(packet)
@@ -97,15 +100,16 @@ def random_scenes(n: int, seed: int) -> list[Scene]:
     ]
 
 
-def synth(out: str | Path, n: int = 16, seed: int = 0) -> Path:
-    """Write n videos and their manifest under `out`; returns the manifest path."""
+def synth(out: str | Path, n: int = 16, seed: int = 0, gop: int | None = None) -> Path:
+    """Write n videos and their manifest under `out`; returns the manifest path. gop: keyframe
+    interval in frames (default x264's 250: one keyframe per 48-frame clip)."""
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 1])
     rows = []
     for scene in random_scenes(n, seed):
         path = out / "videos" / f"{scene.video_id}.mp4"
-        write_mp4(path, render_frames(scene, rng))
+        write_mp4(path, render_frames(scene, rng), gop=gop)
         rows.append({"uri": str(path.resolve()), **asdict(scene), "captions": scene.captions()})
     manifest = out / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))

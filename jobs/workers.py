@@ -31,7 +31,7 @@ def _base_row(item: dict, segment_seconds: float | None) -> dict:
     return {
         "_row": item["_row"], "video_id": item["video_id"], "uri": item["uri"], "file_stat": item["file_stat"],
         "segment_seconds": segment_seconds, "segment": 0, "start_s": None, "end_s": None, "duration_s": None,
-        "fps": None, "width": None, "height": None, "num_frames": None, "sampled_frames": 0,
+        "fps": None, "width": None, "height": None, "num_frames": None, "sampled_frames": 0, "sampled_times": [],
         "content_fingerprint": None, "status": "error", "error": None, "error_kind": None, "decode_node": node_id(),
     }
 
@@ -70,7 +70,8 @@ def decode_item(item: dict, sampling: dict, image_size: int, max_frames: int,
         frames = np.zeros(frames_shape, np.uint8)
         frames[: len(segment.frames)] = segment.frames.numpy()
         rows.append({**row, "key": f"{item['video_id']}#{n}", "segment": n, "start_s": segment.start_s,
-                     "end_s": segment.end_s, "sampled_frames": len(segment.frames), "frames": frames,
+                     "end_s": segment.end_s, "sampled_frames": len(segment.frames),
+                     "sampled_times": segment.frame_times.tolist(), "frames": frames,
                      "decode_seconds": elapsed})
     return rows
 

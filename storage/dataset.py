@@ -13,11 +13,14 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -42,6 +45,7 @@ VIDEO_FIELDS = [
     pa.field("height", pa.int32()),
     pa.field("num_frames", pa.int64()),
     pa.field("sampled_frames", pa.int32()),
+    pa.field("sampled_times", pa.list_(pa.float64())),  # seconds: when each frame used starts showing
     pa.field("file_stat", pa.string()),  # size and modification time (or ETag) when read
     pa.field("content_fingerprint", pa.string()),  # blake2b of the file's bytes
     pa.field("model_fingerprint", pa.string()),
@@ -187,20 +191,20 @@ def read_parts(directory: str, columns: list[str] | None = None) -> pa.Table | N
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def live_mask(rows: pa.Table, wanted_video_ids: set[str], key_column: str) -> pa.Array:
-    """Rows to keep: videos still wanted, only the newest run's rows per video, one row per key."""
-    keep, seen, newest = [], set(), {}
-    video_ids = rows["video_id"].to_pylist()
-    run_ids = rows["run_id"].to_pylist()
-    for video_id, run_id in zip(video_ids, run_ids):
-        newest[video_id] = max(run_id, newest.get(video_id, run_id))
+def live_mask(rows: pa.Table, wanted_video_ids: set[str] | None, key_column: str) -> pa.Array:
+    """Rows to keep: videos still wanted (all when None), only the newest run's rows per video, one
+    row per key. Arrow kernels, not Python loops: a library's keys are millions of strings."""
+    table = pa.table({"video_id": rows["video_id"], "run_id": rows["run_id"], "key": rows[key_column],
+                      "row": pa.array(np.arange(rows.num_rows))})
+    table = table.join(table.group_by("video_id").aggregate([("run_id", "max")]), "video_id")
+    newest = pc.equal(table["run_id"], table["run_id_max"])
+    if wanted_video_ids is not None:
+        newest = pc.and_(newest, pc.is_in(table["video_id"], pa.array(sorted(wanted_video_ids), pa.string())))
     # A crash between writing a compacted part and deleting its original can leave a key twice.
-    for video_id, run_id, key in zip(video_ids, run_ids, rows[key_column].to_pylist()):
-        alive = video_id in wanted_video_ids and run_id == newest[video_id] and key not in seen
-        keep.append(alive)
-        if alive:
-            seen.add(key)
-    return pa.array(keep, pa.bool_())
+    first_rows = table.filter(newest).group_by("key").aggregate([("row", "min")])["row_min"]
+    keep = np.zeros(rows.num_rows, bool)
+    keep[first_rows.to_numpy()] = True
+    return pa.array(keep)
 
 
 def compact(directory: str, wanted_video_ids: set[str], key_column: str) -> dict[str, int]:
@@ -235,5 +239,78 @@ def read_live(directory: str, key_column: str = "key", columns: list[str] | None
     rows = read_parts(directory, columns=columns)
     if rows is None:
         return None
-    rows = rows.filter(live_mask(rows, set(rows["video_id"].to_pylist()), key_column))
+    rows = rows.filter(live_mask(rows, None, key_column))
     return rows.drop_columns(["_part"])
+
+
+@dataclass
+class LiveRows:
+    """The live rows of a dataset, found from its small columns; the wide ones are read in batches.
+
+    `rows` holds the key column and `run_id` of every live row, in read order, and `_part` (the
+    index of its part): a few bytes per row, where the vectors are kilobytes."""
+
+    parts: ds.Dataset
+    rows: pa.Table
+    key_column: str
+    models: list[bytes | None]  # each part's footer record of the model that made it
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.parts.schema
+
+    def model(self) -> dict:
+        """The model record in the footers of the parts holding live rows; they must all agree."""
+        records = {self.models[i] for i in np.unique(self.rows["_part"].to_numpy())}
+        if None in records:
+            raise ValueError("the embeddings carry no model record (not written by vidx index?)")
+        if len(records) > 1:
+            raise ValueError(f"the live rows were made by {len(records)} different models; run vidx index again")
+        return json.loads(records.pop())
+
+    def batches(self, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:
+        """The live rows' `columns`, about `rows_per_batch` rows at a time (parts are often smaller)."""
+        part_index = {fragment.path: i for i, fragment in enumerate(self.parts.get_fragments())}
+        bounds = np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(part_index) + 1))
+        keys = self.rows[self.key_column]
+        scanner = self.parts.scanner(columns=columns, batch_size=rows_per_batch, fragment_readahead=2)
+        pending, pending_rows = [], 0
+        for tagged in scanner.scan_batches():
+            i = part_index[tagged.fragment.path]
+            live = keys[bounds[i]:bounds[i + 1]]
+            batch = tagged.record_batch.filter(pc.is_in(tagged.record_batch[self.key_column], live))
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= rows_per_batch:
+                yield pa.Table.from_batches(pending)
+                pending, pending_rows = [], 0
+        if pending_rows:
+            yield pa.Table.from_batches(pending)
+
+
+def _tagged(rows: pa.Table, part: int) -> pa.Table:
+    return rows.append_column("_part", pa.array(np.full(rows.num_rows, part, np.int32)))
+
+
+def scan_live(directory: str, key_column: str = "key", status: str | None = None) -> LiveRows | None:
+    """The rows `read_live` returns (only those with `status`, when given and the dataset has that
+    column), without reading the
+    vectors yet: memory grows by a few bytes per row, not by the width of a row. None when empty."""
+    paths = list_parts(directory)
+    if not paths:
+        return None
+    fs, _ = _fs(directory)
+    fragments = list(ds.dataset(paths, filesystem=fs, format="parquet").get_fragments())
+    schemas = [fragment.physical_schema for fragment in fragments]
+    # Parts of different runs may differ in metadata columns: unified permissively, as read_parts does.
+    parts = ds.dataset(paths, schema=pa.unify_schemas(schemas, promote_options="permissive"), filesystem=fs,
+                       format="parquet")
+    status = status if status and "status" in parts.schema.names else None
+    small = [key_column, "video_id", "run_id"] + (["status"] if status else [])
+    rows = pa.concat_tables(_tagged(fragment.to_table(schema=parts.schema, columns=small), i)
+                            for i, fragment in enumerate(parts.get_fragments()))
+    rows = rows.filter(live_mask(rows, None, key_column))
+    if status:
+        rows = rows.filter(pc.equal(rows["status"], status))
+    models = [(schema.metadata or {}).get(b"vidx.model") for schema in schemas]
+    return LiveRows(parts, rows.select([key_column, "run_id", "_part"]), key_column, models)

@@ -11,16 +11,21 @@ Anything else is refused with a QueryError naming the offending part and where i
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.tokens import Tokenizer
 
 TABLES = ("videos", "captions")
 QUERY_KINDS = ("TEXT", "VIDEO", "ID")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 10
+INT64 = (-(2**63), 2**63 - 1)  # Milvus' integer range
+QUOTES = "'\"`"
+NEWLINE = "\n"
 # sqlglot's names for SELECT clauses outside the dialect -> what the error calls them.
 UNSUPPORTED_CLAUSES = {"joins": "JOIN", "group": "GROUP BY", "having": "HAVING", "distinct": "DISTINCT",
                        "with": "WITH", "windows": "WINDOW", "qualify": "QUALIFY", "laterals": "LATERAL"}
@@ -55,9 +60,12 @@ def _where_is(sql: str, node: exp.Expression) -> str:
         start = found[0]
     else:
         return "an unknown position"
-    line_start = sql.rfind("\n", 0, start)  # -1 on the first line
-    line = sql.count("\n", 0, start) + 1
-    return f"line {line}, column {start - line_start}"
+    return _line_column(sql, start)
+
+
+def _line_column(sql: str, offset: int) -> str:
+    line_start = sql.rfind("\n", 0, offset)  # -1 on the first line
+    return f"line {sql.count(NEWLINE, 0, offset) + 1}, column {offset - line_start}"
 
 
 def _refuse(sql: str, node: exp.Expression, what: str) -> QueryError:
@@ -83,8 +91,18 @@ class _Translator:
         if isinstance(node, exp.Boolean):
             return "true" if node.this else "false"
         if isinstance(node, exp.Literal):
-            return _quote(node.this) if node.is_string else str(float(node.this) if "." in node.this else int(node.this))
+            return _quote(node.this) if node.is_string else _quote(self.number(node))
         raise _refuse(self.sql, node, "expected a literal or :parameter")
+
+    def number(self, node: exp.Literal) -> int | float:
+        """4, 2.5, 1e5, 2.5E-3: an int when it is written as one, else a float; both within Milvus' range."""
+        try:
+            value = int(node.this)
+        except ValueError:
+            value = float(node.this)
+        if not math.isfinite(value) or (isinstance(value, int) and not INT64[0] <= value <= INT64[1]):
+            raise _refuse(self.sql, node, "number out of range")
+        return value
 
     def column(self, node: exp.Expression) -> str:
         if not isinstance(node, exp.Column) or node.table:
@@ -149,7 +167,9 @@ def _count(sql: str, node: exp.Expression | None, name: str, default: int) -> in
     return int(value.this)
 
 
-def _check_shape(sql: str, tree: exp.Expression) -> str:
+def _check_shape(sql: str, tree: exp.Expression, columns: dict[str, set[str]]) -> str:
+    if isinstance(tree, exp.Block):
+        raise _refuse(sql, tree.expressions[1], "one statement at a time")
     if not isinstance(tree, exp.Select):
         raise _refuse(sql, tree, "only SELECT is supported")
     for arg, clause in UNSUPPORTED_CLAUSES.items():
@@ -162,19 +182,44 @@ def _check_shape(sql: str, tree: exp.Expression) -> str:
     source = tree.args.get("from_") or tree.args.get("from")
     if source is None or not isinstance(source.this, exp.Table) or source.this.name not in TABLES:
         raise _refuse(sql, source or tree, f"FROM takes one of {', '.join(TABLES)}")
+    if source.this.name not in columns:
+        raise _refuse(sql, source.this, "no such collection in the database (load one with `vidx load`)")
     return source.this.name
 
 
-def parse_query(sql: str, columns: dict[str, set[str]], params: dict | None = None) -> ParsedQuery:
-    """Parse and check a statement against the columns each table has. Raises QueryError."""
-    params = params or {}
+def _unreadable(sql: str) -> QueryError:
+    """sqlglot's tokenizer says only that it failed: the culprit starts where its last token ended."""
+    tokenizer = Tokenizer()
     try:
-        tree = sqlglot.parse_one(sql)
+        tokenizer.tokenize(sql)
+    except sqlglot.errors.TokenError:
+        pass
+    read = tokenizer.tokens[-1].end + 1 if tokenizer.tokens else 0
+    at = read + len(sql[read:]) - len(sql[read:].lstrip())
+    char = sql[at:at + 1]
+    what = f"a {char} quote that is never closed" if char and char in QUOTES else "unreadable text"
+    return QueryError(f"syntax error at {_line_column(sql, at)}: {what}: {sql[at:at + 20]!r}")
+
+
+def _parse(sql: str) -> exp.Expression:
+    try:
+        return sqlglot.parse_one(sql)
+    except sqlglot.errors.TokenError:
+        raise _unreadable(sql) from None
     except sqlglot.errors.ParseError as e:
+        if not e.errors:  # nothing but blanks, comments or semicolons: no position to point at
+            raise QueryError("empty statement: expected SELECT ... FROM videos or captions") from None
         first = e.errors[0]
         raise QueryError(f"syntax error at line {first['line']}, column {first['col']}: near "
                          f"{first['highlight']!r} ({first['description']})") from None
-    table = _check_shape(sql, tree)
+
+
+def parse_query(sql: str, columns: dict[str, set[str]], params: dict | None = None) -> ParsedQuery:
+    """Parse and check a statement against the columns of each collection the database holds (a
+    collection it lacks is left out of `columns`). Raises QueryError."""
+    params = params or {}
+    tree = _parse(sql)
+    table = _check_shape(sql, tree, columns)
     known = columns[table] | {"score"}
     fields = []
     for item in tree.expressions:

@@ -1,8 +1,9 @@
-"""Shared test fixtures: real video files made with PyAV, and the tiny random-weight model."""
+"""Shared test fixtures: real video files made with PyAV, the tiny random-weight model, a local Ray,
+and the vector databases: milvus-lite and a real Milvus server."""
 
 from __future__ import annotations
 
-import os
+import re
 
 import pytest
 
@@ -40,14 +41,31 @@ def local_ray():
 
 
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory):
-    """URI of a Milvus server on a local port (`milvus-lite server`), for the `--db http://...` path."""
-    from servers import start_milvus_server
+def milvus_server(tmp_path_factory) -> str:
+    """URI of a real Milvus server (2.3.5 standalone, the `milvus` package), one per session."""
+    from servers import MilvusStandalone
 
-    process, uri = start_milvus_server(tmp_path_factory.mktemp("milvus_server") / "data")
+    server = MilvusStandalone(tmp_path_factory.mktemp("milvus_server"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def server_db(milvus_server, request) -> str:
+    """A database of its own on the session's Milvus server, for one test, dropped after it."""
+    from servers import drop_database, server_database
+
+    uri = server_database(milvus_server, re.sub(r"\W", "_", request.node.name)[:60])
     yield uri
-    process.terminate()
-    process.wait(timeout=30)
+    drop_database(uri)
+
+
+@pytest.fixture(params=["milvus-lite", "milvus-server"])
+def db(request, tmp_path) -> str:
+    """An empty vector database on each engine: a milvus-lite directory, then a Milvus server."""
+    if request.param == "milvus-lite":
+        return str(tmp_path / "vidx.db")
+    return request.getfixturevalue("server_db")
 
 
 @pytest.fixture(scope="session")
@@ -58,13 +76,9 @@ def s3(tmp_path_factory) -> dict:
 
     process, endpoint = start_moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
     env = aws_environment(endpoint)
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    yield env
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield env
     process.terminate()
     process.wait(timeout=30)

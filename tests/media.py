@@ -27,6 +27,7 @@ class VideoSpec:
     faststart: bool = False  # mp4 index (moov) before the data, as web videos
     bit_rate: int = 2_000_000  # high enough that frames stay tellable apart by colour
     textured: bool = False  # camera-like detail (gradients, edges, noise) instead of flat colour
+    x264_params: str = ""  # libx264 options, e.g. "open-gop=1"
 
 
 # The good videos: several codecs and containers, odd sizes, very short, rotated, VFR, long GOP.
@@ -42,7 +43,13 @@ GOOD_VIDEOS = [
     VideoSpec("rotated", width=64, height=48, rotation=-90),
     VideoSpec("vfr", frames=40, frame_durations_ms=(40, 120, 40, 200)),
     VideoSpec("long_gop", frames=150, fps=30, gop=150),
+    # Keyframes that are not IDR: B-frames after them in the file show before them and
+    # reference the GOP before, so a decode for those starts one keyframe earlier.
+    VideoSpec("open_gop", frames=90, fps=30, x264_params="keyint=20:min-keyint=20:scenecut=0:open-gop=1"),
 ]
+# Camera-like detail where colour conversions and B-frame prediction differ most; short GOPs.
+TEXTURED_GOP = VideoSpec("textured_gop", width=160, height=120, frames=75, fps=30, textured=True, bit_rate=800_000,
+                         x264_params="keyint=15:min-keyint=15:scenecut=0")
 
 
 def frame_pixels(index: int, width: int, height: int) -> np.ndarray:
@@ -72,6 +79,8 @@ def write_video(path: Path, spec: VideoSpec) -> Path:
         stream.bit_rate = spec.bit_rate
         if spec.gop:
             stream.codec_context.gop_size = spec.gop
+        if spec.x264_params:
+            stream.options = {"x264-params": spec.x264_params}
         if spec.rotation:
             stream.set_display_rotation(spec.rotation)
         time_base = fractions.Fraction(1, 1000)

@@ -1,20 +1,79 @@
-"""Local servers for tests: free ports, and a Milvus server (milvus-lite's own server mode)."""
+"""Local servers for tests and benchmarks: free ports, a real Milvus standalone server, and
+milvus-lite's own server mode.
+
+The `milvus` package (a test-only dependency) ships Milvus standalone 2.3.5 as one native
+process with an embedded etcd. Every port it opens is given a free one here, so sessions can run
+side by side: the proxy (the client port), the coordinators' and nodes' gRPC ports, the metrics
+and health port, and the embedded etcd's client and peer ports (which the packaged configuration
+leaves at etcd's defaults, 2379 and 2380, unless an etcd configuration file says otherwise).
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 STARTUP_SECONDS = 60
-
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _write_etcd_config(path: Path, client_port: int) -> None:
+    """The embedded etcd's listeners on free ports (Milvus reads this file via etcd.config.path)."""
+    client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{free_port()}"
+    path.write_text(f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+                    f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+                    f"initial-cluster: default={peer}\n")
+
+
+class MilvusStandalone:
+    """Milvus standalone 2.3.5 with its data, logs and binaries under `base_dir`.
+
+    `start()` waits until it is healthy (at most 3 minutes) and returns the URI; `stop()` ends it by
+    its process id (it starts no other process)."""
+
+    def __init__(self, base_dir: Path):
+        from milvus import MilvusServer, MilvusServerConfig
+
+        self.base_dir = Path(base_dir)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        config = MilvusServerConfig(data_dir=str(self.base_dir))
+        config.update(**{key: free_port() for key in config.configurable_items if key.endswith("_port")})
+        self.server = MilvusServer(config)
+        self.server.webservice_port = free_port()  # metrics and /healthz (9091 by default)
+        self.etcd_config = self.base_dir / "etcd.yaml"
+        _write_etcd_config(self.etcd_config, config.configs["etcd_port"])
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.server.listen_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.server_proc.pid if self.server.server_proc else None
+
+    def start(self) -> str:
+        # The package's server copies os.environ into the child when it starts.
+        with mock.patch.dict(os.environ, {"ETCD_CONFIG_PATH": str(self.etcd_config)}):
+            self.server.start()
+        return self.uri
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a second, to this server's process only."""
+        self.server.stop()
+
+    @property
+    def log(self) -> str:
+        logs = self.base_dir / "logs"
+        return "".join(p.read_text(errors="replace")[-2000:] for p in sorted(logs.glob("milvus-std*.log")))
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
@@ -29,8 +88,8 @@ def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"server not listening on {port} after {STARTUP_SECONDS} s: {log.read_text()[-2000:]}")
 
 
-def start_milvus_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """`milvus-lite server` on a free local port: the gRPC API a Milvus deployment serves.
+def start_milvus_lite_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`milvus-lite server` on a free local port: a milvus-lite database shared by processes.
     Returns (process, uri); the caller terminates the process."""
     port = free_port()
     log = data_dir.with_suffix(".log")
@@ -39,3 +98,21 @@ def start_milvus_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
                                     "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
     wait_for_port(port, process, log)
     return process, f"http://127.0.0.1:{port}"
+
+
+def server_database(server: str, name: str) -> str:
+    """A new, empty database on a Milvus server: `http://host:port/<name>` opens it."""
+    from pymilvus import MilvusClient
+
+    MilvusClient(server).create_database(name)
+    return f"{server}/{name}"
+
+
+def drop_database(uri: str) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri)
+    for name in client.list_collections():
+        client.drop_collection(name)  # and its aliases
+    server, name = uri.rsplit("/", 1)
+    MilvusClient(server).drop_database(name)

@@ -228,3 +228,12 @@ def test_save_official_writes_a_checkpoint_load_model_reads_back(official_model,
     video = reference["video"], reference["video_mask"]
     expected = official_model.encode_video(*video)
     np.testing.assert_allclose(again.encode_video(*video), expected, atol=1e-2 if half else 0)
+
+
+def test_seek_mode_is_part_of_the_fingerprint_and_keeps_the_rest_of_the_sampling(tiny_model):
+    keyframe = load_model("tiny", device="cpu", sampling={"seek": "keyframe"})
+    assert keyframe.fingerprint != tiny_model.fingerprint
+    assert keyframe.sampling.feature_framerate == tiny_model.sampling.feature_framerate
+    assert keyframe.spec == {"name": "tiny", "checkpoint": None, "sampling": {"seek": "keyframe"}}
+    # exact, the default, leaves fingerprints as they were before the field existed
+    assert load_model("tiny", device="cpu", sampling={"seek": "exact"}).fingerprint == tiny_model.fingerprint

@@ -7,7 +7,7 @@ import pytest
 
 from encoders import SamplingCfg
 from encoders.sampling import (candidate_grid_positions, frames_shown_at, grid_positions, grid_times,
-                               sample_frame_indices, segment_bounds)
+                               nearest_keyframes, sample_frame_indices, sample_keyframe_indices, segment_bounds)
 
 
 def paper_rule(num_extracted: int, feature_framerate: int, max_frames: int) -> np.ndarray:
@@ -79,3 +79,35 @@ def test_segments_cover_the_video_without_slivers():
     assert segment_bounds(24.0, 10.0) == [(0.0, 10.0), (10.0, 24.0)]
     assert segment_bounds(27.0, 10.0) == [(0.0, 10.0), (10.0, 20.0), (20.0, 27.0)]
     assert segment_bounds(8.0, 10.0) == [(0.0, 8.0)]
+
+
+def test_keyframe_seek_gives_each_slot_its_nearest_keyframe():
+    starts = np.arange(300) / 30.0  # 10 s at 30 fps, a keyframe every 2 s (0, 60, 120, 180, 240)
+    keyframe = np.arange(300) % 60 == 0
+    exact = sample_frame_indices(starts, SamplingCfg(), 0.0, 10.0)
+    picks = sample_keyframe_indices(starts, keyframe, SamplingCfg(), 0.0, 10.0)
+    assert len(picks) == len(exact) == 12  # twelve slots, five keyframes: slots share them
+    np.testing.assert_array_equal(picks, [0, 0, 60, 60, 120, 120, 180, 180, 180, 240, 240, 240])
+    nearest = nearest_keyframes(starts[exact], starts, keyframe)
+    assert set(nearest.tolist()) == set(picks.tolist())
+    key_times = starts[keyframe]
+    closest = np.abs(key_times[None, :] - starts[exact][:, None]).min(axis=1)
+    np.testing.assert_allclose(np.abs(starts[nearest] - starts[exact]), closest)
+
+
+def test_keyframe_seek_candidates_keep_the_slot_major_shape():
+    starts, keyframe = np.arange(300) / 30.0, np.arange(300) % 60 == 0
+    picks = sample_keyframe_indices(starts, keyframe, SamplingCfg(), 0.0, 10.0, per_slot=3)
+    assert picks.shape == (12 * 3,) and set(picks.tolist()) <= {0, 60, 120, 180, 240}
+
+
+def test_nearest_keyframe_breaks_ties_towards_the_earlier_one_and_copes_with_none():
+    starts = np.arange(10) / 10.0
+    keyframe = np.isin(np.arange(10), [0, 4])
+    np.testing.assert_array_equal(nearest_keyframes(np.array([0.2, 0.21, 0.9]), starts, keyframe), [0, 4, 4])
+    np.testing.assert_array_equal(nearest_keyframes(np.array([0.5]), starts, np.zeros(10, bool)), [0])
+
+
+def test_seek_mode_is_checked():
+    with pytest.raises(ValueError, match="seek 'nearest' is not one of"):
+        SamplingCfg(seek="nearest")

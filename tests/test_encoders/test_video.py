@@ -5,16 +5,27 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import av
+import decord
 import fsspec
 import numpy as np
 import pytest
 
 from encoders import SamplingCfg
 from encoders import video as video_module
+from encoders.preprocess import resize_center_crop
+from encoders.sampling import sample_frame_indices, segment_bounds
+from encoders.frame_plan import decode_runs
 from encoders.video import VideoDecodeError, decode_video
-from media import GOOD_VIDEOS
+from media import GOOD_VIDEOS, TEXTURED_GOP, make_video
 
 SIZE = 32
+SIZE_EXACT = 64  # larger crops keep more of the detail where two decoders could differ
+
+
+@pytest.fixture(scope="module")
+def textured_gop(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("textured"), TEXTURED_GOP)
 
 
 @pytest.mark.parametrize("spec", GOOD_VIDEOS, ids=lambda s: s.name)
@@ -82,10 +93,11 @@ BAD_KINDS = ["empty", "garbage", "text", "truncated", "truncated_faststart", "he
              "directory"]
 
 
+@pytest.mark.parametrize("seek", ["exact", "keyframe"])
 @pytest.mark.parametrize("kind", BAD_KINDS)
-def test_bad_files_raise_one_typed_error_with_a_one_line_reason(bad_files, kind):
+def test_bad_files_raise_one_typed_error_with_a_one_line_reason(bad_files, kind, seek):
     with pytest.raises(VideoDecodeError) as error:
-        decode_video(str(bad_files[kind]), SamplingCfg(), SIZE)
+        decode_video(str(bad_files[kind]), SamplingCfg(seek=seek), SIZE)
     reason = str(error.value)
     assert reason and "\n" not in reason and len(reason) <= 300
     assert "Traceback" not in reason and "video_reader.cc" not in reason
@@ -123,3 +135,120 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
             container.mux(packet)
     with pytest.raises(VideoDecodeError, match="no video stream"):
         decode_video(str(path), SamplingCfg(), SIZE)
+
+
+# --- Exact mode against the implementation it replaced -------------------------------------------
+
+def todays_exact_sampling(path: str, sampling: SamplingCfg, size: int, segment_seconds=None, per_slot=1):
+    """vidx's exact sampling before GOP-aware decoding, the straightforward way: every frame decoded
+    in order by the decoder vidx used (decord; PyAV for what decord cannot open or turns wrongly:
+    AV1, rotated), sampled at that decoder's timestamps. -> (duration, number of frames,
+    [(indices, (n, 3, S, S) uint8)] per segment). Decoding in order, not from the keyframe before
+    each frame as vidx did: on open GOPs that gave broken leading frames (9 grey levels off)."""
+    with av.open(path) as container:
+        rotation = int(next(container.decode(video=0)).rotation or 0)
+    try:
+        assert rotation % 360 == 0
+        reader = decord.VideoReader(path, num_threads=1)
+        times = np.asarray(reader.get_frame_timestamp(range(len(reader))), np.float64)
+        starts, duration = times[:, 0], float(times[-1, 1])
+        decoded = reader.get_batch(list(range(len(reader)))).asnumpy()
+    except (AssertionError, RuntimeError, decord.DECORDError):
+        with av.open(path) as container:
+            frames = sorted(((f.pts, np.rot90(f.to_ndarray(format="rgb24"), k=rotation // 90))
+                             for f in container.decode(video=0)), key=lambda item: item[0])
+            time_base = float(container.streams.video[0].time_base)
+        starts = np.array([(pts - frames[0][0]) * time_base for pts, _ in frames])
+        duration = starts[-1] + (np.diff(starts).mean() if len(starts) > 1 else 0)
+        decoded = np.stack([pixels for _, pixels in frames])
+    segments = []
+    for start, end in segment_bounds(duration, segment_seconds):
+        indices = sample_frame_indices(starts, sampling, start, end, per_slot)
+        segments.append((indices, resize_center_crop(decoded[indices], size)))
+    return duration, len(starts), segments
+
+
+EXACTNESS_CASES = [(spec, None, 1) for spec in GOOD_VIDEOS + [TEXTURED_GOP]] + [
+    (TEXTURED_GOP, 0.5, 1), (TEXTURED_GOP, None, 3), (GOOD_VIDEOS[-1], 1.0, 1), (GOOD_VIDEOS[-1], None, 3)]
+
+
+@pytest.mark.parametrize("spec, segment_seconds, per_slot", EXACTNESS_CASES,
+                         ids=lambda v: getattr(v, "name", str(v)))
+def test_exact_mode_gives_todays_frames(good_videos, textured_gop, spec, segment_seconds, per_slot):
+    path = str(textured_gop if spec is TEXTURED_GOP else good_videos[spec.name])
+    duration, num_frames, expected = todays_exact_sampling(path, SamplingCfg(), SIZE_EXACT, segment_seconds, per_slot)
+    info, segments = decode_video(path, SamplingCfg(), SIZE_EXACT, segment_seconds, per_slot)
+    # Durations: decord's last packet duration vs the PyAV path's mean frame step; now one rule.
+    assert info.num_frames == num_frames and info.duration_s == pytest.approx(duration, abs=1e-3)
+    assert len(segments) == len(expected)
+    for segment, (indices, frames) in zip(segments, expected):
+        np.testing.assert_array_equal(segment.frame_indices, indices)
+        difference = (segment.frames.float() - frames.float()).abs().mean(dim=(1, 2, 3))
+        assert difference.max() <= 1.0, difference  # grey levels: the two colour conversions
+
+
+def spy_runs(monkeypatch) -> list:
+    """Record the decode runs decode_video plans (first, last packet in decode order)."""
+    planned = []
+
+    def recording(table, wanted):
+        planned.extend(runs := decode_runs(table, wanted))
+        return runs
+    monkeypatch.setattr(video_module, "decode_runs", recording)
+    return planned
+
+
+def test_segments_and_candidates_share_one_pass_with_no_packet_decoded_twice(textured_gop, monkeypatch):
+    runs = spy_runs(monkeypatch)
+    info, segments = decode_video(str(textured_gop), SamplingCfg(), SIZE, segment_seconds=0.5, per_slot=3)
+    assert len(segments) == 5
+    assert all(a[1] < b[0] for a, b in zip(runs, runs[1:]))  # ordered, disjoint: one forward pass
+    assert sum(last - first + 1 for first, last in runs) < info.num_frames
+
+
+# --- Keyframe mode ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", GOOD_VIDEOS, ids=lambda s: s.name)
+def test_keyframe_mode_gives_the_nearest_keyframes_decoding_nothing_else(good_videos, spec, monkeypatch):
+    path = str(good_videos[spec.name])
+    exact_info, _ = decode_video(path, SamplingCfg(), SIZE)
+    runs = spy_runs(monkeypatch)
+    info, [segment] = decode_video(path, SamplingCfg(seek="keyframe"), SIZE)
+    assert info == exact_info
+    with av.open(path) as container:
+        frames = sorted(container.decode(video=0), key=lambda f: f.pts)
+        keyframes = [i for i, f in enumerate(frames) if f.key_frame]
+        pixels = [np.rot90(f.to_ndarray(format="rgb24"), k=info.rotation // 90) for f in frames]
+    assert set(segment.frame_indices.tolist()) <= set(keyframes)
+    assert np.all(np.diff(segment.frame_indices) >= 0)  # in time order; slots may share a keyframe
+    assert len(segment.frames) == len(segment.frame_indices) == len(segment.frame_times) >= 1
+    assert len(runs) == len(set(segment.frame_indices.tolist()))  # each keyframe decoded once
+    expected = resize_center_crop(np.stack([pixels[i] for i in segment.frame_indices]), SIZE)
+    np.testing.assert_array_equal(segment.frames.numpy(), expected.numpy())
+    assert all(first == last for first, last in runs)  # one packet per run: keyframes only
+
+
+def test_keyframe_mode_shares_keyframes_across_segments(good_videos):
+    _, segments = decode_video(str(good_videos["long_gop"]), SamplingCfg(seek="keyframe"), SIZE, segment_seconds=1.0)
+    assert len(segments) == 5
+    for segment in segments:  # the nearest keyframe to each slot, wherever it is
+        assert set(segment.frame_indices.tolist()) <= {0, 32, 64, 96, 128}
+        np.testing.assert_allclose(segment.frame_times, segment.frame_indices / 30.0)
+
+
+def test_damaged_packets_cost_only_the_frames_they_hold(good_videos, tmp_path):
+    """Garbled P/B-frame packets (keyframes intact): keyframe mode decodes as usual; exact mode,
+    which samples a frame they hold, fails with a one-line reason instead of a traceback."""
+    data = bytearray(good_videos["long_gop"].read_bytes())
+    with av.open(str(good_videos["long_gop"])) as container:
+        packets = [p for p in container.demux(video=0) if p.pts is not None]
+    for packet in packets[40:60]:
+        assert not packet.is_keyframe
+        for i in range(packet.pos + 20, packet.pos + packet.size, 7):
+            data[i] ^= 0xFF
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(data)
+    _, [segment] = decode_video(str(damaged), SamplingCfg(seek="keyframe"), SIZE)
+    assert set(segment.frame_indices.tolist()) == {0, 32, 64, 96, 128}
+    with pytest.raises(VideoDecodeError, match=r"^frame \d+ did not decode$"):
+        decode_video(str(damaged), SamplingCfg(), SIZE)

@@ -28,5 +28,6 @@ def test_demo_prints_ranked_matches_and_a_filtered_sql_query(tmp_path, capsys, l
     scores = [float(line.split()[1]) for line in lines[start + 1 : start + 4]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
     assert lines[start + 4].startswith("sql: SELECT")
-    rows = lines[start + 5 :]
+    rows = lines[start + 5 : -1]
     assert rows and all("direction=left" in row or "direction=right" in row for row in rows)
+    assert lines[-1] == f"search page: vidx serve --db {tmp_path / 'vidx.db'}   then open http://127.0.0.1:8000/"

@@ -1,4 +1,5 @@
-"""Three nights of a changing library, served from a Milvus server while queries keep coming.
+"""Three nights of a changing library, served while queries keep coming, on each engine: milvus-lite
+(its server mode, so the job and the client can share it) and a Milvus server.
 
 Night 1 indexes the library; night 2 adds, changes, deletes and edits metadata, and its first
 attempt is killed mid-run; night 3 changes the model. After each night the served collection must
@@ -87,9 +88,23 @@ class QueryStream(threading.Thread):
                 self.errors.append(repr(e))
 
 
+@pytest.fixture(params=["milvus-lite", "milvus-server"])
+def shared_db(request, tmp_path) -> str:
+    """A database the nightly job (a subprocess too) and a query client share at once."""
+    if request.param == "milvus-server":
+        yield request.getfixturevalue("server_db")
+        return
+    from servers import start_milvus_lite_server
+
+    process, uri = start_milvus_lite_server(tmp_path / "lite.db")
+    yield uri
+    process.terminate()
+    process.wait(timeout=30)
+
+
 @pytest.fixture
-def query_stream(milvus_server):
-    stream = QueryStream(milvus_server)
+def query_stream(shared_db):
+    stream = QueryStream(shared_db)
     yield stream
     stream.stop.set()
     stream.join(timeout=60)
@@ -99,12 +114,11 @@ def new_parts(workdir: Path, before: set[str]) -> set[str]:
     return {p.name for p in (workdir / "videos").glob("part-*.parquet")} - before
 
 
-def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, milvus_server, local_ray, query_stream,
-                                                              capsys):
+def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, shared_db, local_ray, query_stream, capsys):
     library = [json.loads(line) for line in synth(tmp_path / "lib", n=11, seed=23).read_text().splitlines()]
     for row in library:
         row["tag"] = "archive"
-    workdir, db = tmp_path / "work", milvus_server
+    workdir, db = tmp_path / "work", shared_db
 
     # Night 1: the first 8 videos.
     night1 = library[:8]

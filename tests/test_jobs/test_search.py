@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from jobs.__main__ import main
-from jobs.load import load_collection
-from storage.vectorstore import VectorStore
+from jobs.load import load
+from storage.dataset import write_part
 
 
 def run_search(capsys, *args: str) -> list[dict]:
@@ -65,12 +64,13 @@ def test_bad_filter_is_one_line_and_exit_2(loaded, capsys):
     assert err.startswith("vidx search: error:") and "--where" in err and "Traceback" not in err
 
 
-def test_a_collection_made_by_another_model_is_refused(tmp_path, capsys):
-    db = str(tmp_path / "vidx.db")
+def test_a_collection_made_by_another_model_is_refused(tmp_path, db, capsys):
     vectors = np.eye(4, 256, dtype=np.float32)
     table = pa.table({"key": ["a#0", "b#0", "c#0", "d#0"], "video_id": ["a", "b", "c", "d"], "run_id": ["r"] * 4,
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 256)})
-    load_collection(VectorStore(db), table, "videos", "key", {"spec": {"name": "tiny"}, "fingerprint": "other"}, "v1")
+    model = b'{"spec": {"name": "tiny"}, "fingerprint": "other"}'
+    write_part(table.replace_schema_metadata({b"vidx.model": model}), str(tmp_path / "index" / "videos"), "key")
+    load(str(tmp_path / "index"), db)
     assert main(["search", "--db", db, "--text", "a dog"]) == 2
     err = capsys.readouterr().err
     assert "fingerprint other" in err and "re-index" in err

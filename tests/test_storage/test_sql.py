@@ -26,6 +26,9 @@ def test_the_design_example_becomes_a_filtered_vector_search():
     ("tag IS NOT NULL", "not (tag is null)"),
     ("start_s <= -1.5", "start_s <= -1.5"),
     ("tag = :t", 'tag == "news"'),
+    ("duration_s > 1e5 AND start_s < 2.5E-3 AND segment > -4", "((duration_s > 100000.0 and start_s < 0.0025) and "
+                                                               "segment > -4)"),
+    ("segment = 9223372036854775807", "segment == 9223372036854775807"),
 ])
 def test_where_operators(where, expected):
     assert parse_query(f"SELECT * FROM videos WHERE {where}", COLUMNS, {"t": "news"}).filter == expected
@@ -55,8 +58,20 @@ def test_string_literals_cannot_change_the_filter_structure():
     ("SELECT * FROM videos LIMIT 5000", "LIMIT is at most 1000"),
     ("SELECT * FROM videos WHERE tag = :missing", "no value given for parameter :missing"),
     ("DELETE FROM videos", "only SELECT is supported"),
+    ("", "empty statement"),
+    ("SELECT * FROM videos WHERE tag = 'x", "syntax error at line 1, column 34: a ' quote that is never closed: \"'x\""),
+    ("SELECT * FROM videos WHERE segment > 1e400", "number out of range: '1e400' at line 1, column 38"),
+    ("SELECT * FROM videos WHERE segment > 9223372036854775808", "number out of range"),
+    ("SELECT * FROM videos; SELECT 1", "one statement at a time: 'SELECT 1' at line 1, column 23"),
 ])
 def test_statements_outside_the_dialect_are_refused_with_the_place(sql, message):
     with pytest.raises(QueryError) as error:
         parse_query(sql, COLUMNS)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_collection_the_database_lacks_is_named_before_its_columns():
+    with pytest.raises(QueryError) as error:
+        parse_query("SELECT caption_id, nonsense FROM captions", {"videos": COLUMNS["videos"]})
+    assert str(error.value) == ("no such collection in the database (load one with `vidx load`): 'captions' at "
+                                "line 1, column 34")

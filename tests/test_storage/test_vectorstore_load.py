@@ -1,7 +1,9 @@
-"""Loading Parquet embeddings into milvus-lite: versions, validation, alias swap, exact answers."""
+"""Versioned collections on both engines (milvus-lite and a Milvus server): build, validate, swap,
+retire, exact answers, and the places where the two engines differ."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -11,108 +13,165 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.load import load, load_collection
+from storage.collections import load_version, retire_versions
+from storage.dataset import read_live, scan_live, write_part
+from storage.exact import copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
 
 DIM = 16
+MODEL = {"spec": {"name": "tiny"}, "fingerprint": "a"}
 
 
-def embeddings_table(n: int, seed: int = 0) -> pa.Table:
+def embeddings_table(n: int, seed: int = 0, run_id: str = "run-1", tags=("news", "sport"), model=MODEL) -> pa.Table:
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return pa.table({
+    table = pa.table({
         "key": [f"v{i}#0" for i in range(n)],
         "video_id": [f"v{i}" for i in range(n)],
         "duration_s": rng.uniform(1, 60, n),
-        "tag": rng.choice(["news", "sport", None], n).tolist(),
-        "run_id": ["run-1"] * n,
+        "segment_seconds": pa.nulls(n, pa.float64()),  # whole videos
+        "status": ["ok"] * n,
+        "error": pa.nulls(n, pa.string()),
+        "run_id": [run_id] * n,
+        "tag": rng.choice(list(tags), n).tolist(),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIM),
     })
+    return table.replace_schema_metadata({b"vidx.model": json.dumps(model).encode()})
+
+
+def write(directory: Path, *tables: pa.Table) -> str:
+    for table in tables:
+        write_part(table, str(directory), "key")
+    return str(directory)
+
+
+def load(store: VectorStore, directory: str, version: str, skip_unchanged: bool = False) -> dict:
+    return load_version(store, scan_live(directory, status="ok"), "videos", version, skip_unchanged)
 
 
 @pytest.fixture
-def store(tmp_path) -> VectorStore:
-    return VectorStore(str(tmp_path / "vidx.db"))
+def store(db) -> VectorStore:
+    return VectorStore(db)
 
 
-def test_load_builds_a_version_then_swaps_the_alias(store):
-    table = embeddings_table(300)
-    first = load_collection(store, table, "videos", "key", {"fingerprint": "a"}, "v1")
-    second = load_collection(store, table, "videos", "key", {"fingerprint": "a"}, "v2")
+def test_load_builds_a_version_then_swaps_the_alias(store, tmp_path):
+    parts = write(tmp_path / "videos", embeddings_table(300))
+    first = load(store, parts, "v1")
+    second = load(store, parts, "v2")
     assert first["previous"] is None and second["previous"] == "videos_v1"
     assert store.alias_target("videos") == "videos_v2"
     assert store.count("videos") == 300  # loading twice gives the same collection, not twice the rows
-    assert store.model_record("videos") == {"fingerprint": "a"}
+    assert VectorStore(store.uri).model_record("videos") == MODEL  # properties read back through the alias
+    assert "status" not in store.fields("videos") and "error" not in store.fields("videos")
 
 
-def test_failed_validation_leaves_the_alias_where_it_was(store, monkeypatch):
-    load_collection(store, embeddings_table(50), "videos", "key", {}, "v1")
+def test_failed_validation_leaves_the_alias_where_it_was(store, tmp_path, monkeypatch):
+    parts = write(tmp_path / "videos", embeddings_table(50))
+    load(store, parts, "v1")
     monkeypatch.setattr(VectorStore, "count", lambda self, name: 7)
     with pytest.raises(VectorStoreError, match="7 rows, expected 50"):
-        load_collection(store, embeddings_table(50), "videos", "key", {}, "v2")
+        load(store, parts, "v2")
     assert store.alias_target("videos") == "videos_v1"
     assert store.versions("videos") == ["videos_v1"]
 
 
-def test_an_unchanged_table_loads_nothing_and_a_changed_one_a_new_version(store):
-    table = embeddings_table(40)
-    load_collection(store, table, "videos", "key", {}, "v1", skip_unchanged=True)
-    again = load_collection(store, table, "videos", "key", {}, "v2", skip_unchanged=True)
+def test_an_unchanged_table_loads_nothing_and_a_changed_one_a_new_version(store, tmp_path):
+    parts = write(tmp_path / "videos", embeddings_table(40))
+    load(store, parts, "v1", skip_unchanged=True)
+    again = load(store, parts, "v2", skip_unchanged=True)
     assert again["unchanged"] and again["collection"] == "videos_v1" and store.versions("videos") == ["videos_v1"]
-    rewritten = table.set_column(table.schema.get_field_index("run_id"), "run_id", pa.array(["run-2"] * 40))
-    load_collection(store, rewritten, "videos", "key", {}, "v3", skip_unchanged=True)
+    write(tmp_path / "videos", embeddings_table(40, run_id="run-2"))  # the same videos, written again
+    load(store, parts, "v3", skip_unchanged=True)
     assert store.alias_target("videos") == "videos_v3"
 
 
-def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(store):
+def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(store, tmp_path):
+    parts = write(tmp_path / "videos", embeddings_table(10))
     for version in ("v1", "v2", "v3"):
-        load_collection(store, embeddings_table(10), "videos", "key", {}, version)
-    store.build_version("videos_v4", embeddings_table(10), "key", {})  # a load killed before its swap
-    assert store.retire_versions("videos", keep=2) == ["videos_v1", "videos_v4"]
+        load(store, parts, version)
+    store.create_collection("videos_v4", "key", [], DIM, {})  # a load killed before its swap
+    assert retire_versions(store, "videos", keep=2) == ["videos_v1", "videos_v4"]
     assert store.versions("videos") == ["videos_v2", "videos_v3"] and store.alias_target("videos") == "videos_v3"
-    assert store.retire_versions("videos", keep=1) == ["videos_v2"]
+    assert retire_versions(store, "videos", keep=1) == ["videos_v2"]
+    if store.embedded:  # the exact-search copies go with their versions
+        assert sorted(p.name for p in copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow"]
 
 
-def test_search_equals_brute_force_top_k(store):
+def test_search_equals_brute_force_top_k(store, tmp_path):
     table = embeddings_table(3000, seed=1)
-    load_collection(store, table, "videos", "key", {}, "v1")
+    load(store, write(tmp_path / "videos", table), "v1")
     vectors = np.stack(table["embedding"].to_numpy(zero_copy_only=False))
     keys = np.asarray(table["key"].to_pylist())
+    searcher = VectorStore(store.uri)  # another client, as a query process would open it
     rng = np.random.default_rng(2)
     for _ in range(5):
         query = rng.standard_normal(DIM).astype(np.float32)
         query /= np.linalg.norm(query)
         exact = np.argsort(-(vectors @ query), kind="stable")[:10]
-        hits = store.search("videos", query, k=10, output_fields=["key"], ef=512)
+        hits = searcher.search("videos", query, k=10, output_fields=["key"], ef=512)
         assert [h["key"] for h in hits] == keys[exact].tolist()
         np.testing.assert_allclose([h["score"] for h in hits], (vectors @ query)[exact], atol=1e-4)
 
 
-def test_filtered_search_returns_only_matching_rows(store):
-    table = embeddings_table(500, seed=3)
-    load_collection(store, table, "videos", "key", {}, "v1")
+def test_filtered_search_returns_only_matching_rows(store, tmp_path):
+    load(store, write(tmp_path / "videos", embeddings_table(500, seed=3)), "v1")
     hits = store.search("videos", np.ones(DIM, np.float32) / 4, k=50, filter='tag == "news" and duration_s > 30',
                         output_fields=["key", "tag", "duration_s"])
     assert hits and all(h["tag"] == "news" and h["duration_s"] > 30 for h in hits)
 
 
-def test_load_job_reads_ok_rows_of_an_index_run(tmp_path, good_videos, local_ray):
-    from jobs.index import index
+def test_a_key_written_twice_is_served_once_on_both_engines(store, tmp_path):
+    """A crash between writing a compacted part and deleting its original leaves a key in two parts.
+    milvus-lite would overwrite the second insert; a server keeps both: vidx inserts each key once."""
+    table = embeddings_table(30)
+    parts = write(tmp_path / "videos", table, table.slice(0, 10).replace_schema_metadata(table.schema.metadata))
+    assert len(list((tmp_path / "videos").glob("part-*"))) == 2
+    load(store, parts, "v1")
+    assert store.count("videos") == 30
+    rows = store.query(store.resolve("videos"), filter="", output_fields=["key"], limit=100)
+    assert sorted(r["key"] for r in rows) == sorted(table["key"].to_pylist())
 
-    manifest = tmp_path / "m.jsonl"
-    manifest.write_text(f'{{"uri": "{good_videos["h264"]}", "captions": ["a clip"]}}\n'
-                        f'{{"uri": "{tmp_path / "missing.mp4"}"}}\n')
-    index(str(manifest), str(tmp_path / "out"), model="tiny")
-    result = load(str(tmp_path / "out"), str(tmp_path / "vidx.db"))
-    assert result["videos"]["rows"] == 1 and result["captions"]["rows"] == 1
-    store = VectorStore(str(tmp_path / "vidx.db"))
-    assert store.model_record("videos")["spec"]["name"] == "tiny"
+
+def test_the_engines_differ_on_a_repeated_key(store, tmp_path):
+    """Why the de-duplication matters: the same key inserted twice, straight into each engine."""
+    table = embeddings_table(5)
+    load(store, write(tmp_path / "videos", table), "v1")
+    name = store.resolve("videos")
+    store.insert(name, table.slice(0, 1).select([*sorted(store.fields(name)), "embedding"]))
+    assert store.count(name) == (5 if store.is_lite else 6)
 
 
-def test_milvus_lite_opens_again_after_its_connection_sat_idle(store):
+def test_nulls_are_stored_where_the_engine_can_or_refused_with_the_rule(store, tmp_path):
+    parts = write(tmp_path / "videos", embeddings_table(20, tags=("news", None)))
+    if store.nullable:
+        load(store, parts, "v1")
+        hits = store.query(store.resolve("videos"), filter="tag is null", output_fields=["key", "tag"], limit=100)
+        assert hits and all(h["tag"] is None for h in hits)
+    else:  # Milvus 2.3.5, the oldest server tested
+        with pytest.raises(VectorStoreError, match=r"column 'tag' is empty \(null\) in \d+ of the 20 rows to serve.*"
+                                                   r"Milvus 2\.3\.5 has no nullable fields"):
+            load(store, parts, "v1")
+        assert store.versions("videos") == []  # nothing half-built is left
+
+
+def test_live_rows_stream_in_batches_equal_to_a_whole_read(tmp_path):
+    first = embeddings_table(40, run_id="run-1")
+    second = embeddings_table(10, seed=5, run_id="run-2")  # videos 0-9 again, newer
+    parts = write(tmp_path / "videos", first, second, first.slice(20, 5).replace_schema_metadata(first.schema.metadata))
+    live = scan_live(parts, status="ok")
+    batches = list(live.batches(["key", "run_id", "embedding"], 7))
+    streamed = pa.concat_tables(batches).sort_by("key")
+    whole = read_live(parts).select(["key", "run_id", "embedding"]).sort_by("key")
+    assert streamed.equals(whole) and live.rows.num_rows == 40
+    assert all(b.num_rows >= 7 for b in batches[:-1])
+    assert live.model() == MODEL
+
+
+def test_milvus_lite_opens_again_after_its_connection_sat_idle(tmp_path):
     """Processes that load, wait, then search (tests, notebooks, `vidx serve`) reuse one connection."""
-    load_collection(store, embeddings_table(20), "videos", "key", {}, "v1")
+    store = VectorStore(str(tmp_path / "vidx.db"))
+    load(store, write(tmp_path / "videos", embeddings_table(20)), "v1")
     time.sleep(40)  # milvus-lite's gRPC server dropped pymilvus' default keepalive after ~30 s
     assert VectorStore(store.uri).count("videos") == 20
 

@@ -1,0 +1,117 @@
+"""What a request may bring: a bounded body, clips uploaded with it, and videos of the served library.
+
+Over HTTP, VIDEO(..) never opens a path or URL a client names: it is a video of the served
+library (its video_id, or a uri the collection holds: the stored vector is used, nothing is
+opened), or a clip uploaded in the same request (decoded from a temporary file, deleted after).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from storage.vectorstore import VectorStore
+
+from ..errors import NotFound, TooLarge, UserError
+
+MAX_CLIPS = 4  # files per request
+MAX_FIELDS = 64  # form fields per request
+SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")  # an upload keeps its file name's extension, nothing else of it
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413, before it is read when its
+    Content-Length says so, else as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def too_large(self) -> TooLarge:
+        return TooLarge(f"request body over the {self.max_bytes / 2**20:g} MiB limit (vidx serve --max-upload-mb)")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse(status_code=413, content={"error": str(self.too_large())})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise self.too_large()  # inside the route: answered by the app's user-error handler
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+
+def is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+@contextlib.asynccontextmanager
+async def request_fields(request: Request) -> AsyncIterator[tuple[dict, dict[str, str]]]:
+    """(fields, clips) of a JSON or multipart request: a JSON object's members, or a form's text
+    fields; clips maps each uploaded file's field name to a temporary copy, removed on exit."""
+    if not is_form(request):
+        try:
+            fields = json.loads(await request.body())
+        except ValueError as e:
+            raise UserError(f"the request body is not JSON ({e})") from None
+        if not isinstance(fields, dict):
+            raise UserError("the request body must be a JSON object")
+        yield fields, {}
+        return
+    async with request.form(max_files=MAX_CLIPS, max_fields=MAX_FIELDS) as form:
+        with tempfile.TemporaryDirectory(prefix="vidx-upload-") as directory:
+            fields, clips = {}, {}
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    clips[name] = _save(value, Path(directory) / f"clip{len(clips)}")
+                else:
+                    fields[name] = value
+            yield fields, clips
+
+
+def _save(upload: UploadFile, stem: Path) -> str:
+    suffix = Path(upload.filename or "").suffix
+    path = stem.with_suffix(suffix if SUFFIX.fullmatch(suffix) else "")
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out)
+    if path.stat().st_size == 0:
+        raise UserError(f"uploaded clip {upload.filename!r} is empty")
+    return str(path)
+
+
+class LibraryVideos:
+    """A server's VIDEO(..): a video of the library, or a clip uploaded with the request."""
+
+    def __init__(self, store: VectorStore, uploads: dict[str, str]):
+        self.store, self.uploads = store, set(uploads.values())
+
+    def __call__(self, value: str) -> tuple[str, str]:
+        if value in self.uploads:
+            return "VIDEO", value
+        quoted = json.dumps(value)
+        rows = self.store.query(self.store.resolve("videos"), filter=f"video_id == {quoted} or uri == {quoted}",
+                                output_fields=["video_id"], limit=1)
+        if not rows:
+            raise NotFound(f"VIDEO({value!r}) is not a video of the served library: give a video_id or uri it "
+                           "holds, or upload a clip")
+        return "ID", rows[0]["video_id"]

@@ -1,0 +1,109 @@
+"""The command line starts without heavy imports and turns user errors into one line, bugs into tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from encoders.config import get_model_config
+from jobs.__main__ import build_parser, main
+from jobs.errors import NotFound, TooLarge, UserError, user_error_status
+from storage.sql import QueryError
+
+HEAVY = ("torch", "open_clip", "ray", "pymilvus", "decord")
+# One valid command line per command: what `vidx COMMAND ...` parses before it runs anything.
+COMMAND_LINES = [
+    ["demo"], ["index", "--manifest", "m.jsonl", "--output", "out"], ["nightly", "--manifest", "m", "--workdir", "w"],
+    ["load", "--embeddings", "out"], ["search", "--text", "a dog"], ["query", "SELECT * FROM videos"], ["serve"],
+    ["eval", "--embeddings", "out"], ["train", "--manifest", "m", "--output", "o"], ["synth", "--out", "s"],
+]
+
+
+def imported_after(code: str) -> list[str]:
+    """The HEAVY modules a fresh interpreter has imported after running `code`."""
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_parsing_every_command_imports_nothing_heavy():
+    code = (f"from jobs.__main__ import build_parser\n"
+            f"for argv in {COMMAND_LINES!r}:\n    build_parser().parse_args(argv)")
+    assert imported_after(code) == []
+
+
+def test_every_command_has_help(capsys):
+    for argv in COMMAND_LINES:
+        with pytest.raises(SystemExit) as done:
+            main([argv[0], "--help"])
+        assert done.value.code == 0 and capsys.readouterr().out.startswith(f"usage: vidx {argv[0]}")
+
+
+def test_a_query_without_similarity_imports_no_torch(loaded, tmp_path):
+    output, _ = loaded
+    db = str(tmp_path / "own.db")  # milvus-lite: one process per database, so a copy of its own
+    subprocess.run([sys.executable, "-m", "jobs", "load", "--embeddings", str(output), "--db", db], check=True,
+                   capture_output=True, timeout=300)
+    sql = "SELECT video_id FROM videos WHERE colour = 'red' LIMIT 2"
+    code = f"from jobs.__main__ import main\nassert main(['query', '--db', {db!r}, {sql!r}]) == 0"
+    assert imported_after(code) == ["pymilvus"]
+
+
+def test_help_states_the_jobs_own_defaults():
+    from jobs.index import DEFAULT_BATCH_SIZE
+    from jobs.nightly import DEFAULT_KEEP
+    from jobs.serve import DEFAULT_MAX_UPLOAD_MB
+    from jobs.sink import ROWS_PER_PART
+
+    def help_text(command: str) -> str:
+        parser = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+        return " ".join(parser.format_help().split())
+
+    assert f"videos per encoder call (default {DEFAULT_BATCH_SIZE})" in help_text("index")
+    assert f"rows per Parquet part (default {ROWS_PER_PART})" in help_text("index")
+    assert f"versions kept per alias (default {DEFAULT_KEEP})" in help_text("nightly")
+    assert f"uploaded clips included (default {DEFAULT_MAX_UPLOAD_MB:g})" in help_text("serve")
+
+
+def test_a_flag_left_out_takes_the_jobs_default(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("jobs.index.index", lambda manifest, output, **options: seen.update(options) or {})
+    assert main(["index", "--manifest", "m", "--output", "o", "--workers", "2"]) == 0
+    assert seen == {"model": "clip-meanp", "workers": 2}
+
+
+def raised(error: Exception) -> Exception:
+    try:
+        raise error
+    except Exception as e:
+        return e
+
+
+def test_which_errors_are_user_errors():
+    assert user_error_status(raised(QueryError("bad"))) == 400
+    assert user_error_status(raised(UserError("bad"))) == 400
+    assert user_error_status(raised(NotFound("gone"))) == 404
+    assert user_error_status(raised(TooLarge("big"))) == 413
+    with pytest.raises(ValueError) as by_vidx:
+        get_model_config("no-such-model")  # a plain ValueError raised by vidx's own code...
+    assert user_error_status(by_vidx.value) == 400
+    with pytest.raises(ValueError) as by_numpy:
+        np.zeros(2).reshape(3)  # ... but not one raised inside a dependency
+    assert user_error_status(by_numpy.value) is None
+    assert user_error_status(raised(ValueError("from outside vidx"))) is None
+    assert user_error_status(raised(KeyError("x"))) is None
+    assert user_error_status(raised(RuntimeError("x"))) is None
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def broken(_):
+        return {}["missing"]
+
+    monkeypatch.setattr("jobs.evaluation.evaluate", broken)
+    with pytest.raises(KeyError):
+        main(["eval", "--embeddings", "anything"])

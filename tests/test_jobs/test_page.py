@@ -1,0 +1,97 @@
+"""The search page in a real browser: Debian's chromium, headless, driven by Selenium through Debian's
+chromium-driver, against the demo index (`vidx demo`: sample videos, the shipped demo model)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from jobs.demo import demo
+from jobs.serve import create_app
+from processes import wait_for
+from servers import free_port
+
+# Debian's packages (.ci/run installs them); given explicitly so Selenium Manager never downloads one.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+QUERY = "a red circle moves to the left"
+
+
+@pytest.fixture(scope="module")
+def browser(monkeypatch_module):
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(f"chromium not found ({', '.join(missing)}): apt-get install -y chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch_module.setenv("SE_OFFLINE", "true")
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory, local_ray):
+    """(page URL, the demo's manifest rows): `vidx demo` built into a temporary directory, served
+    by uvicorn on a free local port in this process (which owns the milvus-lite database)."""
+    work = tmp_path_factory.mktemp("demo")
+    demo(out=str(work))
+    manifest = [json.loads(line) for line in (work / "samples" / "manifest.jsonl").read_text().splitlines()]
+    port = free_port()
+    config = uvicorn.Config(create_app(str(work / "vidx.db")), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=60)
+    yield f"http://127.0.0.1:{port}/", manifest
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_a_text_query_shows_the_red_circle_moving_left_first(browser, demo_site, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, manifest = demo_site
+    [wanted] = [row["video_id"] for row in manifest
+                if (row["colour"], row["shape"], row["direction"]) == ("red", "circle", "left")]
+    browser.get(url)
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda b: "segments indexed" in b.find_element(By.ID, "library").text)
+    browser.find_element(By.ID, "text").send_keys(QUERY)
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results .hit"))
+    first = browser.find_element(By.CSS_SELECTOR, "#results .hit")
+    assert first.find_element(By.CLASS_NAME, "video-id").text == wanted
+    metadata = first.find_element(By.CLASS_NAME, "metadata").text
+    assert all(part in metadata for part in ("colour: red", "shape: circle", "direction: left")), metadata
+    thumbnail = first.find_element(By.TAG_NAME, "img")
+    wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", thumbnail))
+    shown = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .video-id")}
+    assert len(shown) == len(browser.find_elements(By.CSS_SELECTOR, "#results .hit"))  # each video once
+    screenshot = tmp_path / "page.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"screenshot of the page after the query: {screenshot}")
+
+    first.click()  # plays the video from the start of its best segment
+    video = browser.find_element(By.ID, "video")
+    wait.until(lambda b: b.execute_script("return arguments[0].readyState >= 1", video))
+    assert video.get_attribute("src").endswith(f"/videos/{wanted}#t=0")
+    assert browser.find_element(By.ID, "player").get_attribute("open") is not None
+    browser.save_screenshot(str(tmp_path / "player.png"))

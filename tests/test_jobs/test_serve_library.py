@@ -1,0 +1,208 @@
+"""The server opens only what it serves: library videos by id or uri, clips uploaded with the request,
+thumbnails and range-streamed videos of the served collection; never a path or URL a client names."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import PIL.Image
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from encoders.thumbnails import frame_at
+from jobs.search import search
+from jobs.serve import create_app
+from servers import free_port
+
+UPLOAD_LIMIT = 200_000  # bytes: above a synth clip (~12 KB), below what the tests send to be refused
+
+
+@pytest.fixture(scope="module")
+def library(loaded) -> list[dict]:
+    """The served rows of segment 0, one per video."""
+    output, _ = loaded
+    rows = pq.read_table(output / "videos").to_pylist()
+    return sorted((r for r in rows if r["status"] == "ok" and r["segment"] == 0), key=lambda r: r["video_id"])
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("thumbnails")
+
+
+@pytest.fixture(scope="module")
+def client(loaded, cache_dir) -> TestClient:
+    _, db = loaded
+    return TestClient(create_app(db, cache_dir=cache_dir, max_upload_bytes=UPLOAD_LIMIT))
+
+
+@pytest.fixture(scope="module")
+def outside(library, tmp_path_factory) -> Path:
+    """A good video outside the library: a server that decoded it would answer with results."""
+    path = tmp_path_factory.mktemp("outside") / "clip.mp4"
+    shutil.copy(library[0]["uri"], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def probe_server(outside):
+    """An HTTP server on 127.0.0.1 serving the outside clip, recording every request it receives."""
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append((self.command, self.path))
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.end_headers()
+            self.wfile.write(outside.read_bytes())
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4", requests
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def probes(library, outside, probe_server) -> list[str]:
+    library_dir = Path(library[0]["uri"]).parent
+    return ["/etc/passwd", "../../../../../../etc/passwd", f"{library_dir}/../../{outside.parent.name}/clip.mp4",
+            str(outside), f"file://{outside}", probe_server[0]]
+
+
+def test_video_over_http_names_only_the_library(client, library, outside, probe_server):
+    for value in probes(library, outside, probe_server):
+        sql = f"SELECT video_id FROM videos ORDER BY similarity(VIDEO('{value}')) DESC LIMIT 3"
+        response = client.post("/query", json={"sql": sql})
+        assert response.status_code == 404, (value, response.text)
+        assert response.json()["error"] == (f"VIDEO({value!r}) is not a video of the served library: give a "
+                                            "video_id or uri it holds, or upload a clip")
+        assert client.post("/search", json={"video": value}).status_code == 404
+        assert client.post("/search", json={"video_id": value}).status_code == 404
+        assert client.get(f"/videos/{quote(value, safe='')}").status_code == 404
+        assert client.get(f"/thumbnails/{quote(value, safe='')}").status_code == 404
+    assert probe_server[1] == []  # no HEAD, no GET: the server never fetched the URL
+
+
+def test_a_library_video_by_id_or_uri(client, library):
+    first = library[0]
+    for value in (first["video_id"], first["uri"]):
+        hits = client.post("/search", json={"video": value, "k": 3, "where": "segment == 0"}).json()
+        assert hits[0]["video_id"] == first["video_id"]
+        sql = f"SELECT video_id FROM videos WHERE segment = 0 ORDER BY similarity(VIDEO('{value}')) DESC LIMIT 3"
+        assert client.post("/query", json={"sql": sql}).json()[0]["video_id"] == first["video_id"]
+
+
+def test_an_uploaded_clip_is_decoded_from_a_temporary_file(client, library):
+    """The upload is another copy of a library video: it finds that video, and leaves no file behind."""
+    first = library[0]
+    clip = Path(first["uri"]).read_bytes()
+    before = set(Path(tempfile.gettempdir()).glob("vidx-upload-*"))
+    response = client.post("/search", data={"k": "3", "where": "segment == 0"},
+                           files={"clip": ("holiday.mp4", clip, "video/mp4")})
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["video_id"] == first["video_id"]
+    response = client.post("/query", data={"sql": "SELECT video_id, score FROM videos WHERE segment = 0 AND "
+                                                   "colour = :c ORDER BY similarity(VIDEO(:clip)) DESC LIMIT 2",
+                                            "c": first["colour"]},
+                           files={"clip": ("clip.mp4", clip, "video/mp4")})
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["video_id"] == first["video_id"]
+    assert set(Path(tempfile.gettempdir()).glob("vidx-upload-*")) == before
+
+
+def test_an_upload_that_is_not_a_video_is_a_400(client):
+    response = client.post("/search", files={"clip": ("notes.mp4", b"just some text\n" * 100, "video/mp4")})
+    assert response.status_code == 400 and response.json()["error"].startswith("not a readable video")
+    response = client.post("/search", files={"clip": ("empty.mp4", b"", "video/mp4")})
+    assert response.status_code == 400 and response.json()["error"] == "uploaded clip 'empty.mp4' is empty"
+
+
+def test_a_body_over_the_limit_is_a_413(client):
+    big = b"\0" * (UPLOAD_LIMIT + 1)
+    response = client.post("/search", files={"clip": ("big.mp4", big, "video/mp4")})  # with a Content-Length
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        boundary = b"--xyz\r\nContent-Disposition: form-data; name=\"clip\"; filename=\"big.mp4\"\r\n\r\n"
+        yield boundary
+        for _ in range(UPLOAD_LIMIT // 10_000 + 2):
+            yield b"\0" * 10_000
+
+    response = client.post("/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def test_videos_stream_with_range_requests(client, library):
+    first = library[0]
+    data = Path(first["uri"]).read_bytes()
+    whole = client.get(f"/videos/{first['video_id']}")
+    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
+    part = client.get(f"/videos/{first['video_id']}", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+
+
+def pixels(image: PIL.Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def test_thumbnails_are_made_once_at_the_segment_start(client, loaded, cache_dir):
+    output, _ = loaded
+    segment = next(r for r in pq.read_table(output / "videos").to_pylist() if r["segment"] == 1)
+    url = f"/thumbnails/{quote(segment['key'], safe='')}"
+    response = client.get(url)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    shown = pixels(PIL.Image.open(io.BytesIO(response.content)))
+    at_start, first = pixels(frame_at(segment["uri"], segment["start_s"])), pixels(frame_at(segment["uri"], 0.0))
+    assert segment["start_s"] == 2.0 and shown.shape == at_start.shape
+    # JPEG leaves ~4 levels of the videos' noise; the shape has moved since 0 s: ~13
+    assert np.abs(shown - at_start).mean() < np.abs(shown - first).mean() / 2
+    [cached] = [p for p in cache_dir.iterdir() if p.suffix == ".jpg"]
+    made = cached.stat().st_mtime_ns
+    assert client.get(url).content == response.content and cached.stat().st_mtime_ns == made
+
+
+def test_the_page_and_its_library(client):
+    page = client.get("/")
+    assert page.status_code == 200 and '<form id="search" role="search">' in page.text
+    assert client.get("/static/page.js").status_code == 200
+    body = client.get("/openapi.json").json()["paths"]["/search"]["post"]["requestBody"]["content"]
+    assert {"text", "video", "per_video"} <= set(body["application/json"]["schema"]["properties"])
+    library = client.get("/library").json()
+    assert library["videos"]["metadata"] == ["background", "colour", "direction", "shape"]
+    assert library["videos"]["rows"] > 0 and library["captions"]["model"]["name"] == "tiny"
+
+
+def test_per_video_search_shows_each_video_once_at_its_best_segment(client, loaded):
+    _, db = loaded
+    segments = search(db, text="a blue square moves up", k=1000)
+    best = {}
+    for hit in segments:
+        best.setdefault(hit["video_id"], hit)
+    hits = client.post("/search", json={"text": "a blue square moves up", "k": 5, "per_video": True}).json()
+    assert [h["key"] for h in hits] == [h["key"] for h in list(best.values())[:5]]
+
+
+def test_media_need_the_token_from_a_header_or_the_pages_cookie(loaded, library, cache_dir):
+    _, db = loaded
+    client = TestClient(create_app(db, token="s3cret", cache_dir=cache_dir))
+    url = f"/videos/{library[0]['video_id']}"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    client.cookies.set("vidx_token", "s3cret")
+    assert client.get(url).status_code == 200 and client.get("/").status_code == 200
