@@ -14,6 +14,10 @@ HEADS = ("clip2video", "meanp")
 SEEK_MODES = ("exact", "keyframe")
 
 
+class ModelConfigError(ValueError):
+    """A model name, option or config that describes no model vidx can build; one line."""
+
+
 @dataclass(frozen=True)
 class SamplingCfg:
     """The paper's frame sampling: a 5 fps grid, every `feature_framerate`-th, at most `max_frames`."""
@@ -27,7 +31,7 @@ class SamplingCfg:
 
     def __post_init__(self):
         if self.seek not in SEEK_MODES:
-            raise ValueError(f"seek {self.seek!r} is not one of {SEEK_MODES}")
+            raise ModelConfigError(f"seek {self.seek!r} is not one of {SEEK_MODES}")
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def _parse_config(name: str, raw: dict[str, Any]) -> ModelCfg:
     sampling = SamplingCfg(**raw.pop("sampling", {}))
     cfg = ModelCfg(name=name, temporal=temporal, sampling=sampling, **raw)
     if cfg.head not in HEADS:
-        raise ValueError(f"model config {name!r}: head {cfg.head!r} is not one of {HEADS}")
+        raise ModelConfigError(f"model config {name!r}: head {cfg.head!r} is not one of {HEADS}")
     return cfg
 
 
@@ -96,4 +100,4 @@ def get_model_config(name: str) -> ModelCfg:
     try:
         return _MODEL_CONFIGS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}. Available: {', '.join(list_models())}") from None
+        raise ModelConfigError(f"unknown model {name!r}. Available: {', '.join(list_models())}") from None

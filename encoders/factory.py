@@ -11,7 +11,7 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from . import checkpoint as ckpt
-from .config import ModelCfg, get_model_config
+from .config import ModelCfg, ModelConfigError, get_model_config
 from .encoder import VideoTextEncoder
 from .model import CLIP2Video, MeanPoolCLIP, VideoTextModel
 
@@ -34,7 +34,7 @@ def resolve_autocast(device: torch.device, precision: str | None) -> torch.dtype
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in choices:
-        raise ValueError(f"precision {precision!r} is not one of {sorted(choices)}")
+        raise ModelConfigError(f"precision {precision!r} is not one of {sorted(choices)}")
     return choices[precision]
 
 
@@ -81,7 +81,7 @@ def build_module(cfg: ModelCfg, checkpoint: str | None) -> VideoTextModel:
         checkpoint = str(_PACKAGE_DIR / cfg.weights)
     if checkpoint is None:
         if cfg.requires_checkpoint:
-            raise ValueError(
+            raise ModelConfigError(
                 f"model {cfg.name!r} needs a checkpoint (an official pytorch_model.bin.N); "
                 "without one, use 'clip-meanp' (zero-shot CLIP, frame mean-pooling)"
             )

@@ -1,22 +1,15 @@
 """User errors: what the user asked cannot be done, said in one line (CLI exit 2, HTTP 4xx).
 
-Everything else is a bug and keeps its traceback. An exception is a user error when
-
-- its class is one of vidx's own (defined in jobs, encoders or storage: QueryError, ManifestError,
-  CheckpointError, VectorStoreError, VideoDecodeError, the classes below, and any such class a
-  module adds: vidx defines exception classes only for bad input), or
-- it is a plain ValueError raised by vidx's own code (a bad flag value, say); a ValueError raised
-  inside numpy, pyarrow or any other dependency is a bug.
-
-encoders and storage cannot import jobs, so their errors are recognised by where they are defined.
+An exception is a user error when its class is one of vidx's own: UserError and the classes below
+in jobs, and in encoders and storage (which cannot import jobs) ModelConfigError, CheckpointError,
+VideoDecodeError, ManifestError, DatasetError, QueryError, VectorStoreError. vidx defines exception
+classes only for bad input, so where a class is defined says what it is. Everything else (a
+ValueError inside numpy, a KeyError anywhere) is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 VIDX_PACKAGES = ("jobs", "encoders", "storage")
-_VIDX_DIRS = tuple(Path(__file__).resolve().parents[1] / name for name in VIDX_PACKAGES)
 
 
 class UserError(ValueError):
@@ -41,23 +34,9 @@ def _defined_by_vidx(error_type: type) -> bool:
     return error_type.__module__.split(".")[0] in VIDX_PACKAGES
 
 
-def _raised_by_vidx(error: BaseException) -> bool:
-    frame = error.__traceback__
-    if frame is None:
-        return False
-    while frame.tb_next is not None:
-        frame = frame.tb_next
-    path = Path(frame.tb_frame.f_code.co_filename).resolve()
-    return any(path.is_relative_to(directory) for directory in _VIDX_DIRS)
-
-
 def user_error_status(error: BaseException) -> int | None:
     """The HTTP status that answers `error` when it is a user error; None when it is a bug."""
-    if _defined_by_vidx(type(error)):
-        return getattr(error, "status", 400)
-    if type(error) is ValueError and _raised_by_vidx(error):
-        return 400
-    return None
+    return getattr(error, "status", 400) if _defined_by_vidx(type(error)) else None
 
 
 def one_line(error: BaseException) -> str:

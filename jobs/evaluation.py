@@ -35,6 +35,8 @@ import pyarrow.compute as pc
 
 from storage.dataset import CAPTIONS, VIDEOS, read_live
 
+from .errors import UserError
+
 RECALL_AT = (1, 5, 10)
 QUERY_CHUNK = 4096  # rows compared at once: bounds the boolean temporaries of a large matrix
 
@@ -137,7 +139,7 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
 def _read(directory: str, key_column: str, columns: list[str]) -> pa.Table:
     table = read_live(directory, key_column=key_column, columns=columns)
     if table is None or table.num_rows == 0:
-        raise ValueError(f"{directory} holds no embeddings: is this the --output of `python -m jobs index`?")
+        raise UserError(f"{directory} holds no embeddings: is this the --output of `python -m jobs index`?")
     return table
 
 
@@ -149,19 +151,19 @@ def evaluate(embeddings: str) -> dict:
     videos = videos.filter(pc.equal(videos["status"], "ok")).sort_by("video_id")
     video_ids = videos["video_id"].to_pylist()
     if not video_ids:
-        raise ValueError(f"{root}/{VIDEOS} holds no video with status ok")
+        raise UserError(f"{root}/{VIDEOS} holds no video with status ok")
     repeated = next((a for a, b in zip(video_ids, video_ids[1:]) if a == b), None)
     if repeated is not None:
-        raise ValueError(f"video {repeated!r} has several segment rows; eval needs one row per video: "
+        raise UserError(f"video {repeated!r} has several segment rows; eval needs one row per video: "
                          "index without --segment-seconds")
     column_of = {video_id: i for i, video_id in enumerate(video_ids)}
     indexed = captions.filter(pc.is_in(captions["video_id"], pa.array(video_ids, pa.string())))
     if indexed.num_rows == 0:
-        raise ValueError(f"none of the {captions.num_rows} captions belongs to a video indexed with status ok")
+        raise UserError(f"none of the {captions.num_rows} captions belongs to a video indexed with status ok")
     indexed = indexed.sort_by([("video_id", "ascending"), ("caption_id", "ascending")])
     caption_vectors, video_vectors = embedding_matrix(indexed), embedding_matrix(videos)
     if caption_vectors.shape[1] != video_vectors.shape[1]:
-        raise ValueError(f"captions have D={caption_vectors.shape[1]} but videos D={video_vectors.shape[1]}: "
+        raise UserError(f"captions have D={caption_vectors.shape[1]} but videos D={video_vectors.shape[1]}: "
                          "not one model's embeddings")
     # The stored vectors carry the model's branch weighting; the logit scale would not change a rank.
     sim = caption_vectors @ video_vectors.T

@@ -24,6 +24,7 @@ from storage.runs import new_run_id, write_run_record
 
 from .cluster import (DEVICES, actor_resources, check_gpus_visible, check_paths_reach_every_node, cluster_address,
                       connect, encoder_pool)
+from .errors import UserError
 from .plan import Plan, make_plan, metadata_columns
 from .sink import NODE_COLUMNS, ROWS_PER_PART, PartsDatasink
 from .workers import CaptionEncoder, VideoEncoder, decode_item
@@ -135,11 +136,11 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
     cannot run; a bad video is an 'error' row, never an exception.
     """
     if workers < 1 or batch_size < 1:
-        raise ValueError("--workers and --batch-size must be at least 1")
+        raise UserError("--workers and --batch-size must be at least 1")
     if segment_seconds is not None and segment_seconds <= 0:
-        raise ValueError("--segment-seconds must be positive")
+        raise UserError("--segment-seconds must be positive")
     if device not in DEVICES:
-        raise ValueError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise UserError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
     shared_dirs = list(shared_dirs or [])
     timings, started = {}, time.perf_counter()
     table = read_manifest(manifest)

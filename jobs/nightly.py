@@ -22,6 +22,7 @@ from storage.collections import retire_versions
 from storage.runs import new_run_id, write_run_record
 from storage.vectorstore import VectorStore
 
+from .errors import UserError
 from .index import index
 from .load import load
 
@@ -45,7 +46,7 @@ def workdir_lock(workdir: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"another nightly run is working in {workdir}; wait for it to finish") from None
+            raise UserError(f"another nightly run is working in {workdir}; wait for it to finish") from None
         yield
 
 
@@ -68,7 +69,7 @@ def night_stats(indexed: dict, loaded: dict, retired: dict, durations: dict) -> 
 def nightly(manifest: str, workdir: str, db: str, keep: int = DEFAULT_KEEP, **index_options) -> dict:
     """Bring what `db` serves in line with `manifest`, re-encoding only what changed; the night's stats."""
     if keep < 1:
-        raise ValueError("--keep must be at least 1 (the served version)")
+        raise UserError("--keep must be at least 1 (the served version)")
     run_id = new_run_id()
     durations, started = {}, time.perf_counter()
     with workdir_lock(workdir):

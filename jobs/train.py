@@ -41,6 +41,7 @@ from encoders.video import VideoDecodeError, decode_video
 from storage.manifest import read_manifest
 
 from .cluster import connect
+from .errors import UserError
 from .train_records import (LOSS_CSV, LOSS_PNG, STATS_JSON, epoch_means, plot_loss, publish, read_loss_csv,
                             write_loss_csv)
 from .index import VIDEOS_PER_DECODE_TASK
@@ -282,9 +283,9 @@ def check_options(epochs: int, batch_size: int, checkpoint_every: int, workers: 
              "--workers": (workers, 1)}
     for flag, (value, minimum) in least.items():
         if value < minimum:
-            raise ValueError(f"{flag} {value}: must be at least {minimum}")
+            raise UserError(f"{flag} {value}: must be at least {minimum}")
     if head not in (None, "clip2video", "meanp"):
-        raise ValueError(f"--head {head!r} is not one of clip2video, meanp")
+        raise UserError(f"--head {head!r} is not one of clip2video, meanp")
 
 
 def train(manifest: str, output: str, init: str = "tiny", head: str | None = None, epochs: int = 10,
@@ -314,7 +315,7 @@ def train(manifest: str, output: str, init: str = "tiny", head: str | None = Non
     decoded, errors = decode_dataset(rows, encoder.sampling, encoder.image_size)
     videos = decoded.count()
     if videos < 2 * workers:
-        raise ValueError(f"{manifest}: {videos} usable captioned videos; training needs at least {2 * workers}")
+        raise UserError(f"{manifest}: {videos} usable captioned videos; training needs at least {2 * workers}")
     batch_size = min(batch_size, videos // workers)
     decoded_at = time.perf_counter()
     config = {"manifest": manifest, "init": init, "head": head, "epochs": epochs, "batch_size": batch_size, "lr": lr,

@@ -27,9 +27,10 @@ logger = logging.getLogger(__name__)
 # kept), and a digest of the rows loaded (a night that changed nothing loads nothing).
 PREVIOUS_PROPERTY = "vidx.previous"
 DIGEST_PROPERTY = "vidx.digest"
-# Not served: constant on served rows ("ok", no error), or a setting of the run that wrote the row
-# (null for whole videos; start_s and end_s give each row's span).
-NOT_SERVED = ("status", "error", "segment_seconds")
+# Not served: constant on served rows ("ok", no error), a setting of the run that wrote the row
+# (null for whole videos; start_s and end_s give each row's span), or how the row was made (the
+# sampled frames' times: a list no filter can use).
+NOT_SERVED = ("status", "error", "error_kind", "segment_seconds", "sampled_times")
 # Vectors read back after a load and compared with the Parquet rows they came from.
 VALIDATION_SAMPLE = 64
 # Bytes of vectors per insert request (4,096 rows at 1024-d). Against Milvus 2.3.5 here, requests of

@@ -64,6 +64,10 @@ CAPTION_FIELDS = [
 ]
 
 
+class DatasetError(ValueError):
+    """An embeddings dataset vidx cannot use as it is (not made by vidx, mixed models); one line."""
+
+
 def embedding_field(dim: int) -> pa.Field:
     return pa.field("embedding", pa.list_(pa.float32(), dim))
 
@@ -263,9 +267,9 @@ class LiveRows:
         """The model record in the footers of the parts holding live rows; they must all agree."""
         records = {self.models[i] for i in np.unique(self.rows["_part"].to_numpy())}
         if None in records:
-            raise ValueError("the embeddings carry no model record (not written by vidx index?)")
+            raise DatasetError("the embeddings carry no model record (not written by vidx index?)")
         if len(records) > 1:
-            raise ValueError(f"the live rows were made by {len(records)} different models; run vidx index again")
+            raise DatasetError(f"the live rows were made by {len(records)} different models; run vidx index again")
         return json.loads(records.pop())
 
     def batches(self, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from encoders.config import get_model_config
+from encoders.config import ModelConfigError, get_model_config
 from jobs.__main__ import build_parser, main
 from jobs.errors import NotFound, TooLarge, UserError, user_error_status
 from storage.sql import QueryError
@@ -89,13 +89,13 @@ def test_which_errors_are_user_errors():
     assert user_error_status(raised(UserError("bad"))) == 400
     assert user_error_status(raised(NotFound("gone"))) == 404
     assert user_error_status(raised(TooLarge("big"))) == 413
-    with pytest.raises(ValueError) as by_vidx:
-        get_model_config("no-such-model")  # a plain ValueError raised by vidx's own code...
-    assert user_error_status(by_vidx.value) == 400
+    with pytest.raises(ModelConfigError) as unknown_model:
+        get_model_config("no-such-model")  # defined in encoders, which cannot import jobs
+    assert user_error_status(unknown_model.value) == 400
     with pytest.raises(ValueError) as by_numpy:
-        np.zeros(2).reshape(3)  # ... but not one raised inside a dependency
+        np.zeros(2).reshape(3)  # a ValueError, but a bug: vidx never lets numpy judge its input
     assert user_error_status(by_numpy.value) is None
-    assert user_error_status(raised(ValueError("from outside vidx"))) is None
+    assert user_error_status(raised(ValueError("a contract broken inside vidx"))) is None
     assert user_error_status(raised(KeyError("x"))) is None
     assert user_error_status(raised(RuntimeError("x"))) is None
 
