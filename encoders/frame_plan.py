@@ -21,9 +21,13 @@ class FrameTable:
     duration: float  # seconds: the last start plus the last frame's display time
     packet: np.ndarray  # (N,) int64 position of each frame's packet in decode (file) order
     keyframe: np.ndarray  # (N,) bool: decodable without any earlier packet
+    # Only the keyframes' pts were read; the others are estimates that order and count the frames
+    # (video.read_keyframe_table), so only keyframes may be decoded by this table.
+    keyframe_times_only: bool = False
 
     @classmethod
-    def from_packets(cls, pts, keyframes, time_base: float, single_frame_s: float) -> FrameTable:
+    def from_packets(cls, pts, keyframes, time_base: float, single_frame_s: float,
+                     keyframe_times_only: bool = False) -> FrameTable:
         """From per-packet values in decode order. The last frame shows as long as the shortest
         frame interval (containers rarely know its true length); a lone frame for single_frame_s."""
         pts = np.asarray(pts, np.int64)
@@ -32,7 +36,7 @@ class FrameTable:
         steps = np.diff(starts)
         last = steps[steps > 0].min() if (steps > 0).any() else single_frame_s
         return cls(pts[order], starts, float(starts[-1] + last), order.astype(np.int64),
-                   np.asarray(keyframes, bool)[order])
+                   np.asarray(keyframes, bool)[order], keyframe_times_only)
 
     def __len__(self) -> int:
         return len(self.pts)

@@ -157,6 +157,60 @@ def read_frame_table(container, stream) -> FrameTable:
     return FrameTable.from_packets(pts, keyframes, time_base, single_frame_s)
 
 
+def read_keyframe_table(container, stream) -> FrameTable | None:
+    """Keyframe mode's table without reading every packet. Where the container's index lists every
+    frame (MP4, MOV), it gives each frame's decode time, keyframe flag and bytes; one packet read
+    per keyframe (a seek each) gives that keyframe's presentation time. In a closed-GOP stream
+    the frames decoded between two keyframes show between them: they are counted there, evenly
+    spaced (keyframe mode never decodes them), and the last shows at the last decode time plus
+    the stream's reorder delay.
+
+    None where reading every packet is the way: a partial index (Matroska and WebM cues list some
+    keyframes only), keyframes too dense for a seek each, an index a seek does not agree with, an
+    open GOP (a frame after a keyframe in the file shows before it).
+    """
+    entries = stream.index_entries
+    count = len(entries)
+    if count == 0 or count != stream.frames:
+        return None
+    dts = np.fromiter((entry.timestamp for entry in entries), np.int64, count)
+    keyframe = np.fromiter((entry.is_keyframe for entry in entries), bool, count)
+    ends = np.fromiter((entry.pos + entry.size for entry in entries), np.int64, count)
+    present = int((ends <= os.path.getsize(container.name)).sum())
+    if present < count:  # a faststart file cut short: its index lists frames the file lacks
+        raise VideoDecodeError(f"truncated: {present} of {count} frames are in the file")
+    keys = np.flatnonzero(keyframe)
+    first = next(_packets(container, stream), None)
+    if len(keys) * SEEK_AHEAD > count or keys[0] != 0 or first is None or first.dts != dts[0]:
+        return None
+    delay = first.pts - first.dts  # the decoder's reorder delay, in the stream's time base
+    key_pts = []
+    for position in keys.tolist():  # seeks go by presentation time
+        container.seek(int(dts[position] + delay), stream=stream, backward=True)
+        packets = _packets(container, stream)
+        packet, after = next(packets, None), next(packets, None)
+        if packet is None or packet.dts != dts[position] or not packet.is_keyframe:
+            return None
+        if after is not None and after.pts < packet.pts:
+            return None
+        key_pts.append(packet.pts)
+    last_pts = int(dts[-1] + delay)
+    if last_pts <= key_pts[-1] and count > keys[-1] + 1:
+        return None
+    gop_ends = [*key_pts[1:], last_pts]
+    gop_sizes = np.diff(np.append(keys, count))
+    pts = np.concatenate([np.linspace(start, end, size, endpoint=end == last_pts).round().astype(np.int64)
+                          for start, end, size in zip(key_pts, gop_ends, gop_sizes)])
+    if np.any(np.diff(pts) <= 0):  # keyframes too close in time to place the frames between
+        return None
+    time_base = float(stream.time_base)
+    steps = np.diff((np.unique(dts) - dts.min()) * time_base)  # the shortest frame shows last, as read_frame_table
+    last_frame_s = float(steps.min()) if len(steps) else 1 / float(stream.average_rate or 25)
+    starts = (pts - pts[0]) * time_base
+    return FrameTable(pts, starts, float(starts[-1] + last_frame_s), np.arange(count, dtype=np.int64), keyframe,
+                      keyframe_times_only=True)
+
+
 class PacketCursor:
     """One stream's packets read forward in decode order. Over a gap it seeks where the container
     indexes every frame (MP4, MOV: a seek lands on the keyframe asked for) and reads through
@@ -165,7 +219,9 @@ class PacketCursor:
     def __init__(self, container, stream, table: FrameTable):
         self._container, self._stream = container, stream
         self._pts_at = table.pts[np.argsort(table.packet)]  # the pts of each decode position
-        self._position_of = {int(pts): position for position, pts in enumerate(self._pts_at.tolist())}
+        # Packets are told apart by pts: by the keyframes' alone where the others' are estimates.
+        known = table.keyframe[np.argsort(table.packet)] if table.keyframe_times_only else np.ones(len(table), bool)
+        self._position_of = {int(self._pts_at[position]): int(position) for position in np.flatnonzero(known)}
         self._seekable = len(stream.index_entries) == len(table)
         self._packets = _packets(container, stream)
         self._next = 0  # decode position of the packet the reader would return next
@@ -230,6 +286,18 @@ def _upright_resized(frame: av.VideoFrame, rotation: int, size: int) -> torch.Te
     return resize_center_crop(rgb[None], size)[0]
 
 
+def _frame_table(path: str, seek: str) -> tuple[FrameTable, tuple[int, int, str]]:
+    """The table the seek mode needs, and the stream's (width, height, codec)."""
+    with open_video(path) as (container, stream):
+        context = stream.codec_context
+        described = context.width, context.height, context.name
+        table = read_keyframe_table(container, stream) if seek == "keyframe" else None
+    if table is None:  # from the start of a freshly opened file: the keyframe table's seeks moved this one
+        with open_video(path) as (container, stream):
+            table = read_frame_table(container, stream)
+    return table, described
+
+
 def pick_frames(table: FrameTable, sampling: SamplingCfg, start_s: float, end_s: float, per_slot: int) -> np.ndarray:
     """Frame indices for one span: the paper's frames (exact), or the nearest keyframes."""
     if sampling.seek == "keyframe":
@@ -249,10 +317,7 @@ def decode_video(
     """
     with local_copy(uri) as path:
         try:
-            with open_video(path) as (container, stream):
-                table = read_frame_table(container, stream)
-                context = stream.codec_context
-                width, height, codec = context.width, context.height, context.name
+            table, (width, height, codec) = _frame_table(path, sampling.seek)
             spans = segment_bounds(table.duration, segment_seconds)
             picks = [pick_frames(table, sampling, start, end, per_slot) for start, end in spans]
             frames, rotation = decode_frames(path, table, np.unique(np.concatenate(picks)), image_size)

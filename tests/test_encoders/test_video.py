@@ -228,6 +228,24 @@ def test_keyframe_mode_gives_the_nearest_keyframes_decoding_nothing_else(good_vi
     assert all(first == last for first, last in runs)  # one packet per run: keyframes only
 
 
+@pytest.mark.parametrize("name", ["long_gop", "vfr", "h264"])
+def test_keyframe_mode_reads_only_keyframe_packets_where_the_container_indexes_every_frame(good_videos, name,
+                                                                                          monkeypatch):
+    """MP4 lists every frame in its index: the table comes from there and two packets per keyframe,
+    so a long video costs keyframe mode no pass over its packets, and the row is the same."""
+    path = str(good_videos[name])
+    exact_info, _ = decode_video(path, SamplingCfg(), SIZE)
+    read, packets = [], video_module._packets
+    monkeypatch.setattr(video_module, "_packets", lambda c, s: (read.append(p) or p for p in packets(c, s)))
+    info, [segment] = decode_video(path, SamplingCfg(seek="keyframe"), SIZE)
+    with av.open(path) as container:
+        keyframes = sum(entry.is_keyframe for entry in container.streams.video[0].index_entries)
+    # The first packet, each keyframe and the packet after it (is the GOP closed?), the decoded ones.
+    assert len(read) <= 1 + 2 * keyframes + len(set(segment.frame_indices.tolist())) < info.num_frames
+    assert sum(not packet.is_keyframe for packet in read) <= keyframes
+    assert info == exact_info
+
+
 def test_keyframe_mode_shares_keyframes_across_segments(good_videos):
     _, segments = decode_video(str(good_videos["long_gop"]), SamplingCfg(seek="keyframe"), SIZE, segment_seconds=1.0)
     assert len(segments) == 5
