@@ -21,9 +21,9 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="encoder actors (one GPU each on GPU clusters)")
     p.add_argument("--batch-size", type=int, help="videos per encoder call (default 8)")
     p.add_argument("--segment-seconds", type=float, help="one row per segment of this length")
-    p.add_argument("--seek", choices=["exact", "keyframe"], default="exact",
-                   help="exact: the paper's frame times; keyframe: the nearest keyframes, 20x+ less decoding on "
-                        "long GOPs, a little less accurate (README: Decoding)")
+    p.add_argument("--seek", choices=["exact", "keyframe"],
+                   help="exact (default): the paper's frame times; keyframe: the nearest keyframes, far less "
+                        "decoding on long GOPs, less accurate (README: Decoding)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--rows-per-part", type=int,
                    help="rows per Parquet part (default 256): a crash loses at most this much finished work per writer")
