@@ -52,13 +52,16 @@ class ExactCopy:
 
     def __init__(self, path: Path):
         self.rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-        self.matrices = [chunk.flatten().to_numpy().reshape(len(chunk), -1)  # (n, D) views of the file
+        dim = self.rows.schema.field("embedding").type.list_size
+        self.matrices = [chunk.flatten().to_numpy().reshape(len(chunk), dim)  # (n, D) views of the file
                          for chunk in self.rows["embedding"].chunks]
 
     def search(self, vector: np.ndarray, k: int, output_fields: list[str]) -> list[dict]:
         """Top-k by inner product, best first, ties in row order: [{output fields..., "score"}]."""
         scores = np.concatenate([matrix @ np.asarray(vector, np.float32) for matrix in self.matrices])
         k = min(k, len(scores))
+        if k == 0:
+            return []
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((top, -scores[top]))]
         columns = self.rows.column_names if "*" in output_fields else output_fields

@@ -67,8 +67,8 @@ def refusal(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def library(s3, good_videos, bad_files, tmp_path_factory) -> dict:
-    """31 videos: 12 synth videos with captions and metadata, the 11 good test videos (codecs, odd
-    sizes, rotation, VFR, long GOP) and 8 broken files, as one manifest on S3 (Parquet, s3:// uris)
+    """32 videos: 12 synth videos with captions and metadata, the 12 good test videos (codecs, odd
+    sizes, rotation, VFR, long and open GOP) and 8 broken files, as one manifest on S3 (Parquet, s3:// uris)
     and one over the same files on local disk."""
     work, bucket = tmp_path_factory.mktemp("library"), new_bucket()
     rows = [json.loads(line) for line in synth(work / "synth", n=12, seed=21).read_text().splitlines()]
@@ -84,7 +84,7 @@ def library(s3, good_videos, bad_files, tmp_path_factory) -> dict:
     with fsspec.open(f"s3://{bucket}/manifest.parquet", "wb") as f:
         pq.write_table(pa.Table.from_pylist(remote), f)
     return {"bucket": bucket, "manifest": f"s3://{bucket}/manifest.parquet", "local_manifest": work / "manifest.parquet",
-            "good": 23, "bad": len(BAD_KINDS)}
+            "good": 12 + len(good_videos), "bad": len(BAD_KINDS)}
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_a_local_output_or_local_videos_on_the_cluster_are_refused_unless_shared
 
     output = f"s3://{library['bucket']}/refused"
     line = refusal(vidx(cluster, "index", "--manifest", str(library["local_manifest"]), "--output", output, *SMALL))
-    assert "31 manifest videos are local paths" in line and not fsspec.filesystem("s3").exists(output)
+    assert f"{library['good'] + library['bad']} manifest videos are local paths" in line and not fsspec.filesystem("s3").exists(output)
 
 
 def test_local_paths_declared_shared_are_accepted(cluster, good_videos, tmp_path, tmp_path_factory):

@@ -15,7 +15,7 @@ import pytest
 
 from storage.collections import load_version, retire_versions
 from storage.dataset import read_live, scan_live, write_part
-from storage.exact import copy_path
+from storage.exact import CopyWriter, ExactCopy, copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
 
 DIM = 16
@@ -112,6 +112,28 @@ def test_search_equals_brute_force_top_k(store, tmp_path):
         hits = searcher.search("videos", query, k=10, output_fields=["key"], ef=512)
         assert [h["key"] for h in hits] == keys[exact].tolist()
         np.testing.assert_allclose([h["score"] for h in hits], (vectors @ query)[exact], atol=1e-4)
+
+
+def test_a_part_whose_rows_were_all_superseded_serves_none_of_them(store, tmp_path):
+    superseded, newer = embeddings_table(40, seed=4), embeddings_table(40, seed=5, run_id="run-2")
+    others = embeddings_table(80, seed=6).slice(40)
+    load(store, write(tmp_path / "videos", superseded, newer, others), "v1")
+    live = pa.concat_tables([newer, others])
+    vectors = np.stack(live["embedding"].to_numpy(zero_copy_only=False))
+    query = vectors[3] + 0.5 * vectors[50]
+    hits = VectorStore(store.uri).search("videos", query, k=5, output_fields=["key"], ef=512)
+    assert [h["key"] for h in hits] == np.asarray(live["key"])[np.argsort(-(vectors @ query))[:5]].tolist()
+
+
+def test_the_exact_copy_reads_empty_batches(tmp_path):
+    """A load's batch can hold the empty record batch of a part with no live row."""
+    table = embeddings_table(6)
+    writer = CopyWriter(tmp_path / "videos.arrow")
+    [batch] = table.to_batches()
+    writer.write(pa.Table.from_batches([batch.slice(0, 0), batch]))
+    writer.close()
+    hits = ExactCopy(tmp_path / "videos.arrow").search(table["embedding"][2].values.to_numpy(), 1, ["key"])
+    assert [h["key"] for h in hits] == ["v2#0"]
 
 
 def test_filtered_search_returns_only_matching_rows(store, tmp_path):
