@@ -13,6 +13,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from storage.files import is_local
 
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu")
@@ -20,7 +22,7 @@ DEVICES = ("auto", "cpu")
 GPU_PROBE_SECONDS = 120
 
 
-class ClusterError(ValueError):
+class ClusterError(UserError):
     """The cluster cannot run this job as asked; one line that says what to change."""
 
 

@@ -132,8 +132,8 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
     mounts; a local --output or video path elsewhere is refused on a multi-node cluster.
     `retry_errors`: re-read videos whose rows are permanent errors (transient ones always are).
 
-    Raises ManifestError / CheckpointError / ValueError before any work starts when the job
-    cannot run; a bad video is an 'error' row, never an exception.
+    Raises ManifestError / ModelConfigError / CheckpointError / ClusterError / UserError before any
+    work when the job cannot run; a bad video is an 'error' row, never an exception.
     """
     if workers < 1 or batch_size < 1:
         raise UserError("--workers and --batch-size must be at least 1")
