@@ -159,15 +159,16 @@ def read_frame_table(container, stream) -> FrameTable:
 
 def read_keyframe_table(container, stream) -> FrameTable | None:
     """Keyframe mode's table without reading every packet. Where the container's index lists every
-    frame (MP4, MOV), it gives each frame's decode time, keyframe flag and bytes; one packet read
-    per keyframe (a seek each) gives that keyframe's presentation time. In a closed-GOP stream
+    frame (MP4, MOV), it gives each frame's decode time, keyframe flag and bytes; two packets read
+    per keyframe (a seek each) give that keyframe's presentation time and show its GOP is closed
+    (nothing after it in the file shows before it). In a closed-GOP stream
     the frames decoded between two keyframes show between them: they are counted there, evenly
     spaced (keyframe mode never decodes them), and the last shows at the last decode time plus
     the stream's reorder delay.
 
     None where reading every packet is the way: a partial index (Matroska and WebM cues list some
-    keyframes only), keyframes too dense for a seek each, an index a seek does not agree with, an
-    open GOP (a frame after a keyframe in the file shows before it).
+    keyframes only), no keyframe flags or a first frame that is not one, keyframes too dense for a
+    seek each, an index a seek does not agree with, an open GOP.
     """
     entries = stream.index_entries
     count = len(entries)
@@ -181,7 +182,7 @@ def read_keyframe_table(container, stream) -> FrameTable | None:
         raise VideoDecodeError(f"truncated: {present} of {count} frames are in the file")
     keys = np.flatnonzero(keyframe)
     first = next(_packets(container, stream), None)
-    if len(keys) * SEEK_AHEAD > count or keys[0] != 0 or first is None or first.dts != dts[0]:
+    if len(keys) == 0 or len(keys) * SEEK_AHEAD > count or keys[0] != 0 or first is None or first.dts != dts[0]:
         return None
     delay = first.pts - first.dts  # the decoder's reorder delay, in the stream's time base
     key_pts = []
