@@ -219,9 +219,10 @@ class PacketCursor:
 
     def __init__(self, container, stream, table: FrameTable):
         self._container, self._stream = container, stream
-        self._pts_at = table.pts[np.argsort(table.packet)]  # the pts of each decode position
+        decode_order = np.argsort(table.packet)
+        self._pts_at = table.pts[decode_order]  # the pts of each decode position
         # Packets are told apart by pts: by the keyframes' alone where the others' are estimates.
-        known = table.keyframe[np.argsort(table.packet)] if table.keyframe_times_only else np.ones(len(table), bool)
+        known = table.keyframe[decode_order] if table.keyframe_times_only else np.ones(len(table), bool)
         self._position_of = {int(self._pts_at[position]): int(position) for position in np.flatnonzero(known)}
         self._seekable = len(stream.index_entries) == len(table)
         self._packets = _packets(container, stream)
