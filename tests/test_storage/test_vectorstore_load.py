@@ -95,7 +95,7 @@ def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(sto
     assert store.versions("videos") == ["videos_v2", "videos_v3"] and store.alias_target("videos") == "videos_v3"
     assert retire_versions(store, "videos", keep=1) == ["videos_v2"]
     if store.embedded:  # the exact-search copies go with their versions
-        assert sorted(p.name for p in copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow"]
+        assert sorted(p.name for p in copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow", "videos_v3.f32"]
 
 
 def test_search_equals_brute_force_top_k(store, tmp_path):
@@ -125,15 +125,32 @@ def test_a_part_whose_rows_were_all_superseded_serves_none_of_them(store, tmp_pa
     assert [h["key"] for h in hits] == np.asarray(live["key"])[np.argsort(-(vectors @ query))[:5]].tolist()
 
 
-def test_the_exact_copy_reads_empty_batches(tmp_path):
-    """A load's batch can hold the empty record batch of a part with no live row."""
+def test_the_exact_copy_holds_batches_of_any_size_as_one_matrix(tmp_path):
+    """A load writes batch after batch, among them the empty batch of a part with no live row."""
     table = embeddings_table(6)
     writer = CopyWriter(tmp_path / "videos.arrow")
     [batch] = table.to_batches()
-    writer.write(pa.Table.from_batches([batch.slice(0, 0), batch]))
+    writer.write(pa.Table.from_batches([batch.slice(0, 0), batch.slice(0, 4)]))
+    writer.write(pa.Table.from_batches([batch.slice(4)]))
     writer.close()
-    hits = ExactCopy(tmp_path / "videos.arrow").search(table["embedding"][2].values.to_numpy(), 1, ["key"])
-    assert [h["key"] for h in hits] == ["v2#0"]
+    copy = ExactCopy(tmp_path / "videos.arrow")
+    np.testing.assert_array_equal(copy.matrix, np.stack(table["embedding"].to_numpy(zero_copy_only=False)))
+    hits = copy.search(table["embedding"][5].values.to_numpy(), 2, ["key", "tag"])
+    assert [(h["key"], h["tag"]) for h in hits][0] == ("v5#0", table["tag"][5].as_py())
+
+
+def test_a_swap_made_by_one_client_is_seen_by_another_at_once(store, tmp_path):
+    """Embedded milvus-lite remembers alias targets for the process: every client in it must see a swap."""
+    first, second = embeddings_table(20, seed=7), embeddings_table(20, seed=8, run_id="run-2")
+    load(store, write(tmp_path / "a", first), "v1")
+    reader = VectorStore(store.uri)
+    query = second["embedding"][3].values.to_numpy()
+    assert reader.resolve("videos") == "videos_v1"
+    reader.search("videos", query, 1, output_fields=["key"])
+    load(VectorStore(store.uri), write(tmp_path / "b", second), "v2")
+    assert reader.resolve("videos") == "videos_v2"
+    hit = reader.search("videos", query, 1, output_fields=["run_id"])[0]
+    assert hit["run_id"] == "run-2" and hit["score"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_filtered_search_returns_only_matching_rows(store, tmp_path):
