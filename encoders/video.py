@@ -174,9 +174,10 @@ def read_keyframe_table(container, stream) -> FrameTable | None:
     count = len(entries)
     if count == 0 or count != stream.frames:
         return None
-    dts = np.fromiter((entry.timestamp for entry in entries), np.int64, count)
-    keyframe = np.fromiter((entry.is_keyframe for entry in entries), bool, count)
-    ends = np.fromiter((entry.pos + entry.size for entry in entries), np.int64, count)
+    # One pass: each entry is a Python object made on access (3 µs), a third of keyframe mode's table.
+    dts, keyframe, ends = np.array([(entry.timestamp, entry.is_keyframe, entry.pos + entry.size)
+                                    for entry in entries], np.int64).T
+    keyframe = keyframe.astype(bool)
     present = int((ends <= os.path.getsize(container.name)).sum())
     if present < count:  # a faststart file cut short: its index lists frames the file lacks
         raise VideoDecodeError(f"truncated: {present} of {count} frames are in the file")
