@@ -323,11 +323,10 @@ class VectorStore:
         self.client.drop_collection(name)
         self._loaded_names.discard(name)
         self._copies.pop(name, None)
-        if self.embedded:
-            targets = _LITE_TARGETS.get(os.path.abspath(self.uri), {})
-            for alias in [a for a, target in targets.items() if name in (a, target)]:
-                del targets[alias]
         if name in self._copy_writers:
             self._copy_writers.pop(name).discard()
         if self.embedded:
             remove_copy(copy_path(self.uri, name))
+            targets = _LITE_TARGETS.get(os.path.abspath(self.uri), {})
+            for alias in [a for a, target in targets.items() if name in (a, target)]:
+                del targets[alias]
