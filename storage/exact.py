@@ -54,7 +54,7 @@ class CopyWriter:
             self.vectors_file = open(_temporary(vectors_path(self.path)), "wb")
         self.rows_writer.write_table(rows.drop_columns("embedding"))  # metadata aside, the same schema
         for chunk in rows["embedding"].chunks:
-            self.vectors_file.write(chunk.flatten().to_numpy().astype(np.float32, copy=False).tobytes())
+            self.vectors_file.write(chunk.flatten().to_numpy())  # float32, row after row
 
     def close(self) -> None:
         if self.rows_writer is not None:
