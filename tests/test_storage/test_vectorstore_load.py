@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.collections import load_version, retire_versions
+from storage.collections import inserted_batches, load_version, retire_versions, served_fields
 from storage.dataset import read_live, scan_live, write_part
 from storage.exact import CopyWriter, ExactCopy, copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
@@ -64,6 +64,25 @@ def test_load_builds_a_version_then_swaps_the_alias(store, tmp_path):
     assert store.count("videos") == 300  # loading twice gives the same collection, not twice the rows
     assert VectorStore(store.uri).model_record("videos") == MODEL  # properties read back through the alias
     assert "status" not in store.fields("videos") and "error" not in store.fields("videos")
+
+
+def test_inserts_in_flight_are_all_acknowledged_and_a_failed_one_stops_the_load(store, monkeypatch):
+    table = embeddings_table(40).drop_columns(["status", "error", "segment_seconds"])
+    store.create_collection("videos_x", "key", served_fields(table.schema, "key"), DIM, {})
+    batches = [table.slice(start, 10) for start in range(0, 40, 10)]
+    acknowledged = [batch["key"][0].as_py() for batch in inserted_batches(store, "videos_x", batches, 2)]
+    assert acknowledged == ["v0#0", "v10#0", "v20#0", "v30#0"]
+    assert store.count("videos_x") == 40
+    insert = store.insert
+
+    def refuse_the_third(name, rows):
+        if rows["key"][0].as_py() == "v20#0":
+            raise VectorStoreError("refused")
+        insert(name, rows)
+
+    monkeypatch.setattr(store, "insert", refuse_the_third)
+    with pytest.raises(VectorStoreError, match="refused"):
+        list(inserted_batches(store, "videos_x", batches, 2))
 
 
 def test_failed_validation_leaves_the_alias_where_it_was(store, tmp_path, monkeypatch):
