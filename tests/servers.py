@@ -27,11 +27,16 @@ def free_port() -> int:
 
 
 def _write_etcd_config(path: Path, client_port: int) -> None:
-    """The embedded etcd's listeners on free ports (Milvus reads this file via etcd.config.path)."""
+    """The embedded etcd's listeners on free ports (Milvus reads this file via etcd.config.path).
+
+    A test server's etcd skips fsync and waits longer for its own heartbeats: on a loaded 2-core
+    machine an fsync or scheduling stall timed its requests out, the Milvus sessions' leases
+    expired, and the server stopped serving (state Abnormal) for the rest of the test run."""
     client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{free_port()}"
     path.write_text(f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
                     f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
-                    f"initial-cluster: default={peer}\n")
+                    f"initial-cluster: default={peer}\n"
+                    "unsafe-no-fsync: true\nheartbeat-interval: 500\nelection-timeout: 5000\n")
 
 
 class MilvusStandalone:
