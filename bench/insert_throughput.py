@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from query_latency import clustered_vectors, write_dataset  # noqa: E402
 from servers import MilvusStandalone  # noqa: E402
-from storage.collections import INSERT_BYTES, inserted_batches, served_fields  # noqa: E402
+from storage.collections import insert_batches, inserted_batches, served_fields  # noqa: E402
 from storage.dataset import scan_live  # noqa: E402
 from storage.vectorstore import VectorStore  # noqa: E402
 
@@ -35,10 +35,8 @@ def insert_rows_per_s(store: VectorStore, name: str, live, in_flight: int) -> fl
     key, dim = live.key_column, live.schema.field("embedding").type.list_size
     fields = served_fields(live.schema, key)
     store.create_collection(name, key, fields, dim, {})
-    columns = [key, *[f for f, _ in fields], "embedding"]
     started = time.perf_counter()
-    rows = sum(batch.num_rows for batch in
-               inserted_batches(store, name, live.batches(columns, INSERT_BYTES // (4 * dim)), in_flight))
+    rows = sum(batch.num_rows for batch in inserted_batches(store, name, insert_batches(live, fields), in_flight))
     seconds = time.perf_counter() - started
     store.drop(name)
     return rows / seconds

@@ -82,6 +82,14 @@ def check_storable(store: VectorStore, live: LiveRows, fields: list[tuple[str, d
             f"{column} in the manifest, or serve from Milvus 2.5+ or milvus-lite")
 
 
+def insert_batches(live: LiveRows, fields: list[tuple[str, dict]]) -> Iterator[pa.Table]:
+    """The live rows as insert requests: the key, the served `fields` and the vectors, INSERT_BYTES
+    of vectors at a time."""
+    dim = live.schema.field("embedding").type.list_size
+    columns = [live.key_column, *[f for f, _ in fields], "embedding"]
+    return live.batches(columns, max(1, INSERT_BYTES // (4 * dim)))
+
+
 def inserted_batches(store: VectorStore, name: str, batches: Iterable[pa.Table], in_flight: int) -> Iterator[pa.Table]:
     """Insert each batch into `name`, up to `in_flight` requests at once; yields each batch once
     the server has acknowledged it."""
@@ -109,9 +117,9 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
     if store.has(name):
         store.drop(name)  # a half-built version of an interrupted load
     store.create_collection(name, key, fields, dim, properties)
-    columns, total = [key, *[f for f, _ in fields], "embedding"], live.rows.num_rows
+    total = live.rows.num_rows
     inserted, reported, vectors, started = 0, 0.0, {}, time.perf_counter()
-    batches = live.batches(columns, max(1, INSERT_BYTES // (4 * dim)))
+    batches = insert_batches(live, fields)
     for batch in inserted_batches(store, name, batches, 1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT):
         picked = batch.filter(pc.is_in(batch[key], pa.array(sorted(sample), pa.string())))
         vectors.update(zip(picked[key].to_pylist(), picked["embedding"].to_numpy(zero_copy_only=False)))
