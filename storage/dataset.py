@@ -14,6 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fsspec
@@ -195,19 +196,30 @@ def read_parts(directory: str, columns: list[str] | None = None) -> pa.Table | N
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Each value's index among the distinct values (a hash pass, no sort)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pc.dictionary_encode(values).indices.to_numpy()
+
+
 def live_mask(rows: pa.Table, wanted_video_ids: set[str] | None, key_column: str) -> pa.Array:
     """Rows to keep: videos still wanted (all when None), only the newest run's rows per video, one
-    row per key. Arrow kernels, not Python loops: a library's keys are millions of strings."""
-    table = pa.table({"video_id": rows["video_id"], "run_id": rows["run_id"], "key": rows[key_column],
-                      "row": pa.array(np.arange(rows.num_rows))})
-    table = table.join(table.group_by("video_id").aggregate([("run_id", "max")]), "video_id")
-    newest = pc.equal(table["run_id"], table["run_id_max"])
+    row per key. Array kernels and numpy, not Python loops (a library's keys are millions of
+    strings), and not a join: Acero's hash join kept ~450 bytes per row after it returned."""
+    video = _codes(rows["video_id"])
+    run = pc.rank(rows["run_id"], tiebreaker="dense").to_numpy()  # run ids sort by time
+    newest_run = np.zeros(video.max(initial=-1) + 1, run.dtype)
+    np.maximum.at(newest_run, video, run)
+    newest = run == newest_run[video]
     if wanted_video_ids is not None:
-        newest = pc.and_(newest, pc.is_in(table["video_id"], pa.array(sorted(wanted_video_ids), pa.string())))
+        wanted = pa.array(sorted(wanted_video_ids), pa.string())
+        newest &= pc.is_in(rows["video_id"], wanted).to_numpy(zero_copy_only=False)
     # A crash between writing a compacted part and deleting its original can leave a key twice.
-    first_rows = table.filter(newest).group_by("key").aggregate([("row", "min")])["row_min"]
+    candidates = np.flatnonzero(newest)
+    _, first = np.unique(_codes(rows[key_column])[candidates], return_index=True)
     keep = np.zeros(rows.num_rows, bool)
-    keep[first_rows.to_numpy()] = True
+    keep[candidates[first]] = True
     return pa.array(keep)
 
 
@@ -247,21 +259,27 @@ def read_live(directory: str, key_column: str = "key", columns: list[str] | None
     return rows.drop_columns(["_part"])
 
 
+# Parts read at once: hides an object store's round trips; each reader lives as long as its part.
+PART_READERS = 8
+# Parts scanned by one dataset. A dataset's fragments keep each part's Parquet footer once read
+# (~60 KB at D = 1024, 256 rows a part: 240 MB for a million rows), so a scan over all parts at
+# once would hold memory per row; a group holds a few MB and is dropped when scanned.
+PARTS_PER_SCAN = 64
+
+
 @dataclass
 class LiveRows:
     """The live rows of a dataset, found from its small columns; the wide ones are read in batches.
 
     `rows` holds the key column and `run_id` of every live row, in read order, and `_part` (the
-    index of its part): a few bytes per row, where the vectors are kilobytes."""
+    index of its part in `paths`): a few bytes per row, where the vectors are kilobytes."""
 
-    parts: ds.Dataset
+    paths: list[str]
+    filesystem: fsspec.AbstractFileSystem
+    schema: pa.Schema  # the parts' schemas unified
     rows: pa.Table
     key_column: str
     models: list[bytes | None]  # each part's footer record of the model that made it
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self.parts.schema
 
     def model(self) -> dict:
         """The model record in the footers of the parts holding live rows; they must all agree."""
@@ -274,47 +292,54 @@ class LiveRows:
 
     def batches(self, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:
         """The live rows' `columns`, about `rows_per_batch` rows at a time (parts are often smaller)."""
-        part_index = {fragment.path: i for i, fragment in enumerate(self.parts.get_fragments())}
-        bounds = np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(part_index) + 1))
+        bounds = np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(self.paths) + 1))
         keys = self.rows[self.key_column]
-        scanner = self.parts.scanner(columns=columns, batch_size=rows_per_batch, fragment_readahead=2)
         pending, pending_rows = [], 0
-        for tagged in scanner.scan_batches():
-            i = part_index[tagged.fragment.path]
-            live = keys[bounds[i]:bounds[i + 1]]
-            batch = tagged.record_batch.filter(pc.is_in(tagged.record_batch[self.key_column], live))
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            if pending_rows >= rows_per_batch:
-                yield pa.Table.from_batches(pending)
-                pending, pending_rows = [], 0
+        for first in range(0, len(self.paths), PARTS_PER_SCAN):
+            group = self.paths[first:first + PARTS_PER_SCAN]
+            part_index = {path: first + i for i, path in enumerate(group)}
+            parts = ds.dataset(group, schema=self.schema, filesystem=self.filesystem, format="parquet")
+            for tagged in parts.scanner(columns=columns, batch_size=rows_per_batch, fragment_readahead=2).scan_batches():
+                i = part_index[tagged.fragment.path]
+                live = keys[bounds[i]:bounds[i + 1]]
+                batch = tagged.record_batch.filter(pc.is_in(tagged.record_batch[self.key_column], live))
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                if pending_rows >= rows_per_batch:
+                    yield pa.Table.from_batches(pending)
+                    pending, pending_rows = [], 0
         if pending_rows:
             yield pa.Table.from_batches(pending)
 
 
-def _tagged(rows: pa.Table, part: int) -> pa.Table:
-    return rows.append_column("_part", pa.array(np.full(rows.num_rows, part, np.int32)))
+def _footer_and_columns(fs, path: str, columns: list[str]) -> tuple[pa.Schema, pa.Table]:
+    """One part's schema and those of `columns` it has, through a reader that ends with the call."""
+    with fs.open(path, "rb") as f:
+        part = pq.ParquetFile(f)
+        return part.schema_arrow, part.read(columns=[c for c in columns if c in part.schema_arrow.names])
 
 
 def scan_live(directory: str, key_column: str = "key", status: str | None = None) -> LiveRows | None:
     """The rows `read_live` returns (only those with `status`, when given and the dataset has that
-    column), without reading the
-    vectors yet: memory grows by a few bytes per row, not by the width of a row. None when empty."""
+    column), without reading the vectors yet: memory grows by a few bytes per row, not by the width
+    of a row. None when empty."""
     paths = list_parts(directory)
     if not paths:
         return None
     fs, _ = _fs(directory)
-    fragments = list(ds.dataset(paths, filesystem=fs, format="parquet").get_fragments())
-    schemas = [fragment.physical_schema for fragment in fragments]
-    # Parts of different runs may differ in metadata columns: unified permissively, as read_parts does.
-    parts = ds.dataset(paths, schema=pa.unify_schemas(schemas, promote_options="permissive"), filesystem=fs,
-                       format="parquet")
-    status = status if status and "status" in parts.schema.names else None
-    small = [key_column, "video_id", "run_id"] + (["status"] if status else [])
-    rows = pa.concat_tables(_tagged(fragment.to_table(schema=parts.schema, columns=small), i)
-                            for i, fragment in enumerate(parts.get_fragments()))
+    small = [key_column, "video_id", "run_id", "status"]
+    schemas, models, tables = [], [], []
+    with ThreadPoolExecutor(PART_READERS, thread_name_prefix="footer") as pool:
+        for i, (schema, table) in enumerate(pool.map(lambda path: _footer_and_columns(fs, path, small), paths)):
+            if not any(schema.equals(seen, check_metadata=True) for seen in schemas):
+                schemas.append(schema)  # parts of one run share a schema: a few distinct ones
+            models.append((schema.metadata or {}).get(b"vidx.model"))
+            tables.append(table.append_column("_part", pa.array(np.full(table.num_rows, i, np.int32))))
+    # Parts of different runs may differ in metadata columns: unified permissively, as read_parts
+    # does; a part without `status` reads it as null.
+    rows = pa.concat_tables(tables, promote_options="permissive")
     rows = rows.filter(live_mask(rows, None, key_column))
-    if status:
+    if status and "status" in rows.column_names:
         rows = rows.filter(pc.equal(rows["status"], status))
-    models = [(schema.metadata or {}).get(b"vidx.model") for schema in schemas]
-    return LiveRows(parts, rows.select([key_column, "run_id", "_part"]), key_column, models)
+    return LiveRows(paths, fs, pa.unify_schemas(schemas, promote_options="permissive"),
+                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, models)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from storage.collections import inserted_batches, load_version, retire_versions, served_fields
+from storage import dataset
 from storage.dataset import read_live, scan_live, write_part
 from storage.exact import CopyWriter, ExactCopy, copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
@@ -214,7 +215,8 @@ def test_nulls_are_stored_where_the_engine_can_or_refused_with_the_rule(store, t
         assert store.versions("videos") == []  # nothing half-built is left
 
 
-def test_live_rows_stream_in_batches_equal_to_a_whole_read(tmp_path):
+def test_live_rows_stream_in_batches_equal_to_a_whole_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset, "PARTS_PER_SCAN", 2)  # batches span the scans of groups of parts
     first = embeddings_table(40, run_id="run-1")
     second = embeddings_table(10, seed=5, run_id="run-2")  # videos 0-9 again, newer
     parts = write(tmp_path / "videos", first, second, first.slice(20, 5).replace_schema_metadata(first.schema.metadata))
