@@ -11,7 +11,8 @@ about half the rows) and `exact` (numpy brute force over all vectors in this pro
 in turn for each query, so the machine's noise falls on all three alike. recall@10 is
 |ANN top-10 ∩ exact top-10| / 10, averaged.
 `--server` starts a Milvus 2.3.5 standalone server (the `milvus` test package) for the run and
-stops it by its process id at the end. On a server the queries run twice: at once after the load,
+stops it by its process id at the end; `--server-setting` overrides its milvus.yaml (the segment
+size, for one: a search visits every segment). On a server the queries run twice: at once after the load,
 and again when every loaded segment searches through an index (a server merges segments by
 compaction after the load has returned, and indexes the merged ones). Prints one JSON object.
 
@@ -202,13 +203,16 @@ def main() -> None:
     engine = parser.add_mutually_exclusive_group()
     engine.add_argument("--db", help="vector database URI (default: a new milvus-lite directory)")
     engine.add_argument("--server", action="store_true", help="start a Milvus 2.3.5 server for this run")
+    parser.add_argument("--server-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a milvus.yaml setting of that server, e.g. dataCoord.segment.maxSize=1024 (repeatable)")
     args = parser.parse_args()
+    settings = dict(setting.split("=", 1) for setting in args.server_setting)
 
     work = Path(tempfile.mkdtemp(prefix="vidx_bench_"))
-    server = MilvusStandalone(work / "milvus") if args.server else None
+    server = MilvusStandalone(work / "milvus", settings) if args.server else None
     try:
         db = server.start() if server else args.db or str(work / "vidx.db")
-        print(json.dumps(measure(db, args.rows, args.dim, args.queries, work / "index")))
+        print(json.dumps({**measure(db, args.rows, args.dim, args.queries, work / "index"), "server_settings": settings}))
     finally:
         if server:
             server.stop()

@@ -43,9 +43,11 @@ class MilvusStandalone:
     """Milvus standalone 2.3.5 with its data, logs and binaries under `base_dir`.
 
     `start()` waits until it is healthy (at most 3 minutes) and returns the URI; `stop()` ends it by
-    its process id (it starts no other process)."""
+    its process id (it starts no other process). `settings` override milvus.yaml keys
+    ({"dataCoord.segment.maxSize": 1024}): Milvus reads each from the environment variable named by
+    the key in capitals with "_" for "." (DATACOORD_SEGMENT_MAXSIZE)."""
 
-    def __init__(self, base_dir: Path):
+    def __init__(self, base_dir: Path, settings: dict[str, object] | None = None):
         from milvus import MilvusServer, MilvusServerConfig
 
         self.base_dir = Path(base_dir)
@@ -56,6 +58,8 @@ class MilvusStandalone:
         self.server.webservice_port = free_port()  # metrics and /healthz (9091 by default)
         self.etcd_config = self.base_dir / "etcd.yaml"
         _write_etcd_config(self.etcd_config, config.configs["etcd_port"])
+        self.environment = {"ETCD_CONFIG_PATH": str(self.etcd_config),
+                            **{key.upper().replace(".", "_"): str(value) for key, value in (settings or {}).items()}}
 
     @property
     def uri(self) -> str:
@@ -67,7 +71,7 @@ class MilvusStandalone:
 
     def start(self) -> str:
         # The package's server copies os.environ into the child when it starts.
-        with mock.patch.dict(os.environ, {"ETCD_CONFIG_PATH": str(self.etcd_config)}):
+        with mock.patch.dict(os.environ, self.environment):
             self.server.start()
         return self.uri
 
