@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from query_latency import clustered_vectors, write_dataset  # noqa: E402
-from servers import MilvusStandalone  # noqa: E402
+from servers import MilvusStandalone, milvus_setting  # noqa: E402
 from storage.collections import insert_batches, inserted_batches, served_fields  # noqa: E402
 from storage.dataset import scan_live  # noqa: E402
 from storage.vectorstore import VectorStore  # noqa: E402
@@ -48,10 +48,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--server-setting", type=milvus_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="a milvus.yaml setting of the server (repeatable)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="vidx_insert_bench_"))
-    server = MilvusStandalone(work / "milvus")
+    server = MilvusStandalone(work / "milvus", dict(args.server_setting))
     try:
         write_dataset(clustered_vectors(args.rows, args.dim, np.random.default_rng(0)), work / "index")
         live = scan_live(str(work / "index" / "videos"), status="ok")
@@ -62,6 +64,7 @@ def main() -> None:
                 measured[n].append(insert_rows_per_s(store, f"insert_{round_}_{n}", live, n))
                 print(f"round {round_ + 1}: {n} in flight: {measured[n][-1]:,.0f} rows/s", file=sys.stderr, flush=True)
         print(json.dumps({"engine": store.engine, "rows": args.rows, "dim": args.dim,
+                          "server_settings": dict(args.server_setting),
                           "rows_per_s": {n: {"rounds": [round(r) for r in rates], "median": round(float(np.median(rates)))}
                                          for n, rates in measured.items()}}))
     finally:

@@ -37,7 +37,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from servers import MilvusStandalone  # noqa: E402
+from servers import MilvusStandalone, milvus_setting  # noqa: E402
 from storage.dataset import write_part  # noqa: E402
 from storage.vectorstore import VectorStore  # noqa: E402
 
@@ -203,16 +203,17 @@ def main() -> None:
     engine = parser.add_mutually_exclusive_group()
     engine.add_argument("--db", help="vector database URI (default: a new milvus-lite directory)")
     engine.add_argument("--server", action="store_true", help="start a Milvus 2.3.5 server for this run")
-    parser.add_argument("--server-setting", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--server-setting", type=milvus_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="a milvus.yaml setting of that server, e.g. dataCoord.segment.maxSize=1024 (repeatable)")
     args = parser.parse_args()
-    settings = dict(setting.split("=", 1) for setting in args.server_setting)
+    settings = dict(args.server_setting)
 
     work = Path(tempfile.mkdtemp(prefix="vidx_bench_"))
     server = MilvusStandalone(work / "milvus", settings) if args.server else None
     try:
         db = server.start() if server else args.db or str(work / "vidx.db")
-        print(json.dumps({**measure(db, args.rows, args.dim, args.queries, work / "index"), "server_settings": settings}))
+        result = measure(db, args.rows, args.dim, args.queries, work / "index")
+        print(json.dumps({**result, "server_settings": settings}))
     finally:
         if server:
             server.stop()

@@ -178,6 +178,15 @@ def remove_temp_files(directory: str) -> int:
     return len(temps)
 
 
+def _footer_and_columns(fs, path: str, columns: list[str] | None) -> tuple[pa.Schema, pa.Table]:
+    """One part's schema and those of `columns` it has (all when None), through a reader that ends
+    with the call."""
+    with fs.open(path, "rb") as f:
+        part = pq.ParquetFile(f)
+        schema = part.schema_arrow
+        return schema, part.read(columns=[c for c in columns if c in schema.names] if columns else None)
+
+
 def read_parts(directory: str, columns: list[str] | None = None) -> pa.Table | None:
     """All parts with a `_part` column naming each row's file; None when there is none.
 
@@ -186,10 +195,7 @@ def read_parts(directory: str, columns: list[str] | None = None) -> pa.Table | N
     fs, _ = _fs(directory)
     tables = []
     for path in list_parts(directory):
-        with fs.open(path, "rb") as f:
-            schema = pq.read_schema(f)
-            wanted = [c for c in columns if c in schema.names] if columns else None
-            table = pq.read_table(f, columns=wanted)
+        _, table = _footer_and_columns(fs, path, columns)
         tables.append(table.append_column("_part", pa.array([path] * table.num_rows, pa.string())))
     if not tables:
         return None
@@ -299,7 +305,8 @@ class LiveRows:
             group = self.paths[first:first + PARTS_PER_SCAN]
             part_index = {path: first + i for i, path in enumerate(group)}
             parts = ds.dataset(group, schema=self.schema, filesystem=self.filesystem, format="parquet")
-            for tagged in parts.scanner(columns=columns, batch_size=rows_per_batch, fragment_readahead=2).scan_batches():
+            scanner = parts.scanner(columns=columns, batch_size=rows_per_batch, fragment_readahead=2)
+            for tagged in scanner.scan_batches():
                 i = part_index[tagged.fragment.path]
                 live = keys[bounds[i]:bounds[i + 1]]
                 batch = tagged.record_batch.filter(pc.is_in(tagged.record_batch[self.key_column], live))
@@ -310,13 +317,6 @@ class LiveRows:
                     pending, pending_rows = [], 0
         if pending_rows:
             yield pa.Table.from_batches(pending)
-
-
-def _footer_and_columns(fs, path: str, columns: list[str]) -> tuple[pa.Schema, pa.Table]:
-    """One part's schema and those of `columns` it has, through a reader that ends with the call."""
-    with fs.open(path, "rb") as f:
-        part = pq.ParquetFile(f)
-        return part.schema_arrow, part.read(columns=[c for c in columns if c in part.schema_arrow.names])
 
 
 def scan_live(directory: str, key_column: str = "key", status: str | None = None) -> LiveRows | None:

@@ -10,6 +10,7 @@ leaves at etcd's defaults, 2379 and 2380, unless an etcd configuration file says
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -24,6 +25,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def milvus_setting(text: str) -> tuple[str, str]:
+    """A benchmark's --server-setting KEY=VALUE, as a (milvus.yaml key, value) pair."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. dataCoord.segment.maxSize=1024")
+    return key, value
 
 
 def _write_etcd_config(path: Path, client_port: int) -> None:
