@@ -9,7 +9,7 @@ compactions do not change that. A numpy product over the same vectors costs a fi
 it loads stays exact; filtered searches and scans still go to milvus-lite.
 
 The copy is two files: the scalar columns as an Arrow IPC file, and the vectors as one row-major
-float32 matrix. One matrix is one matrix-vector product per search; the record batches of an Arrow
+float32 matrix, read whole when a search first needs them. One matrix is one matrix-vector product per search; the record batches of an Arrow
 column would be one product per batch (a load writes 256-row batches: 2.4x slower at 30k rows).
 """
 
@@ -78,13 +78,17 @@ def remove_copy(path: Path) -> None:
 
 
 class ExactCopy:
-    """A collection's rows, memory-mapped: the vectors are read in place, never copied."""
+    """A collection's rows, in memory.
+
+    The vectors are read into memory rather than mapped: a product over the mapped file ran 12%
+    slower than over the same matrix in memory (100k x 1024: 23.8 against 20.5 ms), as milvus-lite
+    and a numpy search hold theirs. The scalars are one chunk: taking the hits from the load's
+    256-row batches cost another ~1 ms per search."""
 
     def __init__(self, path: Path):
-        self.rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        self.rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all().combine_chunks()
         dim = int(self.rows.schema.metadata[DIM_METADATA])
-        vectors = pa.memory_map(str(vectors_path(path))).read_buffer()
-        self.matrix = np.frombuffer(vectors, np.float32).reshape(-1, dim)  # (n, D), a view of the file
+        self.matrix = np.fromfile(vectors_path(path), np.float32).reshape(-1, dim)  # (n, D)
         if len(self.matrix) != self.rows.num_rows:
             raise ValueError(f"{path}: {len(self.matrix)} vectors for {self.rows.num_rows} rows")
 
