@@ -12,9 +12,9 @@ in turn for each query, so the machine's noise falls on all three alike. recall@
 |ANN top-10 ∩ exact top-10| / 10, averaged.
 `--server` starts a Milvus 2.3.5 standalone server (the `milvus` test package) for the run and
 stops it by its process id at the end; `--server-setting` overrides its milvus.yaml (the segment
-size, for one: a search visits every segment). On a server the queries run twice: at once after the load,
-and again when every loaded segment searches through an index (a server merges segments by
-compaction after the load has returned, and indexes the merged ones). Prints one JSON object.
+size, for one: a search visits every segment). On a server the queries run twice: at once after
+the load, and again when every loaded segment searches through an index (a server merges segments
+by compaction after the load has returned, and indexes the merged ones). Prints one JSON object.
 
 The vectors are clustered (1,000 centres plus noise), as embeddings of a real library are;
 uniform random vectors are the worst case for any graph index and no library looks like them.
