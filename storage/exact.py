@@ -9,8 +9,9 @@ compactions do not change that. A numpy product over the same vectors costs a fi
 it loads stays exact; filtered searches and scans still go to milvus-lite.
 
 The copy is two files: the scalar columns as an Arrow IPC file, and the vectors as one row-major
-float32 matrix, read whole when a search first needs them. One matrix is one matrix-vector product per search; the record batches of an Arrow
-column would be one product per batch (a load writes 256-row batches: 2.4x slower at 30k rows).
+float32 matrix, read whole when a search first needs them. One matrix is one matrix-vector product
+per search; the record batches of an Arrow column would be one product per batch (a load writes
+256-row batches: 2.4x slower at 30k rows).
 """
 
 from __future__ import annotations
