@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch and torchvision are pinned together in every pip call that could pull torch (see pyproject).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast clean
 
 # The demo needs the runtime dependencies only; the tests add the `test` extra (pytest, and the
 # Milvus 2.3.5 standalone server the serving tests run against).
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
+
+# The unit tests alone: no Ray cluster, no server (tests/conftest.py marks the others slow).
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) vidx-demo

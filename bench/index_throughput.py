@@ -28,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from encoders import load_model  # noqa: E402
+from encoders import create_model  # noqa: E402
 from encoders.video import decode_video  # noqa: E402
-from jobs.cluster import actor_resources, connect, encoder_pool  # noqa: E402
+from jobs.cluster import connect, embedder_pool, embedder_resources  # noqa: E402
 from jobs.index import VIDEOS_PER_DECODE_TASK, index  # noqa: E402
-from jobs.workers import VideoEncoder, decode_item  # noqa: E402
+from jobs.workers import VideoEmbedder, decode_item  # noqa: E402
 from media import VideoSpec, write_video  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,9 +86,9 @@ def bench(videos: int, model_name: str, workers: int, batch_size: int, media: st
     checkpoint = str(random_vitb32_checkpoint(work / "ckpt.bin")) if model_name == "vitb32" else None
     name = "clip2video" if model_name == "vitb32" else "tiny"
     overrides = {"sampling": {"seek": seek}} if seek != "exact" else {}
-    model = load_model(name, checkpoint=checkpoint, device="cpu", **overrides)
+    model = create_model(name, checkpoint=checkpoint, device="cpu", **overrides)
     connect()
-    resources = actor_resources(workers)
+    resources = embedder_resources(workers)
 
     decoded = []
     decode_s = timed(lambda: decoded.extend(
@@ -97,15 +97,15 @@ def bench(videos: int, model_name: str, workers: int, batch_size: int, media: st
         .take_all()))
     frames = ray.data.from_items(decoded).materialize()  # encode-only input, already in the object store
     encode_s = timed(lambda: frames.map_batches(
-        VideoEncoder, fn_constructor_kwargs={"spec": model.spec, "threads": resources["threads"]},
-        batch_size=batch_size, batch_format="pyarrow", compute=encoder_pool(workers),
+        VideoEmbedder, fn_constructor_kwargs={"spec": model.spec, "threads": resources["threads"]},
+        batch_size=batch_size, batch_format="pyarrow", compute=embedder_pool(workers),
         num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"]).materialize())
     end_to_end_s = timed(lambda: index(str(work), str(work / "out"), model=name, checkpoint=checkpoint,
                                        workers=workers, batch_size=batch_size, seek=seek))
 
     def naive() -> None:
         """As a user would write it: load the model, then decode and encode video by video."""
-        naive_model = load_model(name, checkpoint=checkpoint, device="cpu", **overrides)
+        naive_model = create_model(name, checkpoint=checkpoint, device="cpu", **overrides)
         for path in paths:
             _, [segment] = decode_video(str(path), naive_model.sampling, naive_model.image_size)
             naive_model.encode_clips([segment.frames])

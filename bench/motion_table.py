@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders import load_model
+from encoders import create_model
 from encoders.video import decode_video
 from jobs.evaluation import text_to_video_metrics
 from jobs.synth import synth
@@ -98,7 +98,7 @@ def main() -> None:
             began = time.perf_counter()
             stats = train(str(train_manifest), str(out / head), init="tiny", head=head, epochs=args.epochs,
                           batch_size=32, lr=1e-3, seed=0, checkpoint_every=args.epochs)
-            model = load_model(model_name, checkpoint=stats["checkpoint"], device="cpu")
+            model = create_model(model_name, checkpoint=stats["checkpoint"], device="cpu")
             rows.append({"model": label, **evaluate(model, test_rows), "final_loss": stats["epoch_loss"][-1]})
             seconds[head] = time.perf_counter() - began
     print(markdown(rows))

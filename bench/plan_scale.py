@@ -103,7 +103,8 @@ def write_manifest_and_index(root: str, n: int) -> tuple[str, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from storage.dataset import VIDEOS, conform, video_schema, write_part
+    from storage.dataset import conform, write_part
+    from storage.schema import VIDEOS, video_schema
     from storage.files import list_stamps
 
     uris = video_uris(root, n)
@@ -130,7 +131,8 @@ def write_manifest_and_index(root: str, n: int) -> tuple[str, str]:
 def plan_per_video(manifest_url: str, output: str, sample: int | None) -> dict:
     """The way before: one stat / HEAD per video from the driver, manifest and stored rows as
     Python dicts (jobs/plan.py before this bench). `sample`: time only the first `sample` videos."""
-    from storage.dataset import VIDEOS, read_live
+    from storage.dataset import read_live
+    from storage.schema import VIDEOS
     from storage.files import file_stat
     from storage.manifest import read_manifest
 
@@ -156,7 +158,7 @@ def plan_per_video(manifest_url: str, output: str, sample: int | None) -> dict:
 
 def plan_by_listing(manifest_url: str, output: str) -> dict:
     from jobs.plan import make_plan
-    from storage.dataset import CAPTIONS, VIDEOS
+    from storage.schema import CAPTIONS, VIDEOS
     from storage.manifest import read_manifest
 
     manifest = read_manifest(manifest_url)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from encoders import SamplingCfg, load_model  # noqa: E402
+from encoders import SamplingCfg, create_model  # noqa: E402
 from encoders.video import decode_video  # noqa: E402
 from jobs.evaluation import evaluate, text_to_video_metrics, video_to_text_metrics  # noqa: E402
 from jobs.index import index  # noqa: E402
@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     work = args.out or Path(tempfile.mkdtemp(prefix="vidx-seek-quality-"))
-    model = load_model(MODEL, device="cpu")
+    model = create_model(MODEL, device="cpu")
     start_ray()
     result = {"model": MODEL, "seed": args.seed, "n": args.n,
               "real_clips": real_clip_cosines(args.cache, model)}

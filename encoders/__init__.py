@@ -9,7 +9,7 @@ import importlib
 # public name -> the module that defines it
 _EXPORTS = {
     "CheckpointError": "checkpoint", "ModelCfg": "config", "SamplingCfg": "config", "list_models": "config",
-    "VideoTextEncoder": "encoder", "tokenize": "encoder", "load_model": "factory",
+    "VideoTextEncoder": "encoder", "tokenize": "encoder", "create_model": "factory",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -10,6 +10,8 @@ import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
+from errors import UserError, one_line
+
 from .config import TemporalCfg
 
 CLIP_PREFIX = "clip."
@@ -30,7 +32,7 @@ OFFICIAL_TO_VIDX = {
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded; the message names the file and the offending keys."""
 
 
@@ -39,8 +41,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling a foreign file can raise nearly anything
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(e)}") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

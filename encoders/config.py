@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from errors import UserError
+
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 HEADS = ("clip2video", "meanp")
 SEEK_MODES = ("exact", "keyframe")
+# Where an index run encodes: "auto", a GPU when the process sees one (on Ray, the one it assigns),
+# else fp32 on CPU; "cpu", fp32 on CPU wherever the encoder lands.
+DEVICES = ("auto", "cpu")
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError):
     """A model name, option or config that describes no model vidx can build; one line."""
 
 

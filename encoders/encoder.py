@@ -51,7 +51,7 @@ class VideoTextEncoder:
     ):
         self.module = module.eval().to(device)
         self.cfg = cfg
-        self.spec = spec  # load_model(**spec) loads this model again: name, checkpoint, overrides
+        self.spec = spec  # create_model(**spec) makes this model again: name, checkpoint, overrides
         self.device = device
         self.autocast_dtype = autocast_dtype
         visual_cfg = open_clip.get_model_preprocess_cfg(module.clip)

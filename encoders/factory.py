@@ -1,4 +1,4 @@
-"""load_model: name -> config -> architecture -> weights -> VideoTextEncoder."""
+"""create_model: name -> config -> architecture -> weights -> VideoTextEncoder."""
 
 from __future__ import annotations
 
@@ -114,14 +114,14 @@ def apply_overrides(cfg: ModelCfg, overrides: dict) -> ModelCfg:
     return dataclasses.replace(cfg, **overrides)
 
 
-def load_model(
+def create_model(
     name: str,
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
     precision: str | None = None,
     **overrides,
 ) -> VideoTextEncoder:
-    """Load a named model ready to encode.
+    """Create a named model ready to encode: its configuration, architecture, then weights.
 
     Args:
         name: a registered model: 'clip2video', 'clip-meanp', 'demo', 'tiny' (see list_models()).

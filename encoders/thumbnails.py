@@ -7,6 +7,8 @@ import io
 import av
 import PIL.Image
 
+from errors import one_line
+
 from .video import VideoDecodeError, local_copy, open_video
 
 # Longest side of a thumbnail in pixels: a results grid shows them at about 240 px, twice that on
@@ -34,8 +36,10 @@ def frame_at(path: str, seconds: float) -> PIL.Image.Image:
                 raise VideoDecodeError("no decodable video frame")
             image = shown.to_image()
             return image.rotate(shown.rotation, expand=True) if shown.rotation % 360 else image
+    except VideoDecodeError:
+        raise
     except (av.FFmpegError, ValueError, IndexError) as e:
-        raise VideoDecodeError(f"not a readable video: {' '.join(str(e).split())[:300]}") from e
+        raise VideoDecodeError(f"not a readable video: {one_line(e)}") from e
 
 
 def thumbnail_jpeg(uri: str, seconds: float, side: int = THUMBNAIL_SIDE) -> bytes:

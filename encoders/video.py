@@ -21,6 +21,9 @@ import av
 import fsspec
 import numpy as np
 import torch
+from fsspec.implementations.local import LocalFileSystem
+
+from errors import UserError, one_line
 
 from .config import SamplingCfg
 from .frame_plan import FrameTable, decode_runs
@@ -43,7 +46,7 @@ SEEK_AHEAD = 16
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe"}
 
 
-class VideoDecodeError(Exception):
+class VideoDecodeError(UserError):
     """A video that cannot be used; str() is a one-line reason fit for an error row."""
 
 
@@ -67,18 +70,11 @@ class DecodedSegment:
     frame_times: np.ndarray  # seconds: when each sampled frame starts showing
 
 
-def _one_line(error: BaseException) -> str:
-    """FFmpeg errors end with the file name (already in the row); keep the human part."""
-    text = getattr(error, "strerror", None) or str(error)
-    text = " ".join(text.split())
-    return text[:300] or type(error).__name__
-
-
 @contextlib.contextmanager
 def local_copy(uri: str) -> Iterator[str]:
     """A local path for any fsspec URL: the file itself when local, else a temporary copy."""
-    protocol, path = fsspec.core.split_protocol(uri)
-    if protocol in (None, "file", "local"):
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
         if not os.path.isfile(path):
             raise VideoDecodeError(f"no such file: {path}" if not os.path.exists(path) else f"not a file: {path}")
         if not os.access(path, os.R_OK):
@@ -91,7 +87,7 @@ def local_copy(uri: str) -> Iterator[str]:
             with fsspec.open(uri, "rb") as src:
                 shutil.copyfileobj(src, tmp, length=1 << 20)
         except (OSError, ValueError) as e:
-            raise VideoDecodeError(f"cannot read {uri}: {_one_line(e)}") from e
+            raise VideoDecodeError(f"cannot read {uri}: {one_line(e)}") from e
         tmp.flush()
         yield tmp.name
 
@@ -116,7 +112,7 @@ def _open_container(path: str) -> av.container.InputContainer:
             container = av.open(path, metadata_errors="ignore")
         return container
     except (av.FFmpegError, UnicodeDecodeError, ValueError, IndexError) as e:
-        raise VideoDecodeError(f"not a readable video: {_one_line(e)}") from e
+        raise VideoDecodeError(f"not a readable video: {one_line(e)}") from e
 
 
 def _checked_stream(container) -> av.video.stream.VideoStream:
@@ -157,6 +153,50 @@ def read_frame_table(container, stream) -> FrameTable:
     return FrameTable.from_packets(pts, keyframes, time_base, single_frame_s)
 
 
+def _index_arrays(container, stream) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each frame's decode time and keyframe flag from a container index that lists every frame;
+    None when it lists some only. A faststart file cut short lists frames it lacks: refused."""
+    entries = stream.index_entries
+    count = len(entries)
+    if count == 0 or count != stream.frames:
+        return None
+    # One pass: each entry is a Python object made on access (3 µs), a third of keyframe mode's table.
+    dts, keyframe, ends = np.array([(entry.timestamp, entry.is_keyframe, entry.pos + entry.size)
+                                    for entry in entries], np.int64).T
+    present = int((ends <= os.path.getsize(container.name)).sum())
+    if present < count:
+        raise VideoDecodeError(f"truncated: {present} of {count} frames are in the file")
+    return dts, keyframe.astype(bool)
+
+
+def _keyframe_pts(container, stream, dts: np.ndarray, keys: np.ndarray, delay: int) -> list[int] | None:
+    """Each keyframe's presentation time, from the two packets read after a seek to it; None where
+    the index and a seek disagree or a GOP is open (a later packet shows before its keyframe)."""
+    key_pts = []
+    for position in keys.tolist():  # seeks go by presentation time
+        container.seek(int(dts[position] + delay), stream=stream, backward=True)
+        packets = _packets(container, stream)
+        packet, after = next(packets, None), next(packets, None)
+        if packet is None or packet.dts != dts[position] or not packet.is_keyframe:
+            return None
+        if after is not None and after.pts < packet.pts:
+            return None
+        key_pts.append(packet.pts)
+    return key_pts
+
+
+def _closed_gop_pts(key_pts: list[int], keys: np.ndarray, count: int, last_pts: int) -> np.ndarray | None:
+    """Every frame's presentation time in closed GOPs: a GOP's frames show between its keyframe and
+    the next, evenly spaced; the last GOP ends at `last_pts`. None where that places no frame apart."""
+    if last_pts <= key_pts[-1] and count > keys[-1] + 1:
+        return None
+    gop_ends = [*key_pts[1:], last_pts]
+    gop_sizes = np.diff(np.append(keys, count))
+    pts = np.concatenate([np.linspace(start, end, size, endpoint=end == last_pts).round().astype(np.int64)
+                          for start, end, size in zip(key_pts, gop_ends, gop_sizes)])
+    return None if np.any(np.diff(pts) <= 0) else pts  # keyframes too close in time for the frames between
+
+
 def read_keyframe_table(container, stream) -> FrameTable | None:
     """Keyframe mode's table without reading every packet. Where the container's index lists every
     frame (MP4, MOV), it gives each frame's decode time, keyframe flag and bytes; two packets read
@@ -170,40 +210,18 @@ def read_keyframe_table(container, stream) -> FrameTable | None:
     keyframes only), no keyframe flags or a first frame that is not one, keyframes too dense for a
     seek each, an index a seek does not agree with, an open GOP.
     """
-    entries = stream.index_entries
-    count = len(entries)
-    if count == 0 or count != stream.frames:
+    indexed = _index_arrays(container, stream)
+    if indexed is None:
         return None
-    # One pass: each entry is a Python object made on access (3 µs), a third of keyframe mode's table.
-    dts, keyframe, ends = np.array([(entry.timestamp, entry.is_keyframe, entry.pos + entry.size)
-                                    for entry in entries], np.int64).T
-    keyframe = keyframe.astype(bool)
-    present = int((ends <= os.path.getsize(container.name)).sum())
-    if present < count:  # a faststart file cut short: its index lists frames the file lacks
-        raise VideoDecodeError(f"truncated: {present} of {count} frames are in the file")
-    keys = np.flatnonzero(keyframe)
+    dts, keyframe = indexed
+    count, keys = len(dts), np.flatnonzero(keyframe)
     first = next(_packets(container, stream), None)
     if len(keys) == 0 or len(keys) * SEEK_AHEAD > count or keys[0] != 0 or first is None or first.dts != dts[0]:
         return None
     delay = first.pts - first.dts  # the decoder's reorder delay, in the stream's time base
-    key_pts = []
-    for position in keys.tolist():  # seeks go by presentation time
-        container.seek(int(dts[position] + delay), stream=stream, backward=True)
-        packets = _packets(container, stream)
-        packet, after = next(packets, None), next(packets, None)
-        if packet is None or packet.dts != dts[position] or not packet.is_keyframe:
-            return None
-        if after is not None and after.pts < packet.pts:
-            return None
-        key_pts.append(packet.pts)
-    last_pts = int(dts[-1] + delay)
-    if last_pts <= key_pts[-1] and count > keys[-1] + 1:
-        return None
-    gop_ends = [*key_pts[1:], last_pts]
-    gop_sizes = np.diff(np.append(keys, count))
-    pts = np.concatenate([np.linspace(start, end, size, endpoint=end == last_pts).round().astype(np.int64)
-                          for start, end, size in zip(key_pts, gop_ends, gop_sizes)])
-    if np.any(np.diff(pts) <= 0):  # keyframes too close in time to place the frames between
+    key_pts = _keyframe_pts(container, stream, dts, keys, delay)
+    pts = _closed_gop_pts(key_pts, keys, count, int(dts[-1] + delay)) if key_pts is not None else None
+    if pts is None:
         return None
     time_base = float(stream.time_base)
     steps = np.diff((np.unique(dts) - dts.min()) * time_base)  # the shortest frame shows last, as read_frame_table
@@ -327,7 +345,7 @@ def decode_video(
         except VideoDecodeError:
             raise
         except (av.FFmpegError, ValueError, IndexError) as e:
-            raise VideoDecodeError(f"decode failed: {_one_line(e)}") from e
+            raise VideoDecodeError(f"decode failed: {one_line(e)}") from e
     segments = [DecodedSegment(start, end, torch.stack([frames[i] for i in indices.tolist()]), indices,
                                table.starts[indices])
                 for (start, end), indices in zip(spans, picks)]

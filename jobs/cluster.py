@@ -1,4 +1,4 @@
-"""Ray connection, checks a cluster must pass before any work, and encoder actor sizing.
+"""Ray connection, checks a cluster must pass before any work, and embedder actor sizing.
 
 A local Ray by default, a cluster by --address or RAY_ADDRESS (as under `ray job submit`).
 """
@@ -11,13 +11,12 @@ import os
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from errors import UserError
 from storage.files import is_local
 
-from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu")
 # The GPU probe waits for a sliver of each GPU; other jobs may hold them all.
 GPU_PROBE_SECONDS = 120
 
@@ -77,7 +76,7 @@ def _cuda_devices() -> int:
 
 
 def check_gpus_visible(device: str) -> None:
-    """Every node that declares GPUs to Ray must have torch see them, or its encoder actors would
+    """Every node that declares GPUs to Ray must have torch see them, or its embedder actors would
     silently run fp32 on CPU. --device cpu says that is intended (see README: GPU nodes)."""
     if device == "cpu":
         return
@@ -97,8 +96,8 @@ def check_gpus_visible(device: str) -> None:
                 "CUDA_VISIBLE_DEVICES, or pass --device cpu to encode on CPU")
 
 
-def actor_resources(workers: int) -> dict:
-    """Encoder actor sizing: one GPU each where the cluster has GPUs.
+def embedder_resources(workers: int) -> dict:
+    """Embedder actor sizing: one GPU each where the cluster has GPUs.
 
     On CPU-only clusters the actors hold no logical CPU: one that does keeps decode tasks from
     being scheduled (on 2 CPUs, two such actors hang the job; one halves decoding). Their torch
@@ -110,7 +109,7 @@ def actor_resources(workers: int) -> dict:
     return {"num_gpus": 0, "num_cpus": 0, "threads": max(1, int(resources.get("CPU", 1) // workers))}
 
 
-def encoder_pool(workers: int) -> ray.data.ActorPoolStrategy:
-    """A fixed pool of `workers` encoder actors, one batch in flight each: with more, the first
+def embedder_pool(workers: int) -> ray.data.ActorPoolStrategy:
+    """A fixed pool of `workers` embedder actors, one batch in flight each: with more, the first
     actor up takes queued batches while the others are still loading their model."""
     return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)

@@ -33,9 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.dataset import CAPTIONS, VIDEOS, read_live
+from errors import UserError
+from storage.dataset import read_live
+from storage.schema import CAPTION_KEY, CAPTIONS, EMBEDDING, VIDEO_KEY, VIDEOS
 
-from .errors import UserError
 
 RECALL_AT = (1, 5, 10)
 QUERY_CHUNK = 4096  # rows compared at once: bounds the boolean temporaries of a large matrix
@@ -133,7 +134,7 @@ def video_to_text_metrics(sim: np.ndarray, caption_video=None) -> dict[str, floa
 
 
 def embedding_matrix(table: pa.Table) -> np.ndarray:
-    return np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32, copy=False)
+    return np.stack(table[EMBEDDING].to_numpy(zero_copy_only=False)).astype(np.float32, copy=False)
 
 
 def _read(directory: str, key_column: str, columns: list[str]) -> pa.Table:
@@ -146,8 +147,8 @@ def _read(directory: str, key_column: str, columns: list[str]) -> pa.Table:
 def evaluate(embeddings: str) -> dict:
     """Metrics of an index output directory (DIR/videos, DIR/captions) against its own captions."""
     root = embeddings.rstrip("/")
-    videos = _read(f"{root}/{VIDEOS}", "key", ["key", "video_id", "status", "run_id", "embedding"])
-    captions = _read(f"{root}/{CAPTIONS}", "caption_id", ["caption_id", "video_id", "run_id", "embedding"])
+    videos = _read(f"{root}/{VIDEOS}", VIDEO_KEY, [VIDEO_KEY, "video_id", "status", "run_id", EMBEDDING])
+    captions = _read(f"{root}/{CAPTIONS}", CAPTION_KEY, [CAPTION_KEY, "video_id", "run_id", EMBEDDING])
     videos = videos.filter(pc.equal(videos["status"], "ok")).sort_by("video_id")
     video_ids = videos["video_id"].to_pylist()
     if not video_ids:
@@ -160,7 +161,7 @@ def evaluate(embeddings: str) -> dict:
     indexed = captions.filter(pc.is_in(captions["video_id"], pa.array(video_ids, pa.string())))
     if indexed.num_rows == 0:
         raise UserError(f"none of the {captions.num_rows} captions belongs to a video indexed with status ok")
-    indexed = indexed.sort_by([("video_id", "ascending"), ("caption_id", "ascending")])
+    indexed = indexed.sort_by([("video_id", "ascending"), (CAPTION_KEY, "ascending")])
     caption_vectors, video_vectors = embedding_matrix(indexed), embedding_matrix(videos)
     if caption_vectors.shape[1] != video_vectors.shape[1]:
         raise UserError(f"captions have D={caption_vectors.shape[1]} but videos D={video_vectors.shape[1]}: "

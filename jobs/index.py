@@ -11,34 +11,77 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from encoders import load_model
-from storage.dataset import (CAPTIONS, VIDEOS, caption_schema, compact, conform, read_live, remove_temp_files,
-                             video_schema, write_part)
+from encoders import VideoTextEncoder, create_model
+from encoders.config import DEVICES
+from errors import UserError
+from storage.dataset import compact, conform, read_live, remove_temp_files, write_part
 from storage.manifest import read_manifest
 from storage.runs import new_run_id, write_run_record
+from storage.schema import (CAPTION_KEY, CAPTIONS, VIDEO_KEY, VIDEOS, caption_schema, metadata_columns,
+                            video_schema)
 
-from .cluster import (DEVICES, actor_resources, check_gpus_visible, check_paths_reach_every_node, cluster_address,
-                      connect, encoder_pool)
-from .errors import UserError
-from .plan import Plan, make_plan, metadata_columns
+from .cluster import (check_gpus_visible, check_paths_reach_every_node, cluster_address, connect, embedder_pool,
+                      embedder_resources)
+from .plan import Plan, make_plan
 from .sink import NODE_COLUMNS, ROWS_PER_PART, PartsDatasink
-from .workers import CaptionEncoder, VideoEncoder, decode_item
+from .workers import CaptionEmbedder, VideoEmbedder, decode_item
 
 logger = logging.getLogger(__name__)
 
 # Videos per decode task. Ray's per-task cost (~0.2 s on a small node) would dominate a task per
 # video (measured: 4.7 videos/s with one per task, 7.5 with eight, 2 CPUs, 320x240 clips).
 VIDEOS_PER_DECODE_TASK = 8
-# Videos per encoder call: 8 x 12 frames = 96 images per forward pass. On CPU, larger batches
+# Videos per embedder call: 8 x 12 frames = 96 images per forward pass. On CPU, larger batches
 # gained nothing (ViT-B/32: 0.54 s/video at 4 vs 0.57 at 1); GPUs want larger ones (--batch-size).
 DEFAULT_BATCH_SIZE = 8
 # Captions per block: the text tower encodes thousands per second; blocks spread them over the actors.
 CAPTIONS_PER_BLOCK = 1024
+# Captions per embedder call.
+CAPTIONS_PER_BATCH = 256
+
+
+@dataclass
+class IndexRun:
+    """What every step of one index run shares."""
+
+    run_id: str
+    encoder: VideoTextEncoder  # on CPU in the driver: its spec, sampling and geometry travel to the actors
+    metadata: pa.Table  # the manifest's rows without their captions
+    videos_dir: str
+    captions_dir: str
+    workers: int
+    rows_per_part: int
+    actor_device: str | None  # None: the GPU Ray assigns, if any
+
+    @property
+    def model_record(self) -> dict:
+        """What made the vectors, as each part's footer and each collection's properties record it."""
+        e = self.encoder
+        return {"spec": e.spec, "fingerprint": e.fingerprint, "dim": e.dim, "logit_scale": e.logit_scale,
+                "config": e.cfg.to_dict()}
+
+    @property
+    def constants(self) -> dict:
+        """The run's columns (schema.RUN_COLUMNS), the same on every row it writes."""
+        return {"run_id": self.run_id, "model_fingerprint": self.encoder.fingerprint}
+
+    def video_schema(self) -> pa.Schema:
+        return video_schema(self.encoder.dim, self.metadata.schema, self.model_record)
+
+    def embedder_options(self, embedder: type) -> dict:
+        """map_batches options of a pool of `workers` actors of class `embedder`."""
+        resources = embedder_resources(self.workers)
+        return {"fn_constructor_kwargs": {"spec": self.encoder.spec, "threads": resources["threads"],
+                                          "device": self.actor_device},
+                # Ray Data restarts a lost actor (OOM killer, node gone) and redoes its batches.
+                "compute": embedder_pool(self.workers), "num_cpus": resources["num_cpus"],
+                "num_gpus": resources["num_gpus"]}
 
 
 def _blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
@@ -46,70 +89,61 @@ def _blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
     return ray.data.from_arrow([table.slice(start, rows) for start in range(0, table.num_rows, rows)])
 
 
-def _model_record(encoder) -> dict:
-    return {"spec": encoder.spec, "fingerprint": encoder.fingerprint, "dim": encoder.dim,
-            "logit_scale": encoder.logit_scale, "config": encoder.cfg.to_dict()}
-
-
-def _constants(run_id: str, encoder) -> dict:
-    return {"run_id": run_id, "model_fingerprint": encoder.fingerprint}
-
-
-def encode_videos(plan: Plan, manifest: pa.Table, schema: pa.Schema, directory: str, encoder, run_id: str,
-                  workers: int, batch_size: int, segment_seconds: float | None, rows_per_part: int,
-                  device: str | None) -> dict:
-    resources = actor_resources(workers)
-    # Ray Data's per-operator reservation would keep half the CPUs for the encoder and writer
+def encode_videos(run: IndexRun, plan: Plan, batch_size: int, segment_seconds: float | None) -> dict:
+    """Decode and embed the plan's videos into parts under videos/; the sink's stats."""
+    # Ray Data's per-operator reservation would keep half the CPUs for the embedder and writer
     # steps, which need none on CPU nodes: decoding ran at half speed (5.2 vs 3.4 videos/s, 2 CPUs).
     # Memory backpressure still bounds what is in flight.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
-    sink = PartsDatasink(directory, schema, "key", _constants(run_id, encoder), manifest=manifest,
-                         rows_per_part=rows_per_part)
+    sink = PartsDatasink(run.videos_dir, run.video_schema(), VIDEO_KEY, run.constants, manifest=run.metadata,
+                         rows_per_part=run.rows_per_part)
+    encoder = run.encoder
     (
         _blocks(plan.encode, VIDEOS_PER_DECODE_TASK)
         .flat_map(decode_item, num_cpus=1, fn_kwargs={
             "sampling": dataclasses.asdict(encoder.sampling), "image_size": encoder.image_size,
             "max_frames": encoder.num_frames, "segment_seconds": segment_seconds})
-        .map_batches(VideoEncoder, fn_constructor_kwargs={"spec": encoder.spec, "threads": resources["threads"],
-                                                         "device": device},
-                     # Ray Data restarts a lost actor (OOM killer, node gone) and redoes its batches.
-                     batch_size=batch_size, batch_format="pyarrow", compute=encoder_pool(workers),
-                     num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"])
+        .map_batches(VideoEmbedder, batch_size=batch_size, batch_format="pyarrow",
+                     **run.embedder_options(VideoEmbedder))
         .write_datasink(sink)
     )
     return dict(sink.stats)
 
 
-def encode_captions(plan: Plan, schema: pa.Schema, directory: str, encoder, run_id: str, workers: int,
-                    rows_per_part: int, device: str | None) -> dict:
-    resources = actor_resources(workers)
-    sink = PartsDatasink(directory, schema, "caption_id", _constants(run_id, encoder), rows_per_part=rows_per_part)
+def encode_captions(run: IndexRun, plan: Plan) -> dict:
+    """Embed the plan's captions into parts under captions/; the sink's stats."""
+    schema = caption_schema(run.encoder.dim, run.model_record)
+    sink = PartsDatasink(run.captions_dir, schema, CAPTION_KEY, run.constants, rows_per_part=run.rows_per_part)
     (
         _blocks(plan.captions, CAPTIONS_PER_BLOCK)
-        .map_batches(CaptionEncoder, fn_constructor_kwargs={"spec": encoder.spec, "threads": resources["threads"],
-                                                           "device": device},
-                     batch_size=256, batch_format="numpy", compute=encoder_pool(workers),
-                     num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"])
+        .map_batches(CaptionEmbedder, batch_size=CAPTIONS_PER_BATCH, batch_format="numpy",
+                     **run.embedder_options(CaptionEmbedder))
         .write_datasink(sink)
     )
     return dict(sink.stats)
 
 
-def refresh_metadata(plan: Plan, manifest: pa.Table, schema: pa.Schema, directory: str, run_id: str,
-                     rows_per_part: int) -> int:
+def refresh_metadata(run: IndexRun, plan: Plan) -> int:
     """Rewrite the stored rows of videos whose metadata alone changed; no decoding, no encoding."""
-    refreshed = manifest.take(plan.refresh)
+    refreshed = run.metadata.take(plan.refresh)
     ids = refreshed["video_id"].combine_chunks()
-    stored = read_live(directory)
+    stored = read_live(run.videos_dir)
     stored = stored.filter(pc.is_in(stored["video_id"], value_set=ids))
     taken = refreshed.take(pc.index_in(stored["video_id"], value_set=ids))
     columns = {name: stored[name] for name in stored.column_names}
-    columns.update({name: taken[name] for name in metadata_columns(manifest)})
-    columns["run_id"] = pa.array([run_id] * stored.num_rows, pa.string())
-    rows = conform(columns, stored.num_rows, schema)
-    for start in range(0, rows.num_rows, rows_per_part):
-        write_part(rows.slice(start, rows_per_part), directory, "key")
+    columns.update({name: taken[name] for name in metadata_columns(run.metadata.column_names)})
+    columns["run_id"] = pa.array([run.run_id] * stored.num_rows, pa.string())
+    rows = conform(columns, stored.num_rows, run.video_schema())
+    for start in range(0, rows.num_rows, run.rows_per_part):
+        write_part(rows.slice(start, run.rows_per_part), run.videos_dir, VIDEO_KEY)
     return rows.num_rows
+
+
+def compact_dataset(run: IndexRun, manifest: pa.Table) -> dict:
+    """Drop the rows no reader should see: superseded, deleted, and captions no longer given."""
+    captioned = manifest.filter(pc.greater(pc.list_value_length(manifest["captions"]), 0))
+    return {VIDEOS: compact(run.videos_dir, set(manifest["video_id"].to_pylist()), VIDEO_KEY),
+            CAPTIONS: compact(run.captions_dir, set(captioned["video_id"].to_pylist()), CAPTION_KEY)}
 
 
 def connect_checked(address: str | None, output: str, manifest: pa.Table, shared_dirs: list[str],
@@ -119,6 +153,36 @@ def connect_checked(address: str | None, output: str, manifest: pa.Table, shared
     connect(address)
     check_paths_reach_every_node(output, manifest["uri"].to_pylist(), shared_dirs)
     check_gpus_visible(device)
+
+
+def check_options(workers: int, batch_size: int, segment_seconds: float | None, device: str) -> None:
+    if workers < 1 or batch_size < 1:
+        raise UserError("--workers and --batch-size must be at least 1")
+    if segment_seconds is not None and segment_seconds <= 0:
+        raise UserError("--segment-seconds must be positive")
+    if device not in DEVICES:
+        raise UserError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+
+
+def create_driver_model(model: str, checkpoint: str | None, seek: str) -> VideoTextEncoder:
+    """The model on CPU in the driver, fails early on a bad name or checkpoint. The seek mode is part
+    of the model's sampling, so of its fingerprint: rows of the two modes never mix in one dataset.
+    The default stays out of the spec (specs recorded before it stay valid)."""
+    overrides = {"sampling": {"seek": seek}} if seek != "exact" else {}
+    return create_model(model, checkpoint=checkpoint, device="cpu", **overrides)
+
+
+def run_steps(run: IndexRun, plan: Plan, batch_size: int, segment_seconds: float | None) -> tuple[dict, dict, int, dict]:
+    """Encode what the plan says, refresh metadata, encode captions: (video stats, caption stats,
+    rows refreshed, seconds per step)."""
+    timings, step = {}, time.perf_counter()
+    video_stats = encode_videos(run, plan, batch_size, segment_seconds) if plan.encode.num_rows else {}
+    timings["videos_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    refreshed = refresh_metadata(run, plan) if len(plan.refresh) else 0
+    caption_stats = encode_captions(run, plan) if plan.captions.num_rows else {}
+    timings["captions_s"] = time.perf_counter() - step
+    return video_stats, caption_stats, refreshed, timings
 
 
 def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str | None = None,
@@ -135,61 +199,34 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
     Raises ManifestError / ModelConfigError / CheckpointError / ClusterError / UserError before any
     work when the job cannot run; a bad video is an 'error' row, never an exception.
     """
-    if workers < 1 or batch_size < 1:
-        raise UserError("--workers and --batch-size must be at least 1")
-    if segment_seconds is not None and segment_seconds <= 0:
-        raise UserError("--segment-seconds must be positive")
-    if device not in DEVICES:
-        raise UserError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
-    shared_dirs = list(shared_dirs or [])
-    timings, started = {}, time.perf_counter()
+    check_options(workers, batch_size, segment_seconds, device)
+    shared_dirs, started = list(shared_dirs or []), time.perf_counter()
     table = read_manifest(manifest)
-    # The seek mode is part of the model's sampling, so of its fingerprint: rows of the two modes
-    # never mix in one dataset. The default stays out of the spec (specs recorded before it stay valid).
-    overrides = {"sampling": {"seek": seek}} if seek != "exact" else {}
-    encoder = load_model(model, checkpoint=checkpoint, device="cpu", **overrides)
+    encoder = create_driver_model(model, checkpoint, seek)
     on_cluster = cluster_address(address) is not None or ray.is_initialized()
     if on_cluster:  # checked before planning: a refused job leaves no trace
         connect_checked(address, output, table, shared_dirs, device)
-    run_id = new_run_id()
-    videos_dir, captions_dir = f"{output.rstrip('/')}/{VIDEOS}", f"{output.rstrip('/')}/{CAPTIONS}"
-    for directory in (videos_dir, captions_dir):
+    root = output.rstrip("/")
+    run = IndexRun(new_run_id(), encoder, table.drop_columns(["captions"]), f"{root}/{VIDEOS}", f"{root}/{CAPTIONS}",
+                   workers, rows_per_part, None if device == "auto" else device)
+    for directory in (run.videos_dir, run.captions_dir):
         remove_temp_files(directory)
-    plan = make_plan(table, videos_dir, captions_dir, encoder.fingerprint, segment_seconds, retry_errors)
-    timings["plan_s"] = time.perf_counter() - started
-
-    model_record = _model_record(encoder)
-    metadata = table.drop_columns(["captions"])
-    schema = video_schema(encoder.dim, metadata.schema, model_record)
-    video_stats, caption_stats = {}, {}
-    actor_device = None if device == "auto" else device
+    plan = make_plan(table, run.videos_dir, run.captions_dir, encoder.fingerprint, segment_seconds, retry_errors)
+    plan_s = time.perf_counter() - started
     if (plan.encode.num_rows or plan.captions.num_rows) and not on_cluster:
         connect_checked(address, output, table, shared_dirs, device)
+    video_stats, caption_stats, refreshed, timings = run_steps(run, plan, batch_size, segment_seconds)
     step = time.perf_counter()
-    if plan.encode.num_rows:
-        video_stats = encode_videos(plan, metadata, schema, videos_dir, encoder, run_id, workers, batch_size,
-                                    segment_seconds, rows_per_part, actor_device)
-    timings["videos_s"] = time.perf_counter() - step
-    step = time.perf_counter()
-    refreshed = refresh_metadata(plan, metadata, schema, videos_dir, run_id, rows_per_part) if len(plan.refresh) else 0
-    if plan.captions.num_rows:
-        caption_stats = encode_captions(plan, caption_schema(encoder.dim, model_record), captions_dir, encoder,
-                                        run_id, workers, rows_per_part, actor_device)
-    timings["captions_s"] = time.perf_counter() - step
-    step = time.perf_counter()
-    video_ids = set(table["video_id"].to_pylist())
-    captioned = set(table.filter(pc.greater(pc.list_value_length(table["captions"]), 0))["video_id"].to_pylist())
-    compaction = {"videos": compact(videos_dir, video_ids, "key"), "captions": compact(captions_dir, captioned,
-                                                                                       "caption_id")}
-    timings["compact_s"] = time.perf_counter() - step
-    timings["total_s"] = time.perf_counter() - started
+    compaction = compact_dataset(run, table)
+    timings.update(plan_s=plan_s, compact_s=time.perf_counter() - step, total_s=time.perf_counter() - started)
 
     stats = _run_stats(plan, video_stats, caption_stats, refreshed, timings)
-    record = {"run_id": run_id, "command": "index", "stats": stats, "compaction": compaction, "model": model_record,
+    record = {"run_id": run.run_id, "command": "index", "stats": stats, "compaction": compaction,
+              "model": run.model_record,
               "config": {"manifest": str(manifest), "output": output, "workers": workers, "batch_size": batch_size,
                          "segment_seconds": segment_seconds, "seek": seek, "rows_per_part": rows_per_part,
                          "device": device, "shared_dirs": shared_dirs, "retry_errors": retry_errors}}
-    stats["stats_file"] = write_run_record(output, run_id, record)
+    stats["stats_file"] = write_run_record(output, run.run_id, record)
     return stats
 
 

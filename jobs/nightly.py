@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
-from storage.collections import retire_versions
+from errors import UserError
 from storage.runs import new_run_id, write_run_record
 from storage.vectorstore import VectorStore
+from storage.versions import retire_versions
 
-from .errors import UserError
 from .index import index
 from .load import load
 
@@ -38,7 +39,7 @@ LOCK_FILE = ".nightly.lock"
 def workdir_lock(workdir: str) -> Iterator[None]:
     """One nightly run per local workdir at a time: cron can start a night before the last ends."""
     fs, root = fsspec.core.url_to_fs(workdir)
-    if fs.protocol not in ("file", ("file", "local")):
+    if not isinstance(fs, LocalFileSystem):
         yield  # object stores have no advisory locks; schedule one run at a time there
         return
     Path(root).mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,14 @@ import pyarrow.compute as pc
 
 from storage.dataset import nan_as_null, read_live
 from storage.files import list_stamps
+from storage.schema import CAPTION_KEY, KEY_SEPARATOR, VIDEO_KEY, metadata_columns
 
 logger = logging.getLogger(__name__)
 
 # Stored columns that decide reuse (besides the metadata columns).
-PLAN_COLUMNS = ["key", "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",
+PLAN_COLUMNS = [VIDEO_KEY, "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",
                 "error_kind", "run_id"]
-CAPTION_PLAN_COLUMNS = ["caption_id", "video_id", "text", "model_fingerprint", "run_id"]
+CAPTION_PLAN_COLUMNS = [CAPTION_KEY, "video_id", "text", "model_fingerprint", "run_id"]
 ENCODE_COLUMNS = ["_row", "video_id", "uri", "file_stat"]
 
 
@@ -40,10 +41,6 @@ class Plan:
     deleted: list[str]  # video_ids with rows, gone from the manifest
     captions: pa.Table  # caption_id, video_id, text: captions to encode
     captions_reused: int
-
-
-def metadata_columns(manifest: pa.Table) -> list[str]:
-    return [c for c in manifest.column_names if c not in ("uri", "video_id", "captions")]
 
 
 def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -76,14 +73,40 @@ def _stored_rows(directory: str, columns: list[str], key_column: str) -> pa.Tabl
     return stored
 
 
+def _current_rows(manifest: pa.Table) -> pa.Table:
+    """The manifest's videos as the plan compares them: ids, uris, metadata, each file's stamp and
+    its manifest row (`_row`)."""
+    current = manifest.select(["video_id", "uri", *metadata_columns(manifest.column_names)])
+    current = current.append_column("_row", pa.array(np.arange(current.num_rows)))
+    return current.append_column("file_stat", list_stamps(manifest["uri"]))
+
+
+def _reusable(stored: pa.Table, now: pa.Table, model_fingerprint: str, segment_seconds: float | None,
+              retry: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Stored rows whose encoding still holds: same uri and file stamp, same model and segments,
+    and not an error to retry."""
+    same_file = pc.and_(_same(stored["uri"], now["uri"]), _same(stored["file_stat"], now["file_stat"]))
+    same_encoding = pc.and_(_equals(stored["model_fingerprint"], model_fingerprint),
+                            _equals(stored["segment_seconds"], segment_seconds))
+    return pc.and_(pc.and_(same_file, same_encoding), pc.invert(retry))
+
+
+def _metadata_differs(stored: pa.Table, now: pa.Table, meta: list[str]) -> pa.ChunkedArray:
+    """Stored rows whose metadata differs from the manifest's, or that lack one of its columns."""
+    missing = [c for c in meta if c not in stored.column_names]
+    differs = pa.array(np.full(stored.num_rows, bool(missing)))
+    for c in meta:
+        if c not in missing:
+            differs = pc.or_(differs, pc.invert(_same(stored[c], now[c])))
+    return differs
+
+
 def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, segment_seconds: float | None,
                 retry_errors: bool = False) -> dict:
     """The video half of a Plan, as keyword arguments."""
-    meta = metadata_columns(manifest)
-    current = manifest.select(["video_id", "uri", *meta])
-    current = current.append_column("_row", pa.array(np.arange(current.num_rows)))
-    current = current.append_column("file_stat", list_stamps(manifest["uri"]))
-    stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, "key")
+    meta = metadata_columns(manifest.column_names)
+    current = _current_rows(manifest)
+    stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, VIDEO_KEY)
     if stored is None:
         return {"encode": current.select(ENCODE_COLUMNS), "refresh": pa.array([], pa.int64()), "reused": 0,
                 "changed": 0, "errors_retried": 0, "deleted": []}
@@ -96,22 +119,13 @@ def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, seg
 
     retry = pc.and_(pc.equal(stored["status"], "error"),
                     pa.scalar(True) if retry_errors else _equals(stored["error_kind"], "transient"))
-    keep = pc.and_(pc.and_(_same(stored["uri"], now["uri"]), _same(stored["file_stat"], now["file_stat"])),
-                   pc.and_(_equals(stored["model_fingerprint"], model_fingerprint),
-                           _equals(stored["segment_seconds"], segment_seconds)))
-    keep = pc.and_(keep, pc.invert(retry))
-    stale = _ids(stored, pc.invert(keep))
+    stale = _ids(stored, pc.invert(_reusable(stored, now, model_fingerprint, segment_seconds, retry)))
     had_rows = pc.is_in(current["video_id"], value_set=_ids(stored))
     redo = pc.is_in(current["video_id"], value_set=stale)
     encode = pc.or_(pc.invert(had_rows), redo)
-
-    # Reused videos whose metadata differs (or has a column their rows lack) are only rewritten.
-    missing = [c for c in meta if c not in stored.column_names]
-    differs = pa.array(np.full(stored.num_rows, bool(missing)))
-    for c in meta:
-        if c not in missing:
-            differs = pc.or_(differs, pc.invert(_same(stored[c], now[c])))
-    refresh = pc.and_(pc.invert(encode), pc.is_in(current["video_id"], value_set=_ids(stored, differs)))
+    # Reused videos whose metadata differs are only rewritten.
+    refresh = pc.and_(pc.invert(encode),
+                      pc.is_in(current["video_id"], value_set=_ids(stored, _metadata_differs(stored, now, meta))))
     return {
         "encode": current.filter(encode).select(ENCODE_COLUMNS),
         "refresh": current["_row"].filter(refresh).combine_chunks(),
@@ -131,18 +145,18 @@ def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str)
     first = pc.subtract(pc.take(texts.offsets, parent), texts.offsets[0])  # flat index of each video's #0
     video_ids = manifest["video_id"].combine_chunks().take(parent)
     wanted = pa.table({
-        "caption_id": pc.binary_join_element_wise(
-            video_ids, pc.subtract(pa.array(np.arange(len(parent))), first).cast(pa.string()), "#"),
+        CAPTION_KEY: pc.binary_join_element_wise(
+            video_ids, pc.subtract(pa.array(np.arange(len(parent))), first).cast(pa.string()), KEY_SEPARATOR),
         "video_id": video_ids, "text": pc.list_flatten(texts)})
-    stored = _stored_rows(captions_dir, CAPTION_PLAN_COLUMNS, "caption_id")
+    stored = _stored_rows(captions_dir, CAPTION_PLAN_COLUMNS, CAPTION_KEY)
     if stored is None:
         return {"captions": wanted, "captions_reused": 0}
-    position = pc.index_in(wanted["caption_id"], value_set=stored["caption_id"].combine_chunks())
+    position = pc.index_in(wanted[CAPTION_KEY], value_set=stored[CAPTION_KEY].combine_chunks())
     found = stored.take(pc.fill_null(position, 0))
     same = pc.and_(pc.is_valid(position), pc.and_(_same(found["text"], wanted["text"]),
                                                   _equals(found["model_fingerprint"], model_fingerprint)))
-    per_video = stored.group_by("video_id").aggregate([("caption_id", "count")])
-    stored_counts = pc.fill_null(per_video["caption_id_count"].take(
+    per_video = stored.group_by("video_id").aggregate([(CAPTION_KEY, "count")])
+    stored_counts = pc.fill_null(per_video[f"{CAPTION_KEY}_count"].take(
         pc.index_in(manifest["video_id"], value_set=per_video["video_id"].combine_chunks())), 0)
     reused = pc.and_(pc.and_(pc.greater(counts, 0), pc.equal(stored_counts, counts)),
                      pc.invert(pc.is_in(manifest["video_id"], value_set=_ids(wanted, pc.invert(same)))))

@@ -1,28 +1,25 @@
 """The search command: text -> video, video -> video, video -> text, with an optional filter.
 
 Usage: python -m jobs search --db URI (--text T | --video PATH | --video-id ID)
-           [--target videos|captions] [-k K] [--where FILTER] [--json]
+           [--collection videos] [--target videos|captions] [-k K] [--where FILTER] [--json]
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
 import numpy as np
-from pymilvus.exceptions import MilvusException
 
+from errors import NotFound, UserError
+from storage.filters import equals
+from storage.schema import CAPTIONS, EMBEDDING, MAX_RESULTS, TABLES, VIDEO_KEY, VIDEOS, caption_alias
 from storage.vectorstore import VectorStore, VectorStoreError
-
-from .errors import NotFound, UserError
 
 logger = logging.getLogger(__name__)
 
-MAX_K = 1000
-TARGETS = ("videos", "captions")
-# Models already loaded and checked in this process, by fingerprint: a server loads each once.
-_LOADED_MODELS: dict = {}
+# Models made and checked in this process, by fingerprint: a server makes each once.
+_MODELS_BY_FINGERPRINT: dict = {}
 # VIDEO(value) -> the query as (kind, value): ("VIDEO", a file to decode) or ("ID", a stored video).
 # The CLI decodes what it is given (local_video); a server resolves it within its library.
 VideoResolver = Callable[[str], tuple[str, str]]
@@ -33,58 +30,60 @@ def local_video(value: str) -> tuple[str, str]:
     return "VIDEO", value
 
 
-def load_collection_model(store: VectorStore, collection: str):
-    """The model that made `collection`, loaded from its recorded spec; refused if it is not the same."""
-    from encoders import load_model
+def collection_model(store: VectorStore, collection: str):
+    """The model that made `collection`, made again from its recorded spec; refused if it is not the same."""
+    from encoders import create_model
 
     record = store.model_record(collection)
-    if record["fingerprint"] in _LOADED_MODELS:
-        return _LOADED_MODELS[record["fingerprint"]]
-    encoder = load_model(**record["spec"])
+    if record["fingerprint"] in _MODELS_BY_FINGERPRINT:
+        return _MODELS_BY_FINGERPRINT[record["fingerprint"]]
+    encoder = create_model(**record["spec"])
     if encoder.fingerprint != record["fingerprint"]:
         raise VectorStoreError(
             f"collection {collection!r} was made by {record['spec']} with fingerprint {record['fingerprint']}, but "
-            f"loading that spec now gives {encoder.fingerprint} (the weights or settings changed); re-index and load"
+            f"that spec now makes {encoder.fingerprint} (the weights or settings changed); re-index and load"
         )
-    _LOADED_MODELS[record["fingerprint"]] = encoder
+    _MODELS_BY_FINGERPRINT[record["fingerprint"]] = encoder
     return encoder
 
 
-def _stored_vector(store: VectorStore, video_id: str) -> np.ndarray:
-    rows = store.query(store.resolve("videos"), filter=f"video_id == {json.dumps(video_id)}",
-                       output_fields=["key", "embedding"])
+def _stored_vector(store: VectorStore, videos: str, video_id: str) -> np.ndarray:
+    """The stored vector of a video of collection `videos` (its first segment)."""
+    rows = store.query(store.resolve(videos), filter=equals("video_id", video_id), output_fields=[VIDEO_KEY, EMBEDDING])
     if not rows:
         raise NotFound(f"video {video_id!r}: no such video in the collection")
-    first = min(rows, key=lambda r: r["key"])  # segment 0 of a segmented video
-    return np.asarray(first["embedding"], np.float32)
+    first = min(rows, key=lambda r: r[VIDEO_KEY])  # segment 0 of a segmented video
+    return np.asarray(first[EMBEDDING], np.float32)
 
 
 def _clip_vector(store: VectorStore, collection: str, path: str) -> np.ndarray:
     from encoders.video import decode_video
 
-    encoder = load_collection_model(store, collection)
+    encoder = collection_model(store, collection)
     _, segments = decode_video(path, encoder.sampling, encoder.image_size)
     return encoder.encode_clips([segments[0].frames])[0]
 
 
 def query_vector(store: VectorStore, collection: str, kind: str, value: str,
-                 videos: VideoResolver = local_video) -> np.ndarray:
+                 videos: VideoResolver = local_video, video_collection: str = VIDEOS) -> np.ndarray:
     """The vector of a TEXT, VIDEO or ID query, made by the model of `collection` (a resolved name,
-    not an alias); `videos` says what a VIDEO value may open."""
+    not an alias); `videos` says what a VIDEO value may open; an ID is a video of `video_collection`."""
     if kind == "VIDEO":
         kind, value = videos(value)
     if kind == "ID":
-        return _stored_vector(store, value)
+        return _stored_vector(store, video_collection, value)
     if kind == "VIDEO":
         return _clip_vector(store, collection, value)
-    return load_collection_model(store, collection).encode_text([value])[0]
+    if not value.strip():
+        raise UserError("the text to search for is empty")
+    return collection_model(store, collection).encode_text([value])[0]
 
 
 def _search(store: VectorStore, collection: str, vector: np.ndarray, k: int, where: str) -> list[dict]:
     try:
         return store.search(collection, vector, k, filter=where, output_fields=["*"])
-    except MilvusException as e:
-        raise UserError(f"search failed ({'--where ' + repr(where) if where else 'no filter'}): {e.message}") from e
+    except VectorStoreError as e:  # the filter, most likely: say which one
+        raise UserError(f"search failed ({'--where ' + repr(where) if where else 'no filter'}): {e}") from e
 
 
 def best_segment_per_video(store: VectorStore, collection: str, vector: np.ndarray, k: int,
@@ -97,34 +96,39 @@ def best_segment_per_video(store: VectorStore, collection: str, vector: np.ndarr
         best: dict[str, dict] = {}
         for hit in hits:  # best first: the first hit of a video is its best segment
             best.setdefault(hit["video_id"], hit)
-        if len(best) >= k or len(hits) < fetch or fetch == MAX_K:
+        if len(best) >= k or len(hits) < fetch or fetch == MAX_RESULTS:
             return list(best.values())[:k]
-        fetch = min(4 * fetch, MAX_K)
+        fetch = min(4 * fetch, MAX_RESULTS)
+
+
+def check_search(given: dict, target: str, k: int) -> None:
+    if sum(value is not None for value in given.values()) != 1:
+        raise UserError("give exactly one of --text, --video, --video-id")
+    if target not in TABLES:
+        raise UserError(f"--target {target!r} is not one of {', '.join(TABLES)}")
+    if not 1 <= k <= MAX_RESULTS:
+        raise UserError(f"-k must be between 1 and {MAX_RESULTS}")
 
 
 def search(db: str, text: str | None = None, video: str | None = None, video_id: str | None = None,
-           target: str = "videos", k: int = 10, where: str = "", store: VectorStore | None = None,
-           videos: VideoResolver = local_video, per_video: bool = False) -> list[dict]:
-    """Top-k rows of `target` for one query, best first, each with its fields and `score`.
-    `store`: an open VectorStore on `db` to reuse (a server keeps one). `videos`: what `video` may
-    open (see query_vector). `per_video`: one row per video (its best segment) when target is videos."""
+           target: str = VIDEOS, k: int = 10, where: str = "", store: VectorStore | None = None,
+           videos: VideoResolver = local_video, per_video: bool = False, collection: str = VIDEOS) -> list[dict]:
+    """Top-k rows of `target` (the videos of `collection`, or their captions) for one query, best
+    first, each with its fields and `score`. `store`: an open VectorStore on `db` to reuse (a server
+    keeps one). `videos`: what `video` may open (see query_vector). `per_video`: one row per video
+    (its best segment) when target is videos."""
     given = {"TEXT": text, "VIDEO": video, "ID": video_id}
-    if sum(value is not None for value in given.values()) != 1:
-        raise UserError("give exactly one of --text, --video, --video-id")
-    if target not in TARGETS:
-        raise UserError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
-    if not 1 <= k <= MAX_K:
-        raise UserError(f"-k must be between 1 and {MAX_K}")
-    store = store or VectorStore(db)
-    collection = store.resolve(target)
+    check_search(given, target, k)
+    store = store or VectorStore(db, create=False)
+    searched = store.resolve(caption_alias(collection) if target == CAPTIONS else collection)
     kind, value = next((kind, value) for kind, value in given.items() if value is not None)
-    vector = query_vector(store, collection, kind, value, videos)
-    if per_video and target == "videos":
-        hits = best_segment_per_video(store, collection, vector, k, where)
+    vector = query_vector(store, searched, kind, value, videos, video_collection=collection)
+    if per_video and target == VIDEOS:
+        hits = best_segment_per_video(store, searched, vector, k, where)
     else:
-        hits = _search(store, collection, vector, k, where)
+        hits = _search(store, searched, vector, k, where)
     for hit in hits:
-        hit.pop("embedding", None)
+        hit.pop(EMBEDDING, None)
     return hits
 
 
@@ -132,7 +136,7 @@ def format_table(hits: list[dict]) -> str:
     """One line per hit: rank, score, id, span and the other fields."""
     lines = []
     for rank, hit in enumerate(hits, 1):
-        ident = hit.get("key") or hit.get("caption_id")
+        ident = hit.get(VIDEO_KEY) or hit.get("caption_id")
         span = f" [{hit['start_s']:.1f}-{hit['end_s']:.1f}s]" if hit.get("start_s") is not None else ""
         extra = hit.get("text") or hit.get("uri") or ""
         lines.append(f"{rank:>3}. {hit['score']:.4f}  {ident}{span}  {extra}")

@@ -5,7 +5,8 @@ Usage: python -m jobs serve --db URI [--host 127.0.0.1] [--port 8000] [--token T
            [--cache-dir DIR] [--max-upload-mb 50]
 Bound beyond localhost it requires a bearer token. Docs at /docs, schema at /openapi.json.
 A user error is answered 400 (404 for what the library does not hold, 413 for a body over the
-limit) with {"error": "<the one line the CLI prints>"}; anything else is a bug (500, logged).
+limit), a vector database that cannot be reached or fails 503, each with {"error": "<the one line
+the CLI prints>"}; anything else is a bug (500, logged).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from encoders.video import VideoDecodeError
-from storage.vectorstore import VectorStore, VectorStoreError
-
-from .errors import UserError, one_line, user_error_status
+from errors import KNOWN, UserError, http_status, one_line
+from storage.schema import VIDEOS
+from storage.vectorstore import VectorStore
 from .server.api import api_router
 from .server.inputs import BodyLimit
 from .server.media import STATIC, ThumbnailCache, default_cache_dir, media_router
@@ -44,34 +44,37 @@ def _token_check(token: str | None):
     return check
 
 
-async def _answer_user_error(_: Request, error: Exception) -> JSONResponse:
-    status = user_error_status(error)
+async def _answer_error(_: Request, error: Exception) -> JSONResponse:
+    status = http_status(error)
     if status is None:
         raise error  # a bug: a 500, with its traceback in the server's log
-    return JSONResponse(status_code=status, content={"error": one_line(error)})
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse(status_code=status, content={"error": one_line(error)}, headers=headers)
 
 
 def create_app(db: str, token: str | None = None, cache_dir: str | Path | None = None,
-               max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20)) -> FastAPI:
-    """The page and API over `db`; every route but /, /static and /healthz needs `token` when one
-    is given. Thumbnails are cached in `cache_dir` (default: see media.default_cache_dir)."""
+               max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20), collection: str = VIDEOS) -> FastAPI:
+    """The page and API over the videos of alias `collection` in `db`, and their captions; every
+    route but /, /static and /healthz needs `token` when one is given. Thumbnails are cached in
+    `cache_dir` (default: see media.default_cache_dir)."""
     app = FastAPI(title="vidx", description="Text<->video search over a CLIP2Video index")
-    store = VectorStore(db)  # opened once: milvus-lite lets one process own the database
+    store = VectorStore(db, create=False)  # opened once: milvus-lite lets one process own the database
     auth = Depends(_token_check(token))
-    for error_type in (ValueError, VectorStoreError, VideoDecodeError):  # the bases of every user error
-        app.add_exception_handler(error_type, _answer_user_error)
+    for error_type in (*KNOWN, ValueError):  # ValueError: pydantic's and numpy's too, which may be bugs
+        app.add_exception_handler(error_type, _answer_error)
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
-    app.include_router(api_router(db, store, auth))
-    app.include_router(media_router(store, ThumbnailCache(Path(cache_dir or default_cache_dir(db))), auth))
+    app.include_router(api_router(db, store, auth, collection))
+    thumbnails = ThumbnailCache(Path(cache_dir or default_cache_dir(db)))
+    app.include_router(media_router(store, collection, thumbnails, auth))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
 def serve(db: str, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          cache_dir: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
+          cache_dir: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, collection: str = VIDEOS) -> None:
     token = token or os.environ.get("VIDX_TOKEN")
     if host not in LOCAL_HOSTS and not token:
         raise UserError(f"--host {host} exposes the API beyond this machine: give --token or set VIDX_TOKEN")
     if max_upload_mb <= 0:
         raise UserError("--max-upload-mb must be positive")
-    uvicorn.run(create_app(db, token, cache_dir, int(max_upload_mb * 2**20)), host=host, port=port)
+    uvicorn.run(create_app(db, token, cache_dir, int(max_upload_mb * 2**20), collection), host=host, port=port)

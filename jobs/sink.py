@@ -13,6 +13,7 @@ from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
 from storage.dataset import conform, write_part
+from storage.schema import EMBEDDING
 
 # Rows per part: big enough for efficient Parquet, small enough that a crash loses little work.
 ROWS_PER_PART = 256
@@ -32,7 +33,7 @@ class PartsDatasink(Datasink):
     def __init__(self, directory: str, schema: pa.Schema, key_column: str, constants: dict,
                  manifest: pa.Table | None = None, rows_per_part: int = ROWS_PER_PART):
         self.directory, self.schema, self.key_column = directory, schema, key_column
-        self.constants = constants  # the same for every row of the run: run_id, model_fingerprint
+        self.constants = constants  # schema.RUN_COLUMNS: the same for every row of the run
         # In the object store once, not pickled into every write task.
         self.manifest = ray.put(manifest) if manifest is not None else None
         self.rows_per_part = rows_per_part
@@ -48,8 +49,8 @@ class PartsDatasink(Datasink):
         valid = np.asarray(block["status"].to_pylist()) == "ok" if "status" in block.column_names else np.ones(n, bool)
         columns = {name: block[name] for name in block.column_names}
         columns.update({name: pa.array([value] * n, pa.string()) for name, value in self.constants.items()})
-        embedding = block["embedding"]
-        columns["embedding"] = pc.if_else(pa.array(valid), embedding, pa.nulls(n, embedding.type))  # error rows: null
+        embedding = block[EMBEDDING]
+        columns[EMBEDDING] = pc.if_else(pa.array(valid), embedding, pa.nulls(n, embedding.type))  # error rows: null
         if self.manifest is not None:
             taken = ray.get(self.manifest).take(block["_row"])
             columns.update({name: taken[name] for name in taken.column_names})

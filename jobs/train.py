@@ -6,7 +6,7 @@ Usage: python -m jobs train --manifest M --output DIR [--init tiny|MODEL|CHECKPO
 Each video is decoded once into a few candidate frames per slot (kept in Ray's object store); every epoch
 draws one per slot (jitter) and one caption per video. The loss is the paper's: symmetric cross-entropy
 over the global and the TAB similarities, weighted w and 1 - w. After each epoch OUTPUT gets
-pytorch_model.bin.<epoch> (official key names; load_model('clip2video', checkpoint=...) reads it),
+pytorch_model.bin.<epoch> (official key names; create_model('clip2video', checkpoint=...) reads it),
 loss.csv and loss.png; stats.json at the end. A stopped run started again with the same OUTPUT resumes
 from its last epoch (Ray Train's checkpoints under OUTPUT/ray).
 """
@@ -34,17 +34,19 @@ from ray.train.v2.api.callback import UserCallback
 from torch import nn
 from torch.distributed.nn.functional import all_gather
 
-from encoders import SamplingCfg, VideoTextEncoder, list_models, load_model, tokenize
+from encoders import SamplingCfg, VideoTextEncoder, create_model, list_models, tokenize
 from encoders.checkpoint import from_official_keys, load_strict, read_state_dict, save_official
+from encoders.config import HEADS
 from encoders.preprocess import stack_clips
 from encoders.video import VideoDecodeError, decode_video
+from errors import UserError
+from storage.atomic import publish_in
 from storage.manifest import read_manifest
 
 from .cluster import connect
-from .errors import UserError
-from .train_records import (LOSS_CSV, LOSS_PNG, STATS_JSON, epoch_means, plot_loss, publish, read_loss_csv,
-                            write_loss_csv)
 from .index import VIDEOS_PER_DECODE_TASK
+from .log import configure_logging
+from .train_records import LOSS_CSV, LOSS_PNG, STATS_JSON, epoch_means, plot_loss, read_loss_csv, write_loss_csv
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +63,13 @@ TRAIN_STATE = "train_state.pt"
 MAX_ERRORS_RECORDED = 100
 
 
-def load_initial_model(init: str, head: str | None = None) -> VideoTextEncoder:
+def create_initial_model(init: str, head: str | None = None) -> VideoTextEncoder:
     """init: a registered model ('tiny', 'demo', 'clip-meanp'...) or an official checkpoint path.
     head: the head to train on its CLIP when it differs ('meanp' or 'clip2video'; new modules random)."""
     overrides = {"head": head} if head else {}
     if init in list_models():
-        return load_model(init, device="cpu", **overrides)
-    return load_model("clip-meanp" if head == "meanp" else "clip2video", checkpoint=init, device="cpu")
+        return create_model(init, device="cpu", **overrides)
+    return create_model("clip-meanp" if head == "meanp" else "clip2video", checkpoint=init, device="cpu")
 
 
 def training_rows(manifest: str) -> tuple[list[dict], int]:
@@ -215,9 +217,9 @@ def optimize(loss: torch.Tensor, model: nn.Module, optimizer, schedule) -> None:
 
 def train_loop(config: dict) -> None:
     """A Ray Train worker: build the model, resume if Ray Train has a checkpoint, train, report each epoch."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     torch.manual_seed(config["seed"])  # the same new modules in every worker
-    encoder = load_initial_model(config["init"], config["head"])
+    encoder = create_initial_model(config["init"], config["head"])
     model = encoder.module.train()
     loss_fn = prepare_model(RetrievalLoss(model))  # to the worker's device; DDP if several
     device = get_device()
@@ -262,9 +264,9 @@ class EpochRecorder(UserCallback):
         with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as scratch:
             plot_loss(read_loss_csv(os.path.join(directory, LOSS_CSV)), os.path.join(scratch, LOSS_PNG))
             # The weights last: once OUTPUT shows an epoch's checkpoint, its loss files are there too.
-            publish(self.output, LOSS_CSV, os.path.join(directory, LOSS_CSV))
-            publish(self.output, LOSS_PNG, os.path.join(scratch, LOSS_PNG))
-            publish(self.output, weights, os.path.join(directory, weights))
+            publish_in(self.output, LOSS_CSV, Path(directory, LOSS_CSV))
+            publish_in(self.output, LOSS_PNG, Path(scratch, LOSS_PNG))
+            publish_in(self.output, weights, Path(directory, weights))
 
 
 def scaling(workers: int, use_gpu: bool) -> ScalingConfig:
@@ -284,8 +286,8 @@ def check_options(epochs: int, batch_size: int, checkpoint_every: int, workers: 
     for flag, (value, minimum) in least.items():
         if value < minimum:
             raise UserError(f"{flag} {value}: must be at least {minimum}")
-    if head not in (None, "clip2video", "meanp"):
-        raise UserError(f"--head {head!r} is not one of clip2video, meanp")
+    if head not in (None, *HEADS):
+        raise UserError(f"--head {head!r} is not one of {', '.join(HEADS)}")
 
 
 def train(manifest: str, output: str, init: str = "tiny", head: str | None = None, epochs: int = 10,
@@ -309,7 +311,7 @@ def train(manifest: str, output: str, init: str = "tiny", head: str | None = Non
     """
     check_options(epochs, batch_size, checkpoint_every, workers, head)
     started = time.perf_counter()
-    encoder = load_initial_model(init, head)  # fails early on a bad init; the workers load their own
+    encoder = create_initial_model(init, head)  # fails early on a bad init; the workers load their own
     rows, without_captions = training_rows(manifest)
     connect(address)
     decoded, errors = decode_dataset(rows, encoder.sampling, encoder.image_size)
@@ -334,7 +336,7 @@ def train(manifest: str, output: str, init: str = "tiny", head: str | None = Non
                       {"decode": decoded_at - started, "train": time.perf_counter() - decoded_at})
     with tempfile.TemporaryDirectory() as scratch:
         Path(scratch, STATS_JSON).write_text(json.dumps(stats, indent=2))
-        publish(output, STATS_JSON, os.path.join(scratch, STATS_JSON))
+        publish_in(output, STATS_JSON, Path(scratch, STATS_JSON))
     logger.info("train: %s", stats)
     return stats
 

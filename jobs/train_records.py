@@ -1,11 +1,10 @@
 """What a training run leaves in OUTPUT besides its weights: the loss history (CSV), its plot
-(PNG) and the run's stats, each published atomically."""
+(PNG) and the run's stats."""
 
 from __future__ import annotations
 
 import csv
 
-import fsspec
 import numpy as np
 
 LOSS_CSV, LOSS_PNG, STATS_JSON = "loss.csv", "loss.png", "stats.json"
@@ -45,12 +44,3 @@ def plot_loss(history: list[dict], path: str) -> None:
     axes.set(xlabel="step", ylabel="loss", title="training loss")
     axes.legend()
     figure.savefig(path, format="png")
-
-
-def publish(output: str, name: str, local_path: str) -> None:
-    """Copy a local file to OUTPUT/name through a dot-name and a rename: no reader, and no run
-    killed mid-copy, leaves a partial file under the real name."""
-    fs, root = fsspec.core.url_to_fs(output)
-    fs.makedirs(root, exist_ok=True)
-    fs.put_file(local_path, f"{root}/.{name}.tmp")
-    fs.mv(f"{root}/.{name}.tmp", f"{root}/{name}")

@@ -1,4 +1,5 @@
-"""The Ray Data steps of an index run: decode (stateless CPU function) and encode (actors)."""
+"""The Ray Data steps of an index run: decode (a stateless CPU function) and embed (actors that
+each hold one VideoTextEncoder)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import pyarrow as pa
 import ray
 import torch
 
-from encoders import SamplingCfg, load_model
-from encoders.video import VideoDecodeError, decode_video, local_copy
-from storage.files import content_fingerprint, describe, is_transient, retry_transient
+from encoders import SamplingCfg, create_model
+from encoders.video import decode_video, local_copy
+from errors import one_line
+from storage.files import READ_ATTEMPTS, content_fingerprint, is_transient, retry_transient
+from storage.schema import EMBEDDING, RUN_COLUMNS, VIDEO_FIELDS, VIDEO_KEY, row_key
 
 logger = logging.getLogger(__name__)
 
-# Reads of one video when they fail for a transient reason (storage.files.is_transient): about
-# 1 + 2 + 4 s of backoff in all, longer than a throttling burst or a store's brief unavailability.
-READ_ATTEMPTS = 4
+# The columns a decoded row carries: the dataset's, but its key (one per segment) and what the
+# sink adds for the whole run.
+DECODED_COLUMNS = [f.name for f in VIDEO_FIELDS if f.name != VIDEO_KEY and f.name not in RUN_COLUMNS]
 
 
 def node_id() -> str | None:
@@ -28,12 +31,11 @@ def node_id() -> str | None:
 
 
 def _base_row(item: dict, segment_seconds: float | None) -> dict:
-    return {
-        "_row": item["_row"], "video_id": item["video_id"], "uri": item["uri"], "file_stat": item["file_stat"],
-        "segment_seconds": segment_seconds, "segment": 0, "start_s": None, "end_s": None, "duration_s": None,
-        "fps": None, "width": None, "height": None, "num_frames": None, "sampled_frames": 0, "sampled_times": [],
-        "content_fingerprint": None, "status": "error", "error": None, "error_kind": None, "decode_node": node_id(),
-    }
+    """A video's row before decoding: an error until it decodes. Every row has every column, so the
+    rows of a batch stack whatever became of each video."""
+    return {**dict.fromkeys(DECODED_COLUMNS), "video_id": item["video_id"], "uri": item["uri"],
+            "file_stat": item["file_stat"], "segment_seconds": segment_seconds, "segment": 0, "sampled_frames": 0,
+            "sampled_times": [], "status": "error", "_row": item["_row"], "decode_node": node_id()}
 
 
 def _read_and_decode(item: dict, sampling: dict, image_size: int, segment_seconds: float | None):
@@ -57,9 +59,9 @@ def decode_item(item: dict, sampling: dict, image_size: int, max_frames: int,
             lambda: _read_and_decode(item, sampling, image_size, segment_seconds), READ_ATTEMPTS, seen)
     except Exception as e:
         transient = is_transient(e, seen)
-        reason = str(e) if isinstance(e, VideoDecodeError) else describe(e)
+        reason = one_line(e)
         row.update(error=f"{reason} (after {READ_ATTEMPTS} attempts)" if transient else reason,
-                   error_kind="transient" if transient else "permanent", key=f"{item['video_id']}#0",
+                   error_kind="transient" if transient else "permanent", key=row_key(item["video_id"], 0),
                    frames=np.zeros(frames_shape, np.uint8), decode_seconds=time.perf_counter() - started)
         return [row]
     row.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
@@ -69,7 +71,7 @@ def decode_item(item: dict, sampling: dict, image_size: int, max_frames: int,
     for n, segment in enumerate(segments):
         frames = np.zeros(frames_shape, np.uint8)
         frames[: len(segment.frames)] = segment.frames.numpy()
-        rows.append({**row, "key": f"{item['video_id']}#{n}", "segment": n, "start_s": segment.start_s,
+        rows.append({**row, VIDEO_KEY: row_key(item["video_id"], n), "segment": n, "start_s": segment.start_s,
                      "end_s": segment.end_s, "sampled_frames": len(segment.frames),
                      "sampled_times": segment.frame_times.tolist(), "frames": frames,
                      "decode_seconds": elapsed})
@@ -77,7 +79,7 @@ def decode_item(item: dict, sampling: dict, image_size: int, max_frames: int,
 
 
 def _set_threads(threads: int) -> None:
-    """torch's intra-op threads for this actor (see cluster.actor_resources)."""
+    """torch's intra-op threads for this actor (see cluster.embedder_resources)."""
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
@@ -88,8 +90,8 @@ def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(values, vectors.shape[1])
 
 
-class VideoEncoder:
-    """Ray Data actor: holds one model; turns a batch of decoded rows into embeddings.
+class VideoEmbedder:
+    """Ray Data actor: holds one VideoTextEncoder; turns a batch of decoded rows into embeddings.
     `device`: None puts it on the GPU Ray gave it, if any (see cluster.check_gpus_visible).
 
     Batches are Arrow tables, not numpy: numpy turns a column that is null in every row of a batch
@@ -98,9 +100,9 @@ class VideoEncoder:
 
     def __init__(self, spec: dict, threads: int = 1, device: str | None = None):
         _set_threads(threads)
-        self.model = load_model(**spec, device=device)
+        self.model = create_model(**spec, device=device)
         self.node = node_id()
-        logger.info("encoder ready: %s on %s", spec["name"], self.model.device)
+        logger.info("embedder ready: %s on %s", spec["name"], self.model.device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -112,18 +114,18 @@ class VideoEncoder:
             clips = [torch.from_numpy(frames[i, : counts[i]]) for i in ok]
             embedding[ok] = self.model.encode_clips(clips)
         seconds = (time.perf_counter() - started) / len(counts)
-        return (batch.drop_columns(["frames"]).append_column("embedding", embedding_array(embedding))
+        return (batch.drop_columns(["frames"]).append_column(EMBEDDING, embedding_array(embedding))
                 .append_column("encode_seconds", pa.array(np.full(len(counts), seconds)))
                 .append_column("encode_node", pa.array([self.node] * len(counts), pa.string())))
 
 
-class CaptionEncoder:
-    """Ray Data actor: the text tower for manifest captions."""
+class CaptionEmbedder:
+    """Ray Data actor: the text tower of one VideoTextEncoder, for manifest captions."""
 
     def __init__(self, spec: dict, threads: int = 1, device: str | None = None):
         _set_threads(threads)
-        self.model = load_model(**spec, device=device)
+        self.model = create_model(**spec, device=device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         vectors = self.model.encode_text([str(t) for t in batch["text"]])
-        return pa.table({**batch, "embedding": embedding_array(vectors)})
+        return pa.table({**batch, EMBEDDING: embedding_array(vectors)})

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,68 +22,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
+
+from errors import UserError
+
+from .atomic import TEMP_PREFIX, publish
+from .schema import MODEL_KEY, VIDEO_KEY
 
 logger = logging.getLogger(__name__)
 
-VIDEOS = "videos"
-CAPTIONS = "captions"
-TEMP_PREFIX = ".tmp-"  # readers (pyarrow, DuckDB, Spark) skip names starting with "." or "_"
 
-# One row per video, or per segment of a long video. Metadata columns go between these and
-# the embedding.
-VIDEO_FIELDS = [
-    pa.field("key", pa.string(), nullable=False),  # video_id#segment: the primary key
-    pa.field("video_id", pa.string(), nullable=False),
-    pa.field("uri", pa.string(), nullable=False),
-    pa.field("segment", pa.int32()),
-    pa.field("start_s", pa.float64()),
-    pa.field("end_s", pa.float64()),
-    pa.field("duration_s", pa.float64()),
-    pa.field("fps", pa.float64()),
-    pa.field("width", pa.int32()),
-    pa.field("height", pa.int32()),
-    pa.field("num_frames", pa.int64()),
-    pa.field("sampled_frames", pa.int32()),
-    pa.field("sampled_times", pa.list_(pa.float64())),  # seconds: when each frame used starts showing
-    pa.field("file_stat", pa.string()),  # size and modification time (or ETag) when read
-    pa.field("content_fingerprint", pa.string()),  # blake2b of the file's bytes
-    pa.field("model_fingerprint", pa.string()),
-    pa.field("segment_seconds", pa.float64()),  # the --segment-seconds setting; null: whole videos
-    pa.field("status", pa.string(), nullable=False),  # "ok" or "error"
-    pa.field("error", pa.string()),  # a one-line reason when status is "error"
-    pa.field("error_kind", pa.string()),  # "transient" (retried next run) or "permanent"; null when ok
-    pa.field("run_id", pa.string(), nullable=False),
-]
-CAPTION_FIELDS = [
-    pa.field("caption_id", pa.string(), nullable=False),  # video_id#n
-    pa.field("video_id", pa.string(), nullable=False),
-    pa.field("text", pa.string(), nullable=False),
-    pa.field("model_fingerprint", pa.string()),
-    pa.field("run_id", pa.string(), nullable=False),
-]
-
-
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """An embeddings dataset vidx cannot use as it is (not made by vidx, mixed models); one line."""
-
-
-def embedding_field(dim: int) -> pa.Field:
-    return pa.field("embedding", pa.list_(pa.float32(), dim))
-
-
-def video_schema(dim: int, metadata: pa.Schema, model: dict) -> pa.Schema:
-    fields = VIDEO_FIELDS + [f for f in metadata if f.name not in ("uri", "video_id", "captions")]
-    return pa.schema(fields + [embedding_field(dim)], metadata=_file_metadata(dim, model))
-
-
-def caption_schema(dim: int, model: dict) -> pa.Schema:
-    return pa.schema(CAPTION_FIELDS + [embedding_field(dim)], metadata=_file_metadata(dim, model))
-
-
-def _file_metadata(dim: int, model: dict) -> dict[bytes, bytes]:
-    """What made these vectors, in each file's footer: the model spec and fingerprint, and D."""
-    return {b"vidx.dim": str(dim).encode(), b"vidx.model": json.dumps(model, sort_keys=True).encode()}
 
 
 def _fs(directory: str):
@@ -113,23 +61,6 @@ def conform(columns: Mapping[str, pa.Array | pa.ChunkedArray], num_rows: int, sc
     arrays = [nan_as_null(columns[f.name]).cast(f.type) if f.name in columns else pa.nulls(num_rows, f.type)
               for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def publish(fs, path: str, data: bytes) -> None:
-    """Make `data` visible at `path` whole or not at all.
-
-    Locally: a temporary dot-name, then a rename. Object stores have no rename, but make an object
-    visible only when its upload completes: one PUT (or a multipart upload, completed last) of the
-    finished bytes. Writing through a file object instead would publish a partial object when an
-    exception (Ctrl-C) closes it half way.
-    """
-    if isinstance(fs, LocalFileSystem):
-        temp = f"{os.path.dirname(path)}/{TEMP_PREFIX}{uuid.uuid4().hex}{os.path.splitext(path)[1]}"
-        with open(temp, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    else:
-        fs.pipe_file(path, data)
 
 
 def write_part(table: pa.Table, directory: str, key_column: str) -> str:
@@ -178,28 +109,50 @@ def remove_temp_files(directory: str) -> int:
     return len(temps)
 
 
+# Parts read at once: hides an object store's round trips; each reader lives as long as its part.
+PART_READERS = 8
+
+
 def _footer_and_columns(fs, path: str, columns: list[str] | None) -> tuple[pa.Schema, pa.Table]:
     """One part's schema and those of `columns` it has (all when None), through a reader that ends
-    with the call."""
+    with the call: a pyarrow dataset's fragments would keep every part's footer once read."""
     with fs.open(path, "rb") as f:
         part = pq.ParquetFile(f)
         schema = part.schema_arrow
         return schema, part.read(columns=[c for c in columns if c in schema.names] if columns else None)
 
 
-def read_parts(directory: str, columns: list[str] | None = None) -> pa.Table | None:
-    """All parts with a `_part` column naming each row's file; None when there is none.
+def read_parts(paths: list[str], fs, columns: list[str] | None) -> Iterator[tuple[pa.Schema, pa.Table]]:
+    """Each part's schema and `columns`, in the order of `paths`, PART_READERS parts at a time."""
+    with ThreadPoolExecutor(PART_READERS, thread_name_prefix="part-reader") as pool:
+        yield from pool.map(lambda path: _footer_and_columns(fs, path, columns), paths)
 
-    Parts of different runs may differ in metadata columns or D; columns are unified permissively.
-    """
-    fs, _ = _fs(directory)
-    tables = []
-    for path in list_parts(directory):
-        _, table = _footer_and_columns(fs, path, columns)
-        tables.append(table.append_column("_part", pa.array([path] * table.num_rows, pa.string())))
-    if not tables:
+
+@dataclass
+class TaggedRows:
+    """The rows of every part of a dataset, read in parallel, with `_part`: the index of each row's
+    part in `paths`. Parts of different runs may differ in metadata columns or D: columns are
+    unified permissively (a part without one reads null)."""
+
+    paths: list[str]
+    schemas: list[pa.Schema]  # the distinct part schemas: parts of one run share one
+    models: list[bytes | None]  # each part's footer record of the model that made it
+    rows: pa.Table
+
+
+def read_tagged_rows(directory: str, columns: list[str] | None) -> TaggedRows | None:
+    """`columns` (all when None) of every part; None when there is no part."""
+    paths = list_parts(directory)
+    if not paths:
         return None
-    return pa.concat_tables(tables, promote_options="permissive")
+    fs, _ = _fs(directory)
+    schemas, models, tables = [], [], []
+    for i, (schema, table) in enumerate(read_parts(paths, fs, columns)):
+        if not any(schema.equals(seen, check_metadata=True) for seen in schemas):
+            schemas.append(schema)
+        models.append((schema.metadata or {}).get(MODEL_KEY.encode()))
+        tables.append(table.append_column("_part", pa.array(np.full(table.num_rows, i, np.int32))))
+    return TaggedRows(paths, schemas, models, pa.concat_tables(tables, promote_options="permissive"))
 
 
 def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -231,14 +184,14 @@ def live_mask(rows: pa.Table, wanted_video_ids: set[str] | None, key_column: str
 
 def compact(directory: str, wanted_video_ids: set[str], key_column: str) -> dict[str, int]:
     """Drop superseded, deleted and duplicated rows; parts with nothing to drop are untouched."""
-    rows = read_parts(directory, columns=[key_column, "video_id", "run_id"])
+    tagged = read_tagged_rows(directory, columns=[key_column, "video_id", "run_id"])
     stats = {"parts_rewritten": 0, "parts_deleted": 0, "rows_dropped": 0}
-    if rows is None:
+    if tagged is None:
         return stats
-    rows = rows.append_column("_keep", live_mask(rows, wanted_video_ids, key_column))
+    rows = tagged.rows.append_column("_keep", live_mask(tagged.rows, wanted_video_ids, key_column))
     fs, _ = _fs(directory)
-    for part in sorted(set(rows["_part"].to_pylist())):
-        in_part = rows.filter(pc.equal(rows["_part"], part))
+    for i, part in enumerate(tagged.paths):
+        in_part = rows.filter(pc.equal(rows["_part"], i))
         dropped = in_part.num_rows - pc.sum(in_part["_keep"]).as_py()
         if dropped == 0:
             continue
@@ -255,18 +208,15 @@ def compact(directory: str, wanted_video_ids: set[str], key_column: str) -> dict
     return stats
 
 
-def read_live(directory: str, key_column: str = "key", columns: list[str] | None = None) -> pa.Table | None:
+def read_live(directory: str, key_column: str = VIDEO_KEY, columns: list[str] | None = None) -> pa.Table | None:
     """The dataset as readers should see it: each video's newest rows, each key once (the same
     rows `compact` keeps, so this equals a plain read of a compacted dataset)."""
-    rows = read_parts(directory, columns=columns)
-    if rows is None:
+    tagged = read_tagged_rows(directory, columns=columns)
+    if tagged is None:
         return None
-    rows = rows.filter(live_mask(rows, None, key_column))
-    return rows.drop_columns(["_part"])
+    return tagged.rows.filter(live_mask(tagged.rows, None, key_column)).drop_columns(["_part"])
 
 
-# Parts read at once: hides an object store's round trips; each reader lives as long as its part.
-PART_READERS = 8
 # Parts scanned by one dataset. A dataset's fragments keep each part's Parquet footer once read
 # (~60 KB at D = 1024, 256 rows a part: 240 MB for a million rows), so a scan over all parts at
 # once would hold memory per row; a group holds a few MB and is dropped when scanned.
@@ -319,27 +269,16 @@ class LiveRows:
             yield pa.Table.from_batches(pending)
 
 
-def scan_live(directory: str, key_column: str = "key", status: str | None = None) -> LiveRows | None:
+def scan_live(directory: str, key_column: str = VIDEO_KEY, status: str | None = None) -> LiveRows | None:
     """The rows `read_live` returns (only those with `status`, when given and the dataset has that
     column), without reading the vectors yet: memory grows by a few bytes per row, not by the width
     of a row. None when empty."""
-    paths = list_parts(directory)
-    if not paths:
+    tagged = read_tagged_rows(directory, columns=[key_column, "video_id", "run_id", "status"])
+    if tagged is None:
         return None
-    fs, _ = _fs(directory)
-    small = [key_column, "video_id", "run_id", "status"]
-    schemas, models, tables = [], [], []
-    with ThreadPoolExecutor(PART_READERS, thread_name_prefix="footer") as pool:
-        for i, (schema, table) in enumerate(pool.map(lambda path: _footer_and_columns(fs, path, small), paths)):
-            if not any(schema.equals(seen, check_metadata=True) for seen in schemas):
-                schemas.append(schema)  # parts of one run share a schema: a few distinct ones
-            models.append((schema.metadata or {}).get(b"vidx.model"))
-            tables.append(table.append_column("_part", pa.array(np.full(table.num_rows, i, np.int32))))
-    # Parts of different runs may differ in metadata columns: unified permissively, as read_parts
-    # does; a part without `status` reads it as null.
-    rows = pa.concat_tables(tables, promote_options="permissive")
-    rows = rows.filter(live_mask(rows, None, key_column))
-    if status and "status" in rows.column_names:
+    rows = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
+    if status and "status" in rows.column_names:  # a part without `status` reads it as null
         rows = rows.filter(pc.equal(rows["status"], status))
-    return LiveRows(paths, fs, pa.unify_schemas(schemas, promote_options="permissive"),
-                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, models)
+    fs, _ = _fs(directory)
+    return LiveRows(tagged.paths, fs, pa.unify_schemas(tagged.schemas, promote_options="permissive"),
+                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, tagged.models)

@@ -26,10 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
+from errors import one_line
+
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-LOCAL_PROTOCOLS = (None, "file", "local")
+# Reads of one file when they fail for a transient reason (is_transient): about 1 + 2 + 4 s of
+# backoff in all, longer than a throttling burst or a store's brief unavailability.
+READ_ATTEMPTS = 4
 # Listings in flight at once. A few hide the store's round trips; more gain nothing, since parsing
 # the replies (~0.3-1 ms per object in botocore) holds this process's GIL, and a slow store (moto
 # here) only queues them until they time out (8 did, on a loaded 2-core machine).
@@ -49,8 +53,19 @@ TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTime
 T = TypeVar("T")
 
 
+def local_path(uri: str) -> str | None:
+    """The path of a file on this machine's file systems (a path or file:// URL); None for any
+    other URL (s3://, http://...). fsspec's registry says which protocols are local."""
+    protocol, path = fsspec.core.split_protocol(uri)
+    try:
+        local = issubclass(fsspec.get_filesystem_class(protocol or "file"), LocalFileSystem)
+    except (ValueError, ImportError):  # a protocol fsspec does not know, or whose package is missing
+        return None
+    return path if local else None
+
+
 def is_local(uri: str) -> bool:
-    return fsspec.core.split_protocol(uri)[0] in LOCAL_PROTOCOLS
+    return local_path(uri) is not None
 
 
 def _local_stamp(st: os.stat_result) -> str | None:
@@ -106,16 +121,15 @@ def _store_listing(protocol: str, directory: str, wanted: set[str]) -> dict[str,
 def _listed_stamps(directory: str, names: list[str]) -> dict[str, str | None]:
     """Stamps of the files `names` in `directory` (a path or URL) from one listing; {} when it
     cannot be listed."""
-    protocol, path = fsspec.core.split_protocol(directory)
-    wanted = set(names)
+    path, wanted = local_path(directory), set(names)
     try:
-        if protocol in LOCAL_PROTOCOLS:
+        if path is not None:
             return retry_transient(lambda: _local_listing(path, wanted))
-        return retry_transient(lambda: _store_listing(protocol, directory, wanted))
+        return retry_transient(lambda: _store_listing(fsspec.core.split_protocol(directory)[0], directory, wanted))
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except OSError as e:  # no permission to list (no s3:ListBucket), a store without listings...
-        logger.warning("cannot list %s (%s): its %d files are looked up one by one", directory, describe(e),
+        logger.warning("cannot list %s (%s): its %d files are looked up one by one", directory, one_line(e),
                        len(names))
         return {}
 
@@ -211,12 +225,7 @@ def is_transient(error: BaseException, seen: bool = False) -> bool:
     return False
 
 
-def describe(error: BaseException) -> str:
-    """One line: the exception's type and message."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}".rstrip(": ")
-
-
-def retry_transient(call: Callable[[], T], attempts: int = 4, seen: bool = False, base_delay_s: float = 1.0) -> T:
+def retry_transient(call: Callable[[], T], attempts: int = READ_ATTEMPTS, seen: bool = False, base_delay_s: float = 1.0) -> T:
     """call(), again after about 1, 2, 4 ... s (jittered, so tasks throttled together do not return
     together) while it fails with a transient error; the last error propagates."""
     attempt = 1
@@ -227,6 +236,6 @@ def retry_transient(call: Callable[[], T], attempts: int = 4, seen: bool = False
             if attempt >= attempts or not is_transient(e, seen):
                 raise
             delay = base_delay_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-            logger.warning("%s; attempt %d of %d in %.1f s", describe(e), attempt + 1, attempts, delay)
+            logger.warning("%s; attempt %d of %d in %.1f s", one_line(e), attempt + 1, attempts, delay)
             time.sleep(delay)
             attempt += 1

@@ -18,17 +18,15 @@ import pyarrow.csv
 import pyarrow.json
 import pyarrow.parquet as pq
 
-from .dataset import CAPTION_FIELDS, VIDEO_FIELDS
+from errors import UserError, one_line
+
+from .schema import INTERNAL_PREFIX, RESERVED_COLUMNS
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
 MANIFEST_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
-# Names a metadata column may not take: the embeddings dataset's own columns (uri and video_id are
-# the manifest's), "score" (query results), and "_"-prefixed names, which the job uses internally.
-RESERVED_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} - {"uri", "video_id"} | {"embedding", "score"}
-INTERNAL_PREFIX = "_"
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A manifest that cannot be used; the job stops before any work starts."""
 
 
@@ -118,5 +116,5 @@ def read_manifest(source: str | Path) -> pa.Table:
     except FileNotFoundError as e:
         raise ManifestError(f"{source}: not found") from e
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
-        raise ManifestError(f"{source}: unreadable ({' '.join(str(e).split())[:200]})") from e
+        raise ManifestError(f"{source}: unreadable ({one_line(e)})") from e
     return validate_manifest(table, source)

@@ -6,10 +6,7 @@ import datetime
 import json
 import uuid
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
-from .dataset import publish
+from .atomic import publish_in
 
 RUNS = "runs"
 
@@ -22,9 +19,5 @@ def new_run_id() -> str:
 
 def write_run_record(output: str, run_id: str, record: dict) -> str:
     """Write OUTPUT/runs/<run_id>.json atomically; returns its path (a URL on object stores)."""
-    fs, root = fsspec.core.url_to_fs(output)
-    directory = f"{root.rstrip('/')}/{RUNS}"
-    fs.makedirs(directory, exist_ok=True)
-    path = f"{directory}/{run_id}.json"
-    publish(fs, path, json.dumps(record, indent=2, sort_keys=True, default=str).encode())
-    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    record_bytes = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+    return publish_in(f"{output.rstrip('/')}/{RUNS}", f"{run_id}.json", record_bytes)

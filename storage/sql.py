@@ -13,16 +13,19 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import Tokenizer
 
-TABLES = ("videos", "captions")
+from errors import UserError
+
+from .filters import literal
+from .schema import DEFAULT_LIMIT, MAX_RESULTS, SCORE, TABLES
+
 QUERY_KINDS = ("TEXT", "VIDEO", "ID")
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 10
 INT64 = (-(2**63), 2**63 - 1)  # Milvus' integer range
 QUOTES = "'\"`"
 NEWLINE = "\n"
@@ -31,7 +34,7 @@ UNSUPPORTED_CLAUSES = {"joins": "JOIN", "group": "GROUP BY", "having": "HAVING",
                        "with": "WITH", "windows": "WINDOW", "qualify": "QUALIFY", "laterals": "LATERAL"}
 
 
-class QueryError(ValueError):
+class QueryError(UserError):
     """A statement outside the dialect; the message names the offending token and its position."""
 
 
@@ -85,13 +88,13 @@ class _Translator:
         if isinstance(node, exp.Placeholder):
             if node.name not in self.params:
                 raise _refuse(self.sql, node, f"no value given for parameter :{node.name}")
-            return _quote(self.params[node.name])
+            return literal(self.params[node.name])
         if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
             return "-" + self.literal(node.this)
         if isinstance(node, exp.Boolean):
             return "true" if node.this else "false"
         if isinstance(node, exp.Literal):
-            return _quote(node.this) if node.is_string else _quote(self.number(node))
+            return literal(node.this) if node.is_string else literal(self.number(node))
         raise _refuse(self.sql, node, "expected a literal or :parameter")
 
     def number(self, node: exp.Literal) -> int | float:
@@ -132,15 +135,6 @@ class _Translator:
         raise _refuse(self.sql, node, "not supported in WHERE")
 
 
-def _quote(value) -> str:
-    """A Milvus literal for a Python value; strings are JSON-quoted, which escapes quotes too."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value), ensure_ascii=False)
-
-
 def _similarity(sql: str, order: exp.Order | None, params: dict) -> tuple[str, str] | None:
     if order is None:
         return None
@@ -162,12 +156,12 @@ def _count(sql: str, node: exp.Expression | None, name: str, default: int) -> in
     value = node.expression
     if not isinstance(value, exp.Literal) or value.is_string or not value.this.isdigit():
         raise _refuse(sql, value, f"{name} takes a whole number")
-    if int(value.this) > MAX_LIMIT:
-        raise _refuse(sql, value, f"{name} is at most {MAX_LIMIT}")
+    if int(value.this) > MAX_RESULTS:
+        raise _refuse(sql, value, f"{name} is at most {MAX_RESULTS}")
     return int(value.this)
 
 
-def _check_shape(sql: str, tree: exp.Expression, columns: dict[str, set[str]]) -> str:
+def _check_shape(sql: str, tree: exp.Expression, columns: Mapping[str, set[str]]) -> str:
     if isinstance(tree, exp.Block):
         raise _refuse(sql, tree.expressions[1], "one statement at a time")
     if not isinstance(tree, exp.Select):
@@ -180,11 +174,13 @@ def _check_shape(sql: str, tree: exp.Expression, columns: dict[str, set[str]]) -
     if nested:
         raise _refuse(sql, nested[0], "subqueries are not supported")
     source = tree.args.get("from_") or tree.args.get("from")
-    if source is None or not isinstance(source.this, exp.Table) or source.this.name not in TABLES:
-        raise _refuse(sql, source or tree, f"FROM takes one of {', '.join(TABLES)}")
-    if source.this.name not in columns:
-        raise _refuse(sql, source.this, "no such collection in the database (load one with `vidx load`)")
-    return source.this.name
+    table = source.this if source is not None and isinstance(source.this, exp.Table) else None
+    if table is None or table.name not in columns:
+        if table is not None and table.name in TABLES:
+            raise _refuse(sql, table, "no such collection in the database (load one with `vidx load`)")
+        raise _refuse(sql, table or source or tree, f"FROM takes one of {', '.join(TABLES)} or a collection "
+                                                    "loaded with `vidx load --collection NAME`")
+    return table.name
 
 
 def _unreadable(sql: str) -> QueryError:
@@ -214,13 +210,13 @@ def _parse(sql: str) -> exp.Expression:
                          f"{first['highlight']!r} ({first['description']})") from None
 
 
-def parse_query(sql: str, columns: dict[str, set[str]], params: dict | None = None) -> ParsedQuery:
-    """Parse and check a statement against the columns of each collection the database holds (a
-    collection it lacks is left out of `columns`). Raises QueryError."""
+def parse_query(sql: str, columns: Mapping[str, set[str]], params: dict | None = None) -> ParsedQuery:
+    """Parse and check a statement against `columns`: the served collections (aliases) the
+    database holds, each with its scalar columns. Raises QueryError."""
     params = params or {}
     tree = _parse(sql)
     table = _check_shape(sql, tree, columns)
-    known = columns[table] | {"score"}
+    known = columns[table] | {SCORE}
     fields = []
     for item in tree.expressions:
         if isinstance(item, exp.Star):

@@ -2,11 +2,15 @@
 
 `--db ./vidx.db` opens a milvus-lite directory; `--db http://host:19530` a Milvus server; both go
 through the same MilvusClient calls, and only what both do is relied on. The versions behind an
-alias, and how a load builds, validates and swaps them, are storage/collections.py.
+alias, and how a load builds, validates and swaps them, are storage/versions.py.
+
+A request the database refuses (a filter it cannot evaluate) is a VectorStoreError (bad input);
+a database that cannot be reached or fails is Unavailable.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -14,18 +18,22 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import grpc
 from pymilvus import DataType, MilvusClient
-from pymilvus.client import entity_helper
-from pymilvus.grpc_gen import milvus_pb2, schema_pb2
+from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
-from .exact import CopyWriter, ExactCopy, copy_path, remove_copy, vectors_path
+from errors import Unavailable, UserError, one_line
+
+from .filters import is_in
+from .flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path, remove_flat_copy, vectors_path
+from .insert_request import insert_columns
+from .schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
 
 logger = logging.getLogger(__name__)
 
+SERVER_SCHEMES = ("http://", "https://", "tcp://")
 # Longest VARCHAR Milvus accepts.
 MAX_VARCHAR = 65_535
-# The model that made a collection's vectors (JSON): queries load it and refuse a mismatch.
-MODEL_PROPERTY = "vidx.model"
 # HNSW on inner product: the vectors are unit length, so IP ranks as the paper's score. The build
 # cost grows with efConstruction: on 100k clustered 1024-d vectors (faiss, this busy 2-core machine)
 # 64 built in 128 s where 200 took 1,210 s, and still finds 0.99 of the exact top-10 at ef 64.
@@ -44,8 +52,41 @@ NULLABLE_SINCE = (2, 5)
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
 
 
-class VectorStoreError(RuntimeError):
-    """The database cannot do what was asked; the message says why."""
+def is_server(uri: str) -> bool:
+    """A Milvus server's address, not a milvus-lite directory."""
+    return uri.startswith(SERVER_SCHEMES)
+
+
+class VectorStoreError(UserError):
+    """The database cannot do what was asked of it (no such collection, a filter it refuses, a
+    column it cannot hold); the message says why."""
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether the database never answered: a gRPC failure (pymilvus retries those, then raises
+    a MilvusException caused by one), or pymilvus' own connection errors."""
+    while error is not None:
+        if isinstance(error, (grpc.RpcError, ConnectError, MilvusUnavailableException)):
+            return True
+        error = error.__cause__
+    return False
+
+
+def _database_errors(refused: str | None = None):
+    """Method decorator: a database that cannot be reached or fails raises Unavailable; with
+    `refused`, a request the database answered with an error is bad input (VectorStoreError)."""
+    def decorate(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (MilvusException, grpc.RpcError) as e:
+                reason = e.message if isinstance(e, MilvusException) else one_line(e)
+                if refused and not _unreachable(e):
+                    raise VectorStoreError(f"{refused}: {reason}") from e
+                raise Unavailable(f"vector database {self.uri} failed ({method.__name__}): {reason}") from e
+        return call
+    return decorate
 
 
 class _ExceptionsLogged(logging.Handler):
@@ -104,7 +145,7 @@ def collection_fields(schema: pa.Schema, key: str) -> list[tuple[str, dict]]:
     """(name, Milvus field arguments) for every scalar column; the vector comes separately."""
     fields = []
     for field in schema:
-        if field.name in (key, "embedding"):
+        if field.name in (key, EMBEDDING):
             continue
         args = _milvus_type(field.type)
         if args is None:
@@ -120,38 +161,17 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in found.groups()) if found else (0, 0, 0)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    return bytes(out + bytes([n]))
-
-
-def _fill_float_vectors(field: schema_pb2.FieldData, name: str, column: pa.ChunkedArray) -> None:
-    """Fill `field` with a fixed_size_list<float32>[D] column as Milvus' FLOAT_VECTOR field data.
-
-    FloatArray is `repeated float data = 1`, packed: tag 0x0A, the byte length, the little-endian
-    floats. The floats are copied once into that encoding and parsed once, where pymilvus' packing
-    boxes every float in Python (1-2 s for a 4,000 x 1024 batch through MilvusClient.insert). `field`
-    is filled where it lies in its request: appending a finished message copies it again."""
-    dim, rows = column.type.list_size, len(column)
-    header = b"\x0a" + _varint(4 * dim * rows)
-    encoded = bytearray(len(header) + 4 * dim * rows)
-    encoded[:len(header)] = header
-    np.concatenate([chunk.flatten().to_numpy() for chunk in column.chunks],
-                   out=np.frombuffer(encoded, "<f4", offset=len(header)))
-    field.field_name, field.type = name, DataType.FLOAT_VECTOR
-    field.vectors.dim = dim
-    field.vectors.float_vector.ParseFromString(encoded)
-
-
 class VectorStore:
     """One Milvus database (milvus-lite or a server): collections, aliases, properties, search."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, create: bool = True):
+        """Open the database at `uri`. With `create` False (commands that only read), a milvus-lite
+        path where no database exists is refused rather than made."""
         self.uri = uri
-        self.embedded = not uri.startswith(("http://", "https://", "tcp://"))  # a milvus-lite directory
+        self.embedded = not is_server(uri)  # a milvus-lite directory
+        if self.embedded and not create and not os.path.isdir(uri):
+            raise VectorStoreError(f"no vector database at {uri}: give the --db of a `vidx load`, or a Milvus "
+                                   "server's http://host:19530")
         if self.embedded:
             # milvus-lite's in-process gRPC server logs a traceback for every RPC it lacks
             # (AllocTimestamp, which pymilvus calls while waiting for an index); the client copes.
@@ -161,14 +181,14 @@ class VectorStore:
             try:
                 self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
             except Exception as e:  # the client raises many types for an unreachable or refusing server
-                raise VectorStoreError(f"cannot open vector database {uri}: {e}") from e
+                raise Unavailable(f"cannot open vector database {uri}: {one_line(e)}") from e
         reported = self.client.get_server_version()
         self.is_lite = reported.startswith("milvus_lite")  # embedded or `milvus-lite server`
         self.version = _version(reported)
-        self._loaded_names: set[str] = set()
-        # Embedded milvus-lite only: Arrow copies being written by a load, and opened ones (storage/exact.py).
-        self._copy_writers: dict[str, CopyWriter] = {}
-        self._copies: dict[str, ExactCopy | None] = {}
+        self._in_memory: set[str] = set()  # collections this process has had Milvus load into memory
+        # Embedded milvus-lite only: flat copies being written by a load, and opened ones (storage/flat_copy.py).
+        self._copy_writers: dict[str, FlatCopyWriter] = {}
+        self._copies: dict[str, FlatCopy | None] = {}
 
     @property
     def engine(self) -> str:
@@ -179,9 +199,11 @@ class VectorStore:
         """Whether a field may hold nulls (a server before 2.5 rejects a null at insert)."""
         return self.is_lite or self.version[:2] >= NULLABLE_SINCE
 
+    @_database_errors()
     def has(self, name: str) -> bool:
         return self.client.has_collection(name)
 
+    @_database_errors()
     def create_collection(self, name: str, key: str, fields: list[tuple[str, dict]], dim: int,
                           properties: dict[str, str]) -> None:
         """An empty collection: `key` (VARCHAR primary key), `fields`, `embedding` (float32[dim])."""
@@ -189,52 +211,45 @@ class VectorStore:
         schema.add_field(key, DataType.VARCHAR, is_primary=True, max_length=MAX_VARCHAR)
         for field_name, args in fields:
             schema.add_field(field_name, nullable=self.nullable, **args)
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, properties=properties)
         if self.embedded:
-            self._copy_writers[name] = CopyWriter(copy_path(self.uri, name))
+            self._copy_writers[name] = FlatCopyWriter(flat_copy_path(self.uri, name))
 
+    @_database_errors()
     def insert(self, name: str, rows: pa.Table) -> None:
-        """Insert rows (the collection's fields and `embedding`), column by column; the caller sizes
-        the batch. Scalars are packed by pymilvus, the vectors by _fill_float_vectors."""
-        description = self.client.describe_collection(name)
-        fields = {field["name"]: field for field in description["fields"]}
-        request = milvus_pb2.InsertRequest(collection_name=name, num_rows=rows.num_rows)
-        for column in rows.column_names:
-            if column == "embedding":
-                _fill_float_vectors(request.fields_data.add(), column, rows[column])
-            else:
-                values = {"name": column, "type": fields[column]["type"], "values": rows[column].to_pylist()}
-                request.fields_data.append(entity_helper.entity_to_field_data(values, fields[column], rows.num_rows))
-        # MilvusClient inserts only rows; its connection takes a prepared columnar request (pymilvus
-        # is pinned: these two private calls are what MilvusClient.insert itself makes).
-        self.client._get_connection().batch_insert(name, [], insert_param=request, schema=description,
-                                                   context=self.client._generate_call_context())
+        """Insert rows (the collection's fields and `embedding`), column by column, as one request
+        (storage/insert_request.py); the caller sizes the batch."""
+        insert_columns(self.client, name, rows)
         if name in self._copy_writers:
             self._copy_writers[name].write(rows)
 
+    @_database_errors()
     def seal(self, name: str) -> None:
         """Make inserted rows searchable fast: flush them, build the index (waiting for it), load."""
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
         index = self.client.prepare_index_params()
-        index.add_index("embedding", index_type="HNSW", metric_type="IP", params=HNSW_PARAMS)
+        index.add_index(EMBEDDING, index_type="HNSW", metric_type="IP", params=HNSW_PARAMS)
         logger.info("%s: building the index", name)
         self.client.create_index(name, index)  # returns when the index of every flushed row is built
-        self._loaded(name)
+        self._searchable(name)
         if name in self._copy_writers:
             self._copy_writers.pop(name).close()
 
-    def _loaded(self, name: str) -> str:
-        """`name`, loaded: a process that did not build a collection finds it released."""
-        if name not in self._loaded_names:
+    def _searchable(self, name: str) -> str:
+        """`name`, in the database's memory (Milvus' load_collection): a process that did not build
+        a collection finds it released."""
+        if name not in self._in_memory:
             self.client.load_collection(name)
-            self._loaded_names.add(name)
+            self._in_memory.add(name)
         return name
 
+    @_database_errors(refused="Milvus refused the query")
     def query(self, name: str, filter: str, output_fields: list[str], **page) -> list[dict]:
         """Rows of collection `name` matching `filter`; `page` may give limit and offset."""
-        return self.client.query(self._loaded(name), filter=filter, output_fields=output_fields, **page)
+        return self.client.query(self._searchable(name), filter=filter, output_fields=output_fields, **page)
 
+    @_database_errors()
     def _description(self, alias: str) -> dict | None:
         # has_collection first: describe_collection logs a traceback for a missing name.
         return self.client.describe_collection(alias) if self.client.has_collection(alias) else None
@@ -244,7 +259,7 @@ class VectorStore:
         description = self._description(alias)
         if description is None:
             return set()
-        return {f["name"] for f in description["fields"] if f["name"] != "embedding"}
+        return {f["name"] for f in description["fields"] if f["name"] != EMBEDDING}
 
     def count(self, name: str) -> int:
         """Rows in collection `name`, counting every insert acknowledged before the call."""
@@ -252,9 +267,8 @@ class VectorStore:
         return int(rows[0]["count(*)"])
 
     def vectors(self, name: str, key: str, keys: list[str]) -> dict[str, np.ndarray]:
-        quoted = ", ".join(json.dumps(k) for k in keys)
-        rows = self.query(name, filter=f"{key} in [{quoted}]", output_fields=[key, "embedding"])
-        return {row[key]: np.asarray(row["embedding"], np.float32) for row in rows}
+        rows = self.query(name, filter=is_in(key, keys), output_fields=[key, EMBEDDING])
+        return {row[key]: np.asarray(row[EMBEDDING], np.float32) for row in rows}
 
     def _target(self, alias: str) -> str | None:
         """The collection `alias` names (`alias` itself when it is a collection); None when none."""
@@ -272,6 +286,7 @@ class VectorStore:
         target = self._target(alias)
         return None if target == alias else target
 
+    @_database_errors()
     def swap_alias(self, alias: str, name: str) -> None:
         """Point `alias` at `name` in one step; readers see the old or the new version, never none."""
         if self.alias_target(alias) is None:
@@ -304,39 +319,42 @@ class VectorStore:
 
     def model_record(self, name: str) -> dict:
         """The model spec and fingerprint recorded by the load that built `name` (or an alias' target)."""
-        return json.loads(self._existing(name).get("properties", {})[MODEL_PROPERTY])
+        return json.loads(self._existing(name).get("properties", {})[MODEL_KEY])
 
+    @_database_errors(refused="Milvus refused the search")
     def search(self, name: str, vector: np.ndarray, k: int, filter: str = "",
                output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
         """Top-k of collection `name` by inner product: [{key fields..., "score"}], best first. On
-        milvus-lite without a filter, exact search over the collection's Arrow copy (storage/exact.py)."""
+        milvus-lite without a filter, a product over the collection's flat copy (storage/flat_copy.py)."""
         copy = None if not self.embedded or filter else self._copy(self._target(name) or name)
         if copy is not None:
             return copy.search(vector, k, output_fields or ["*"])
-        hits = self.client.search(self._loaded(name), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
+        hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
                                   output_fields=output_fields or ["*"],
                                   search_params={"metric_type": "IP", "params": {"ef": max(ef or 0, 2 * k, SEARCH_EF)}})
-        return [{**hit["entity"], "score": float(hit["distance"])} for hit in hits[0]]
+        return [{**hit["entity"], SCORE: float(hit["distance"])} for hit in hits[0]]
 
+    @_database_errors()
     def versions(self, alias: str) -> list[str]:
-        return sorted(n for n in self.client.list_collections() if n.startswith(f"{alias}_"))
+        return sorted(n for n in self.client.list_collections() if is_version_of(n, alias))
 
-    def _copy(self, name: str) -> ExactCopy | None:
+    def _copy(self, name: str) -> FlatCopy | None:
         if name not in self._copies:
-            path = copy_path(self.uri, name)
+            path = flat_copy_path(self.uri, name)
             # None: loaded by a vidx that wrote no copy, or one copy file (vectors inside the Arrow file)
             complete = path.exists() and vectors_path(path).exists()
-            self._copies[name] = ExactCopy(path) if complete else None
+            self._copies[name] = FlatCopy(path) if complete else None
         return self._copies[name]
 
+    @_database_errors()
     def drop(self, name: str) -> None:
         self.client.drop_collection(name)
-        self._loaded_names.discard(name)
+        self._in_memory.discard(name)
         self._copies.pop(name, None)
         if name in self._copy_writers:
             self._copy_writers.pop(name).discard()
         if self.embedded:
-            remove_copy(copy_path(self.uri, name))
+            remove_flat_copy(flat_copy_path(self.uri, name))
             targets = _LITE_TARGETS.get(os.path.abspath(self.uri), {})
             for alias in [a for a, target in targets.items() if name in (a, target)]:
                 del targets[alias]

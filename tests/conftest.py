@@ -1,5 +1,8 @@
 """Shared test fixtures: real video files made with PyAV, the tiny random-weight model, a local Ray,
-and the vector databases: milvus-lite and a real Milvus server."""
+and the vector databases: milvus-lite and a real Milvus server.
+
+A test that starts a Ray cluster or a server (through these fixtures, or on its own: such modules
+mark themselves) is marked `slow`; `make test-fast` runs the others."""
 
 from __future__ import annotations
 
@@ -8,6 +11,16 @@ import re
 import pytest
 
 from media import GOOD_VIDEOS, make_bad_files, make_video
+
+# Fixtures that start a Ray cluster or a server process.
+HEAVY_FIXTURES = {"local_ray", "milvus_server", "server_db", "s3"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        params = item.callspec.params.values() if hasattr(item, "callspec") else ()
+        if HEAVY_FIXTURES & set(item.fixturenames) or "milvus-server" in params:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -25,17 +38,18 @@ def bad_files(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from encoders import load_model
+    from encoders import create_model
 
-    return load_model("tiny", device="cpu")
+    return create_model("tiny", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def local_ray():
-    """One real local Ray for the in-process job tests (2 CPUs, as this machine has)."""
+    """One real local Ray for the in-process job tests (2 CPUs, as this machine has). Started, never
+    joined: a cluster `ray start` left on this machine (its address file) is not this session's."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
     yield ray
     ray.shutdown()
 

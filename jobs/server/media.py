@@ -9,17 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import fsspec
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
+from fsspec.implementations.local import LocalFileSystem
 
-from storage.vectorstore import VectorStore
+from errors import NotFound
+from storage.atomic import publish
+from storage.files import local_path
+from storage.filters import equals
+from storage.vectorstore import VectorStore, is_server
 
-from ..errors import NotFound
 
 STATIC = Path(__file__).parent / "static"
 # Thumbnails change only with the file (its content fingerprint): browsers may keep them a day.
@@ -28,7 +29,7 @@ THUMBNAIL_HEADERS = {"Cache-Control": "private, max-age=86400"}
 
 def default_cache_dir(db: str) -> Path:
     """Beside a milvus-lite database (DB.thumbnails); for a Milvus server, the user's cache."""
-    if urlsplit(db).scheme in ("http", "https", "tcp"):
+    if is_server(db):
         return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidx" / "thumbnails"
     return Path(f"{db.rstrip('/')}.thumbnails")
 
@@ -49,27 +50,19 @@ class ThumbnailCache:
         if not path.exists():
             jpeg = thumbnail_jpeg(segment["uri"], segment["start_s"] or 0.0)
             self.directory.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".tmp-{uuid.uuid4().hex}.jpg")
-            temporary.write_bytes(jpeg)
-            os.replace(temporary, path)  # atomic: a concurrent request sees the whole file or none
+            publish(LocalFileSystem(), str(path), jpeg)  # a concurrent request sees the whole file or none
         return path
 
 
-def _one_row(store: VectorStore, column: str, value: str, fields: list[str]) -> dict:
-    rows = store.query(store.resolve("videos"), filter=f"{column} == {json.dumps(value)}", output_fields=fields,
-                       limit=1)
+def _one_row(store: VectorStore, collection: str, column: str, value: str, fields: list[str]) -> dict:
+    rows = store.query(store.resolve(collection), filter=equals(column, value), output_fields=fields, limit=1)
     if not rows:
         raise NotFound(f"{column} {value!r}: not in the served library")
     return rows[0]
 
 
-def local_file(uri: str) -> str | None:
-    """The local path of a uri, None for a remote one (s3://, http://...)."""
-    protocol, path = fsspec.core.split_protocol(uri)
-    return path if protocol in (None, "file", "local") else None
-
-
-def media_router(store: VectorStore, thumbnails: ThumbnailCache, auth) -> APIRouter:
+def media_router(store: VectorStore, collection: str, thumbnails: ThumbnailCache, auth) -> APIRouter:
+    """The page, and the thumbnails and files of the videos of alias `collection`."""
     router = APIRouter()
 
     @router.get("/", include_in_schema=False)
@@ -79,14 +72,14 @@ def media_router(store: VectorStore, thumbnails: ThumbnailCache, auth) -> APIRou
     @router.get("/thumbnails/{key:path}", dependencies=[auth], response_class=FileResponse)
     def thumbnail(key: str) -> FileResponse:
         """The frame at the start of segment `key` (video_id#segment), as a JPEG."""
-        segment = _one_row(store, "key", key, ["uri", "start_s", "content_fingerprint"])
+        segment = _one_row(store, collection, "key", key, ["uri", "start_s", "content_fingerprint"])
         return FileResponse(thumbnails(segment), media_type="image/jpeg", headers=THUMBNAIL_HEADERS)
 
     @router.get("/videos/{video_id:path}", dependencies=[auth], response_class=FileResponse)
     def video(video_id: str) -> FileResponse:
         """The video file, streamed with HTTP range requests (206 Partial Content)."""
-        uri = _one_row(store, "video_id", video_id, ["uri"])["uri"]
-        path = local_file(uri)
+        uri = _one_row(store, collection, "video_id", video_id, ["uri"])["uri"]
+        path = local_path(uri)
         if path is None:
             raise NotFound(f"video {video_id!r} is stored at {uri}: the server streams local files only")
         if not os.path.isfile(path):

@@ -12,7 +12,7 @@ import open_clip
 import pytest
 import torch
 
-from encoders import CheckpointError, list_models, load_model
+from encoders import CheckpointError, list_models, create_model
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -32,7 +32,7 @@ def official_checkpoint(reference, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def official_model(official_checkpoint):
-    return load_model("clip2video", checkpoint=official_checkpoint, device="cpu")
+    return create_model("clip2video", checkpoint=official_checkpoint, device="cpu")
 
 
 def test_official_checkpoint_geometry_is_read_from_shapes(official_model, reference):
@@ -98,7 +98,7 @@ def test_vitb32_release_state_dict_loads_without_missing_or_unexpected_keys(tmp_
     assert len(state) == 380
     path = tmp_path / "pytorch_model.bin.2"
     torch.save(state, path)
-    model = load_model("clip2video", checkpoint=path, device="cpu")
+    model = create_model("clip2video", checkpoint=path, device="cpu")
     assert model.dim == 1024 and model.image_size == 224 and model.num_frames == 12
     assert model.module.clip.visual.transformer.resblocks[0].attn.num_heads == 12
     assert model.module.temporal_transformer.resblocks[0].attn.num_heads == 8
@@ -122,14 +122,14 @@ def test_checkpoint_key_problems_name_the_key(reference, tmp_path, change):
     path = tmp_path / "broken.bin"
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=expected.replace("(", r"\(").replace(")", r"\)")):
-        load_model("clip2video", checkpoint=path, device="cpu")
+        create_model("clip2video", checkpoint=path, device="cpu")
 
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "not_a_checkpoint.bin"
     path.write_text("hello")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        load_model("clip2video", checkpoint=path, device="cpu")
+        create_model("clip2video", checkpoint=path, device="cpu")
 
 
 def test_temporal_only_checkpoint_takes_clip_from_a_local_backbone_file(reference, tmp_path, official_model):
@@ -146,7 +146,7 @@ def test_temporal_only_checkpoint_takes_clip_from_a_local_backbone_file(referenc
     (tmp_path / "tiny-official.json").write_text(json.dumps(architecture))
     open_clip.add_model_config(tmp_path / "tiny-official.json")
 
-    model = load_model(
+    model = create_model(
         "clip2video", checkpoint=tmp_path / "temporal.bin", device="cpu",
         backbone="tiny-official", backbone_pretrained=str(tmp_path / "clip.pt"),
     )
@@ -158,17 +158,17 @@ def test_temporal_only_checkpoint_takes_clip_from_a_local_backbone_file(referenc
 
 def test_clip2video_without_checkpoint_points_to_the_baseline():
     with pytest.raises(ValueError, match="clip-meanp"):
-        load_model("clip2video", device="cpu")
+        create_model("clip2video", device="cpu")
 
 
 def test_unknown_model_lists_the_available_ones():
     with pytest.raises(ValueError, match="Available: clip-meanp, clip2video, demo, tiny"):
-        load_model("clip3video")
+        create_model("clip3video")
     assert {"clip2video", "clip-meanp", "demo", "tiny"} <= set(list_models())
 
 
 def test_tiny_model_is_identical_in_every_process(tiny_model):
-    code = "from encoders import load_model; print(load_model('tiny', device='cpu').fingerprint)"
+    code = "from encoders import create_model; print(create_model('tiny', device='cpu').fingerprint)"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == tiny_model.fingerprint
 
@@ -176,7 +176,7 @@ def test_tiny_model_is_identical_in_every_process(tiny_model):
 def test_fingerprint_changes_with_weights_and_sampling(official_checkpoint, official_model):
     from encoders import SamplingCfg
 
-    resampled = load_model("clip2video", checkpoint=official_checkpoint, device="cpu",
+    resampled = create_model("clip2video", checkpoint=official_checkpoint, device="cpu",
                            sampling=SamplingCfg(feature_framerate=1))
     assert resampled.fingerprint != official_model.fingerprint
     with torch.no_grad():
@@ -191,7 +191,7 @@ def test_meanp_is_the_mean_of_normalised_frame_features(official_checkpoint, ref
     clip_only = {k: v for k, v in reference["state_dict"].items() if k.startswith("clip.")}
     path = official_checkpoint.parent / "clip_only.bin"
     torch.save(clip_only, path)
-    model = load_model("clip-meanp", checkpoint=path, device="cpu")
+    model = create_model("clip-meanp", checkpoint=path, device="cpu")
     frames, mask = reference["video"], reference["video_mask"]
     video = model.encode_video(frames, mask)
     features = torch.nn.functional.normalize(reference["visual_frames"], dim=-1)
@@ -205,7 +205,7 @@ def test_meanp_is_the_mean_of_normalised_frame_features(official_checkpoint, ref
 @pytest.mark.parametrize("head", ["clip2video", "meanp"])
 def test_branches_weighted_by_branch_weights_give_the_search_score(reference, head):
     """What training optimises (sum of w_i times each branch's similarity) is what search ranks by."""
-    module = load_model("tiny", device="cpu", head=head).module
+    module = create_model("tiny", device="cpu", head=head).module
     frames, video_mask = reference["video"], reference["video_mask"]  # 32 px, as tiny's
     ids, mask = reference["input_ids"], reference["attention_mask"]
     with torch.no_grad():
@@ -224,16 +224,16 @@ def test_save_official_writes_a_checkpoint_load_model_reads_back(official_model,
     state = torch.load(path, weights_only=True)
     assert set(state) == set(reference["state_dict"])
     assert (state["clip.visual.proj"].dtype == torch.float16) == half
-    again = load_model("clip2video", checkpoint=path, device="cpu")
+    again = create_model("clip2video", checkpoint=path, device="cpu")
     video = reference["video"], reference["video_mask"]
     expected = official_model.encode_video(*video)
     np.testing.assert_allclose(again.encode_video(*video), expected, atol=1e-2 if half else 0)
 
 
 def test_seek_mode_is_part_of_the_fingerprint_and_keeps_the_rest_of_the_sampling(tiny_model):
-    keyframe = load_model("tiny", device="cpu", sampling={"seek": "keyframe"})
+    keyframe = create_model("tiny", device="cpu", sampling={"seek": "keyframe"})
     assert keyframe.fingerprint != tiny_model.fingerprint
     assert keyframe.sampling.feature_framerate == tiny_model.sampling.feature_framerate
     assert keyframe.spec == {"name": "tiny", "checkpoint": None, "sampling": {"seek": "keyframe"}}
     # exact, the default, leaves fingerprints as they were before the field existed
-    assert load_model("tiny", device="cpu", sampling={"seek": "exact"}).fingerprint == tiny_model.fingerprint
+    assert create_model("tiny", device="cpu", sampling={"seek": "exact"}).fingerprint == tiny_model.fingerprint

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from encoders.config import ModelConfigError, get_model_config
+from errors import IntegrityError, NotFound, TooLarge, Unavailable, UserError, exit_code, http_status
 from jobs.__main__ import build_parser, main
-from jobs.errors import NotFound, TooLarge, UserError, user_error_status
 from storage.sql import QueryError
 
 HEAVY = ("torch", "open_clip", "ray", "pymilvus", "decord")
@@ -84,20 +84,25 @@ def raised(error: Exception) -> Exception:
         return e
 
 
-def test_which_errors_are_user_errors():
-    assert user_error_status(raised(QueryError("bad"))) == 400
-    assert user_error_status(raised(UserError("bad"))) == 400
-    assert user_error_status(raised(NotFound("gone"))) == 404
-    assert user_error_status(raised(TooLarge("big"))) == 413
+def test_errors_are_classed_by_what_happened():
+    assert http_status(raised(QueryError("bad"))) == 400
+    assert http_status(raised(UserError("bad"))) == 400
+    assert http_status(raised(NotFound("gone"))) == 404
+    assert http_status(raised(TooLarge("big"))) == 413
     with pytest.raises(ModelConfigError) as unknown_model:
         get_model_config("no-such-model")  # defined in encoders, which cannot import jobs
-    assert user_error_status(unknown_model.value) == 400
+    assert http_status(unknown_model.value) == 400
     with pytest.raises(ValueError) as by_numpy:
         np.zeros(2).reshape(3)  # a ValueError, but a bug: vidx never lets numpy judge its input
-    assert user_error_status(by_numpy.value) is None
-    assert user_error_status(raised(ValueError("a contract broken inside vidx"))) is None
-    assert user_error_status(raised(KeyError("x"))) is None
-    assert user_error_status(raised(RuntimeError("x"))) is None
+    assert http_status(by_numpy.value) is None
+    assert http_status(raised(ValueError("a contract broken inside vidx"))) is None
+    assert http_status(raised(KeyError("x"))) is None
+    assert http_status(raised(RuntimeError("x"))) is None
+    assert exit_code(raised(QueryError("bad"))) == 2 and exit_code(raised(NotFound("gone"))) == 2
+    # Not the user's doing: the database is down (503, retry later), or vidx's own check failed.
+    assert (http_status(raised(Unavailable("down"))), exit_code(raised(Unavailable("down")))) == (503, 1)
+    assert (http_status(raised(IntegrityError("bad"))), exit_code(raised(IntegrityError("bad")))) == (500, 1)
+    assert exit_code(raised(KeyError("x"))) is None
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):

@@ -74,7 +74,7 @@ def _encoder_actor_pids(job: subprocess.Popen) -> list[int]:
     pids = []
     for pid in job_processes(job):
         try:
-            if b"MapBatches(VideoEncoder)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"MapBatches(VideoEmbedder)" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(pid)
         except OSError:
             continue

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from encoders import load_model
+from encoders import create_model
 from encoders.checkpoint import to_official_keys
 from jobs.__main__ import main
 from jobs.index import index
@@ -160,7 +160,7 @@ def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, shared_
 
     # Night 3: another model (official-format checkpoint): everything re-encoded into a new version.
     checkpoint = tmp_path / "pytorch_model.bin.1"
-    torch.save(to_official_keys(load_model("tiny", device="cpu", random_init_seed=1).module.state_dict()), checkpoint)
+    torch.save(to_official_keys(create_model("tiny", device="cpu", random_init_seed=1).module.state_dict()), checkpoint)
     model = ["--model", "clip2video", "--checkpoint", str(checkpoint)]
     stats = run_night(capsys, manifest2, workdir, db, *model)
     assert (stats["changed"], stats["added"], stats["reused"], stats["deleted"]) == (len(night2), 0, 0, 0)

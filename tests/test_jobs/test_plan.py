@@ -11,7 +11,8 @@ import pytest
 
 from jobs.__main__ import main
 from jobs.plan import make_plan
-from storage.dataset import CAPTIONS, VIDEOS, caption_schema, conform, video_schema, write_part
+from storage.dataset import conform, write_part
+from storage.schema import CAPTIONS, VIDEOS, caption_schema, video_schema
 from storage.files import list_stamps
 from storage.manifest import validate_manifest
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import load_model
+from encoders import create_model
 from encoders.checkpoint import to_official_keys
 from encoders.video import decode_video
 from jobs.synth import synth
@@ -58,12 +58,12 @@ def test_short_run_lowers_the_loss_and_records_the_curve(trained):
 
 def test_each_epoch_writes_an_official_checkpoint_that_load_model_reads(trained):
     output, _ = trained
-    tiny = load_model("tiny", device="cpu")
+    tiny = create_model("tiny", device="cpu")
     official_names = set(to_official_keys(tiny.module.state_dict()))
     for epoch in range(EPOCHS):
         state = torch.load(output / f"pytorch_model.bin.{epoch}", map_location="cpu", weights_only=True)
         assert set(state) == official_names
-    model = load_model("clip2video", checkpoint=output / f"pytorch_model.bin.{EPOCHS - 1}", device="cpu")
+    model = create_model("clip2video", checkpoint=output / f"pytorch_model.bin.{EPOCHS - 1}", device="cpu")
     assert model.dim == tiny.dim and model.image_size == tiny.image_size
     captions = ["a red circle moves to the left"]
     assert np.abs(model.encode_text(captions) - tiny.encode_text(captions)).max() > 1e-3, "weights did not change"
@@ -98,7 +98,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(manifest, tmp_path, local_r
 
 def test_demo_model_loads_offline_and_finds_held_out_synth_videos(tmp_path):
     """Seed 5 was never used to train the demo model; chance is 1 in 8."""
-    model = load_model("demo", device="cpu")
+    model = create_model("demo", device="cpu")
     rows = [json.loads(line) for line in synth(tmp_path, n=8, seed=5).read_text().splitlines()]
     clips = [decode_video(row["uri"], model.sampling, model.image_size)[1][0].frames for row in rows]
     similarity = model.encode_text([row["captions"][0] for row in rows]) @ model.encode_clips(clips).T

@@ -13,11 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.collections import inserted_batches, load_version, retire_versions, served_fields
+from errors import IntegrityError
 from storage import dataset
 from storage.dataset import read_live, scan_live, write_part
-from storage.exact import CopyWriter, ExactCopy, copy_path
+from storage.flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
+from storage.versions import build_and_swap, inserted_batches, retire_versions, served_fields
 
 DIM = 16
 MODEL = {"spec": {"name": "tiny"}, "fingerprint": "a"}
@@ -48,7 +49,7 @@ def write(directory: Path, *tables: pa.Table) -> str:
 
 
 def load(store: VectorStore, directory: str, version: str, skip_unchanged: bool = False) -> dict:
-    return load_version(store, scan_live(directory, status="ok"), "videos", version, skip_unchanged)
+    return build_and_swap(store, scan_live(directory, status="ok"), "videos", version, skip_unchanged)
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def test_failed_validation_leaves_the_alias_where_it_was(store, tmp_path, monkey
     parts = write(tmp_path / "videos", embeddings_table(50))
     load(store, parts, "v1")
     monkeypatch.setattr(VectorStore, "count", lambda self, name: 7)
-    with pytest.raises(VectorStoreError, match="7 rows, expected 50"):
+    with pytest.raises(IntegrityError, match="7 rows, expected 50"):
         load(store, parts, "v2")
     assert store.alias_target("videos") == "videos_v1"
     assert store.versions("videos") == ["videos_v1"]
@@ -116,7 +117,7 @@ def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(sto
     assert store.versions("videos") == ["videos_v2", "videos_v3"] and store.alias_target("videos") == "videos_v3"
     assert retire_versions(store, "videos", keep=1) == ["videos_v2"]
     if store.embedded:  # the exact-search copies go with their versions
-        assert sorted(p.name for p in copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow", "videos_v3.f32"]
+        assert sorted(p.name for p in flat_copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow", "videos_v3.f32"]
 
 
 def test_search_equals_brute_force_top_k(store, tmp_path):
@@ -149,12 +150,12 @@ def test_a_part_whose_rows_were_all_superseded_serves_none_of_them(store, tmp_pa
 def test_the_exact_copy_holds_batches_of_any_size_as_one_matrix(tmp_path):
     """A load writes batch after batch, among them the empty batch of a part with no live row."""
     table = embeddings_table(6)
-    writer = CopyWriter(tmp_path / "videos.arrow")
+    writer = FlatCopyWriter(tmp_path / "videos.arrow")
     [batch] = table.to_batches()
     writer.write(pa.Table.from_batches([batch.slice(0, 0), batch.slice(0, 4)]))
     writer.write(pa.Table.from_batches([batch.slice(4)]))
     writer.close()
-    copy = ExactCopy(tmp_path / "videos.arrow")
+    copy = FlatCopy(tmp_path / "videos.arrow")
     np.testing.assert_array_equal(copy.matrix, np.stack(table["embedding"].to_numpy(zero_copy_only=False)))
     hits = copy.search(table["embedding"][5].values.to_numpy(), 2, ["key", "tag"])
     assert [(h["key"], h["tag"]) for h in hits][0] == ("v5#0", table["tag"][5].as_py())

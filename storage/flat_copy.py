@@ -1,4 +1,4 @@
-"""Exact search over an Arrow copy of a collection: how unfiltered searches are answered on milvus-lite.
+"""A flat (brute-force, exact) copy of a collection: how unfiltered searches are answered on milvus-lite.
 
 milvus-lite 3.2.2 visits every stored row in Python on every search (its cross-segment
 de-duplication and tombstone checks in search/executor_indexed.py run before and whatever the
@@ -22,63 +22,61 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-DIM_METADATA = b"vidx.dim"
+from .atomic import temporary_path
+from .schema import DIM_KEY, EMBEDDING, SCORE
 
 
-def copy_path(db: str, name: str) -> Path:
-    """Beside the milvus-lite directory (which milvus-lite owns): `vidx.db.exact/<name>.arrow`, whose
+def flat_copy_path(db: str, name: str) -> Path:
+    """Beside the milvus-lite directory (which milvus-lite owns): `vidx.db.flat/<name>.arrow`, whose
     vectors are `<name>.f32`. The Arrow file is published last: it marks a complete copy."""
-    return Path(f"{db}.exact") / f"{name}.arrow"
+    return Path(f"{db}.flat") / f"{name}.arrow"
 
 
 def vectors_path(path: Path) -> Path:
     return path.with_suffix(".f32")
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".tmp-{path.name}")
-
-
-class CopyWriter:
+class FlatCopyWriter:
     """Appends inserted batches to a copy, published under its name only when closed."""
 
     def __init__(self, path: Path):
         self.path, self.rows_writer, self.vectors_file = path, None, None
+        self.temporary = {path: temporary_path(path), vectors_path(path): temporary_path(vectors_path(path))}
 
     def write(self, rows: pa.Table) -> None:
         if self.rows_writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            dim = rows.schema.field("embedding").type.list_size
-            scalars = rows.schema.remove(rows.schema.get_field_index("embedding"))
-            scalars = scalars.with_metadata({**(scalars.metadata or {}), DIM_METADATA: str(dim).encode()})
-            self.rows_writer = pa.ipc.new_file(str(_temporary(self.path)), scalars)
-            self.vectors_file = open(_temporary(vectors_path(self.path)), "wb")
-        self.rows_writer.write_table(rows.drop_columns("embedding"))  # metadata aside, the same schema
-        for chunk in rows["embedding"].chunks:
+            dim = rows.schema.field(EMBEDDING).type.list_size
+            scalars = rows.schema.remove(rows.schema.get_field_index(EMBEDDING))
+            scalars = scalars.with_metadata({**(scalars.metadata or {}), DIM_KEY.encode(): str(dim).encode()})
+            self.rows_writer = pa.ipc.new_file(self.temporary[self.path], scalars)
+            self.vectors_file = open(self.temporary[vectors_path(self.path)], "wb")
+        self.rows_writer.write_table(rows.drop_columns(EMBEDDING))  # metadata aside, the same schema
+        for chunk in rows[EMBEDDING].chunks:
             self.vectors_file.write(chunk.flatten().to_numpy())  # float32, row after row
 
     def close(self) -> None:
         if self.rows_writer is not None:
             self.rows_writer.close()
             self.vectors_file.close()
-            os.replace(_temporary(vectors_path(self.path)), vectors_path(self.path))
-            os.replace(_temporary(self.path), self.path)
+            os.replace(self.temporary[vectors_path(self.path)], vectors_path(self.path))
+            os.replace(self.temporary[self.path], self.path)  # last: it marks a complete copy
 
     def discard(self) -> None:
         """A load that failed: nothing is published."""
         if self.rows_writer is not None:
             self.rows_writer.close()
             self.vectors_file.close()
-            _temporary(self.path).unlink(missing_ok=True)
-            _temporary(vectors_path(self.path)).unlink(missing_ok=True)
+            for temporary in self.temporary.values():
+                Path(temporary).unlink(missing_ok=True)
 
 
-def remove_copy(path: Path) -> None:
+def remove_flat_copy(path: Path) -> None:
     path.unlink(missing_ok=True)  # the marker first: a half-removed copy is no copy
     vectors_path(path).unlink(missing_ok=True)
 
 
-class ExactCopy:
+class FlatCopy:
     """A collection's rows, in memory.
 
     The vectors are read into memory rather than mapped: a product over the mapped file ran 12%
@@ -88,7 +86,7 @@ class ExactCopy:
 
     def __init__(self, path: Path):
         self.rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all().combine_chunks()
-        dim = int(self.rows.schema.metadata[DIM_METADATA])
+        dim = int(self.rows.schema.metadata[DIM_KEY.encode()])
         self.matrix = np.fromfile(vectors_path(path), np.float32).reshape(-1, dim)  # (n, D)
         if len(self.matrix) != self.rows.num_rows:
             raise ValueError(f"{path}: {len(self.matrix)} vectors for {self.rows.num_rows} rows")
@@ -103,4 +101,4 @@ class ExactCopy:
         top = top[np.lexsort((top, -scores[top]))]
         columns = self.rows.column_names if "*" in output_fields else output_fields
         hits = self.rows.select(columns).take(pa.array(top)).to_pylist()  # select first: take copies columns
-        return [{**hit, "score": float(score)} for hit, score in zip(hits, scores[top])]
+        return [{**hit, SCORE: float(score)} for hit, score in zip(hits, scores[top])]

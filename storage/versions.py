@@ -21,19 +21,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from errors import IntegrityError
+
 from .dataset import LiveRows
-from .vectorstore import MODEL_PROPERTY, VectorStore, VectorStoreError, collection_fields
+from .schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
+from .vectorstore import VectorStore, VectorStoreError, collection_fields
 
 logger = logging.getLogger(__name__)
 
-# The version served before this one (the chain retention walks, so a version never served is never
-# kept), and a digest of the rows loaded (a night that changed nothing loads nothing).
-PREVIOUS_PROPERTY = "vidx.previous"
-DIGEST_PROPERTY = "vidx.digest"
-# Not served: constant on served rows ("ok", no error), a setting of the run that wrote the row
-# (null for whole videos; start_s and end_s give each row's span), or how the row was made (the
-# sampled frames' times: a list no filter can use).
-NOT_SERVED = ("status", "error", "error_kind", "segment_seconds", "sampled_times")
 # Vectors read back after a load and compared with the Parquet rows they came from.
 VALIDATION_SAMPLE = 64
 # Bytes of vectors per insert request (4,096 rows at 1024-d). Against Milvus 2.3.5 here, requests of
@@ -85,8 +80,8 @@ def check_storable(store: VectorStore, live: LiveRows, fields: list[tuple[str, d
 def insert_batches(live: LiveRows, fields: list[tuple[str, dict]]) -> Iterator[pa.Table]:
     """The live rows as insert requests: the key, the served `fields` and the vectors, INSERT_BYTES
     of vectors at a time."""
-    dim = live.schema.field("embedding").type.list_size
-    columns = [live.key_column, *[f for f, _ in fields], "embedding"]
+    dim = live.schema.field(EMBEDDING).type.list_size
+    columns = [live.key_column, *[f for f, _ in fields], EMBEDDING]
     return live.batches(columns, max(1, INSERT_BYTES // (4 * dim)))
 
 
@@ -113,7 +108,7 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
     key = live.key_column
     fields = served_fields(live.schema, key)
     check_storable(store, live, fields)
-    dim = live.schema.field("embedding").type.list_size
+    dim = live.schema.field(EMBEDDING).type.list_size
     if store.has(name):
         store.drop(name)  # a half-built version of an interrupted load
     store.create_collection(name, key, fields, dim, properties)
@@ -122,7 +117,7 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
     batches = insert_batches(live, fields)
     for batch in inserted_batches(store, name, batches, 1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT):
         picked = batch.filter(pc.is_in(batch[key], pa.array(sorted(sample), pa.string())))
-        vectors.update(zip(picked[key].to_pylist(), picked["embedding"].to_numpy(zero_copy_only=False)))
+        vectors.update(zip(picked[key].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
         inserted += batch.num_rows
         if inserted / total >= reported + 0.1 or inserted == total:
             reported = inserted / total
@@ -137,11 +132,11 @@ def validate(store: VectorStore, name: str, key: str, expected_rows: int, sample
     """The new version holds every row, and a sample of its vectors reads back as written."""
     count = store.count(name)
     if count != expected_rows:
-        raise VectorStoreError(f"validation of {name}: {count} rows, expected {expected_rows}")
+        raise IntegrityError(f"validation of {name}: {count} rows, expected {expected_rows}")
     stored = store.vectors(name, key, sorted(sample))
     for row_key, vector in sample.items():
         if row_key not in stored or not np.allclose(stored[row_key], vector, atol=1e-6):
-            raise VectorStoreError(f"validation of {name}: the vector of {row_key!r} does not read back")
+            raise IntegrityError(f"validation of {name}: the vector of {row_key!r} does not read back")
 
 
 def sample_keys(live: LiveRows) -> set[str]:
@@ -149,23 +144,22 @@ def sample_keys(live: LiveRows) -> set[str]:
     return set(live.rows[live.key_column].take(pa.array(picks)).to_pylist())
 
 
-def load_version(store: VectorStore, live: LiveRows, alias: str, version: str, skip_unchanged: bool = False) -> dict:
+def build_and_swap(store: VectorStore, live: LiveRows, alias: str, version: str, skip_unchanged: bool = False) -> dict:
     """Build `<alias>_<version>` from the live rows, validate it, and only then move `alias` to it.
     With `skip_unchanged`, a served version holding exactly these rows stays and nothing is built."""
-    name, rows, model = f"{alias}_{version}", live.rows.num_rows, live.model()
+    name, rows, model = version_name(alias, version), live.rows.num_rows, live.model()
     started = time.perf_counter()
     previous = store.alias_target(alias)
     digest = rows_digest(live.rows, live.key_column, model)
-    if skip_unchanged and previous and store.properties(previous).get(DIGEST_PROPERTY) == digest:
+    if skip_unchanged and previous and store.properties(previous).get(DIGEST_KEY) == digest:
         logger.info("%s: %s already holds these %d rows", alias, previous, rows)
         return {"collection": previous, "rows": rows, "previous": previous, "unchanged": True,
                 "seconds": round(time.perf_counter() - started, 3)}
-    properties = {MODEL_PROPERTY: json.dumps(model, sort_keys=True), PREVIOUS_PROPERTY: previous or "",
-                  DIGEST_PROPERTY: digest}
+    properties = {MODEL_KEY: json.dumps(model, sort_keys=True), PREVIOUS_KEY: previous or "", DIGEST_KEY: digest}
     try:
         sample, seconds = build_version(store, name, live, properties, sample_keys(live))
         validate(store, name, live.key_column, rows, sample)
-    except VectorStoreError:
+    except (VectorStoreError, IntegrityError):
         if store.has(name):
             store.drop(name)  # the alias still points at the previous version
         raise
@@ -183,7 +177,7 @@ def retire_versions(store: VectorStore, alias: str, keep: int) -> list[str]:
     kept, name = [], store.alias_target(alias)
     while name and len(kept) < keep and store.has(name):
         kept.append(name)
-        name = store.properties(name).get(PREVIOUS_PROPERTY)
+        name = store.properties(name).get(PREVIOUS_KEY)
     retired = [name for name in store.versions(alias) if name not in kept]
     for name in retired:
         store.drop(name)

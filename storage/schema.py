@@ -1,0 +1,144 @@
+"""The index's schema, in one place: tables and their keys, row fields and types, the columns
+each reader serves or reserves, the `vidx.*` keys in Parquet footers and collection properties,
+collection names, and the limits of a result.
+
+Everything that makes, writes, loads or serves a row imports these names: the workers and the
+sink (jobs), the dataset and its manifests, the versioned collections, the SQL-like dialect, and
+the server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow as pa
+
+# Tables: directories under an index's OUTPUT, and the default collection (alias) of each.
+VIDEOS = "videos"
+CAPTIONS = "captions"
+TABLES = (VIDEOS, CAPTIONS)
+# The primary key of each table.
+VIDEO_KEY = "key"  # video_id#segment
+CAPTION_KEY = "caption_id"  # video_id#n
+KEY_SEPARATOR = "#"
+EMBEDDING = "embedding"
+SCORE = "score"  # the similarity of a result row; never stored
+
+# One row per video, or per segment of a long video. Metadata columns go between these and
+# the embedding.
+VIDEO_FIELDS = [
+    pa.field(VIDEO_KEY, pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("segment", pa.int32()),
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("fps", pa.float64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("num_frames", pa.int64()),
+    pa.field("sampled_frames", pa.int32()),
+    pa.field("sampled_times", pa.list_(pa.float64())),  # seconds: when each frame used starts showing
+    pa.field("file_stat", pa.string()),  # size and modification time (or ETag) when read
+    pa.field("content_fingerprint", pa.string()),  # blake2b of the file's bytes
+    pa.field("model_fingerprint", pa.string()),
+    pa.field("segment_seconds", pa.float64()),  # the --segment-seconds setting; null: whole videos
+    pa.field("status", pa.string(), nullable=False),  # "ok" or "error"
+    pa.field("error", pa.string()),  # a one-line reason when status is "error"
+    pa.field("error_kind", pa.string()),  # "transient" (retried next run) or "permanent"; null when ok
+    pa.field("run_id", pa.string(), nullable=False),
+]
+CAPTION_FIELDS = [
+    pa.field(CAPTION_KEY, pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("model_fingerprint", pa.string()),
+    pa.field("run_id", pa.string(), nullable=False),
+]
+# The same for every row a run writes: the sink adds them, the steps before it never see them.
+RUN_COLUMNS = ("model_fingerprint", "run_id")
+
+# The manifest's own columns; any other manifest column is metadata, stored and served.
+MANIFEST_COLUMNS = ("uri", "video_id", "captions")
+# Names the job uses internally start with this; a manifest column may not.
+INTERNAL_PREFIX = "_"
+# Names a metadata column may not take: the dataset's own columns (uri and video_id are the
+# manifest's), the vector and the score of a result.
+RESERVED_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} - {"uri", "video_id"} | {EMBEDDING, SCORE}
+# Columns every index row has; the others came from the manifest (the page shows those).
+STANDARD_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} | {EMBEDDING}
+# Not served: constant on served rows ("ok", no error), a setting of the run that wrote the row
+# (null for whole videos; start_s and end_s give each row's span), or how the row was made (the
+# sampled frames' times: a list no filter can use).
+NOT_SERVED = ("status", "error", "error_kind", "segment_seconds", "sampled_times")
+
+# What made the vectors: in each Parquet part's footer (bytes) and in each collection's
+# properties. MODEL_KEY holds the model record as JSON; queries load that model and refuse a mismatch.
+MODEL_KEY = "vidx.model"
+DIM_KEY = "vidx.dim"
+# The version served before this one (the chain retention walks) and a digest of the rows loaded.
+PREVIOUS_KEY = "vidx.previous"
+DIGEST_KEY = "vidx.digest"
+
+# The most rows one search or query returns (k, LIMIT + OFFSET), and LIMIT's default.
+MAX_RESULTS = 1000
+DEFAULT_LIMIT = 10
+
+
+def embedding_field(dim: int) -> pa.Field:
+    return pa.field(EMBEDDING, pa.list_(pa.float32(), dim))
+
+
+def footer_metadata(dim: int, model: dict) -> dict[bytes, bytes]:
+    """What made these vectors, in each file's footer: the model record, and D."""
+    return {DIM_KEY.encode(): str(dim).encode(), MODEL_KEY.encode(): json.dumps(model, sort_keys=True).encode()}
+
+
+def video_schema(dim: int, metadata: pa.Schema, model: dict) -> pa.Schema:
+    fields = VIDEO_FIELDS + [f for f in metadata if f.name not in MANIFEST_COLUMNS]
+    return pa.schema(fields + [embedding_field(dim)], metadata=footer_metadata(dim, model))
+
+
+def caption_schema(dim: int, model: dict) -> pa.Schema:
+    return pa.schema(CAPTION_FIELDS + [embedding_field(dim)], metadata=footer_metadata(dim, model))
+
+
+def metadata_columns(names: list[str]) -> list[str]:
+    """The metadata among a manifest's column names."""
+    return [name for name in names if name not in MANIFEST_COLUMNS]
+
+
+def row_key(video_id: str, n: int) -> str:
+    """The key of a video's n-th segment, or the id of its n-th caption."""
+    return f"{video_id}{KEY_SEPARATOR}{n}"
+
+
+def key_column(table: str) -> str:
+    return CAPTION_KEY if table == CAPTIONS else VIDEO_KEY
+
+
+def caption_alias(alias: str) -> str:
+    """The captions served beside the videos of `alias`: `captions` beside `videos`, else ALIAS_captions."""
+    return CAPTIONS if alias == VIDEOS else f"{alias}_{CAPTIONS}"
+
+
+def video_alias(alias: str) -> str:
+    """The videos whose captions `alias` serves (the inverse of caption_alias); `alias` itself when
+    it serves videos."""
+    if alias == CAPTIONS:
+        return VIDEOS
+    return alias.removesuffix(f"_{CAPTIONS}")
+
+
+def version_name(alias: str, version: str) -> str:
+    """The collection of one version of `alias`; `version` is a run id made name-safe."""
+    return f"{alias}_{version}"
+
+
+def is_version_of(name: str, alias: str) -> bool:
+    """Whether collection `name` is a version of `alias`: ALIAS_ then a version (a run id made
+    name-safe, `20261205t061502123456z_1a2b3c`, or a plain word), and not a version of another
+    alias that starts with ALIAS_ (`ALIAS_captions_...`)."""
+    return re.fullmatch(rf"{re.escape(alias)}_[0-9a-z]+(_[0-9a-f]{{6}})?", name) is not None
