@@ -72,6 +72,11 @@ def _unreachable(error: BaseException) -> bool:
     return False
 
 
+def _reason(error: BaseException) -> str:
+    """pymilvus' own message where it has one (its str() wraps the message in the class and code)."""
+    return " ".join(error.message.split()) if isinstance(error, MilvusException) else one_line(error)
+
+
 def _database_errors(refused: str | None = None):
     """Method decorator: a database that cannot be reached or fails raises Unavailable; with
     `refused`, a request the database answered with an error is bad input (VectorStoreError)."""
@@ -81,10 +86,9 @@ def _database_errors(refused: str | None = None):
             try:
                 return method(self, *args, **kwargs)
             except (MilvusException, grpc.RpcError) as e:
-                reason = e.message if isinstance(e, MilvusException) else one_line(e)
                 if refused and not _unreachable(e):
-                    raise VectorStoreError(f"{refused}: {reason}") from e
-                raise Unavailable(f"vector database {self.uri} failed ({method.__name__}): {reason}") from e
+                    raise VectorStoreError(f"{refused}: {_reason(e)}") from e
+                raise Unavailable(f"vector database {self.uri} failed ({method.__name__}): {_reason(e)}") from e
         return call
     return decorate
 
@@ -181,7 +185,7 @@ class VectorStore:
             try:
                 self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
             except Exception as e:  # the client raises many types for an unreachable or refusing server
-                raise Unavailable(f"cannot open vector database {uri}: {one_line(e)}") from e
+                raise Unavailable(f"cannot open vector database {uri}: {_reason(e)}") from e
         reported = self.client.get_server_version()
         self.is_lite = reported.startswith("milvus_lite")  # embedded or `milvus-lite server`
         self.version = _version(reported)

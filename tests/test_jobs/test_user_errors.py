@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from jobs.__main__ import main
 from jobs.query import run_query
 from jobs.serve import create_app
+from storage.vectorstore import VectorStore
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_a_missing_collection_is_named_before_any_column(tmp_path, empty_server,
     expected = "no such collection in the database (load one with `vidx load`): 'videos' at line 1, column 37"
     assert cli_error(capsys, "query", "--db", empty_server, sql) == expected
     embedded = str(tmp_path / "empty.db")
+    VectorStore(embedded)  # a database that holds nothing (where none exists, readers say so: test_failures.py)
     assert cli_error(capsys, "query", "--db", embedded, sql) == expected
     assert http_error(TestClient(create_app(embedded, cache_dir=tmp_path)), "/query", {"sql": sql}) == expected
 
@@ -97,6 +99,15 @@ def test_an_unknown_video_id_and_a_bad_filter(loaded, client, capsys):
     line = cli_error(capsys, "search", "--db", db, "--text", "x", "--where", "colour === 'red'")
     assert line.startswith("search failed (--where \"colour === 'red'\"):")
     assert http_error(client, "/search", {"text": "x", "where": "colour === 'red'"}) == line
+
+
+def test_an_empty_text_is_refused(loaded, client, capsys):
+    _, db = loaded
+    expected = "the text to search for is empty"
+    assert cli_error(capsys, "search", "--db", db, "--text", " ") == expected
+    assert http_error(client, "/search", {"text": ""}) == expected
+    sql = "SELECT key FROM videos ORDER BY similarity(TEXT('')) DESC"
+    assert cli_error(capsys, "query", "--db", db, sql) == expected
 
 
 def test_a_parameter_without_a_value(loaded, capsys):
