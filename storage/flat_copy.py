@@ -1,4 +1,4 @@
-"""A flat (brute-force, exact) copy of a collection: how unfiltered searches are answered on milvus-lite.
+"""A flat copy of a collection (searched by brute force): how unfiltered searches are answered on milvus-lite.
 
 milvus-lite 3.2.2 visits every stored row in Python on every search (its cross-segment
 de-duplication and tombstone checks in search/executor_indexed.py run before and whatever the
@@ -6,7 +6,7 @@ index does: 98% of a search's time at 100k rows, profiled), so a search costs ab
 stored row with HNSW, FLAT or IVF alike, and more segments, other insert batches, flushes or
 compactions do not change that. A numpy product over the same vectors costs a fifth of it
 (bench/query_latency.py). A collection version never changes once built, so a copy written while
-it loads stays exact; filtered searches and scans still go to milvus-lite.
+it loads stays complete; filtered searches and scans still go to milvus-lite.
 
 The copy is two files: the scalar columns as an Arrow IPC file, and the vectors as one row-major
 float32 matrix, read whole when a search first needs them. One matrix is one matrix-vector product

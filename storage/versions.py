@@ -37,7 +37,7 @@ VALIDATION_SAMPLE = 64
 INSERT_BYTES = 16 << 20
 # Insert requests a server has at once: vidx packs the next while the server stores one (8,918
 # against 8,049 rows/s with one, bench/insert_throughput.py). milvus-lite (Python, in one process or
-# its server mode) takes one at a time, and its exact copy is written in order.
+# its server mode) takes one at a time, and its flat copy is written in order.
 SERVER_INSERTS_IN_FLIGHT = 2
 
 

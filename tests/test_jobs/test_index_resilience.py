@@ -14,6 +14,7 @@ import pytest
 
 from jobs.__main__ import main
 from jobs.synth import synth
+from storage.atomic import TEMP_PREFIX
 from processes import kill_group, job_processes, wait_for
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ def assert_every_video_once(output: Path) -> None:
     keys = table["key"].to_pylist()
     assert len(keys) == len(set(keys)) == VIDEOS
     assert set(table["status"].to_pylist()) == {"ok"}
-    assert not list((output / "videos").glob(".tmp-*"))
+    assert not list((output / "videos").glob(f"{TEMP_PREFIX}*"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
