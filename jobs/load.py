@@ -22,7 +22,7 @@ def load(embeddings: str, db: str, collection: str = VIDEOS, skip_unchanged: boo
     if videos is None or videos.rows.num_rows == 0:
         raise UserError(f"{embeddings}: no 'ok' video rows to load")
     store = VectorStore(db)
-    version = new_run_id().replace("-", "_").lower()
+    version = new_run_id()  # one for the videos and captions of this load
     result = {collection: build_and_swap(store, videos, collection, version, skip_unchanged)}
     captions = scan_live(f"{root}/{CAPTIONS}", CAPTION_KEY)
     if captions is not None and captions.rows.num_rows:

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from errors import IntegrityError
+
 from .atomic import temporary_path
 from .schema import DIM_KEY, EMBEDDING, SCORE
 
@@ -89,7 +91,7 @@ class FlatCopy:
         dim = int(self.rows.schema.metadata[DIM_KEY.encode()])
         self.matrix = np.fromfile(vectors_path(path), np.float32).reshape(-1, dim)  # (n, D)
         if len(self.matrix) != self.rows.num_rows:
-            raise ValueError(f"{path}: {len(self.matrix)} vectors for {self.rows.num_rows} rows")
+            raise IntegrityError(f"{path}: {len(self.matrix)} vectors for {self.rows.num_rows} rows")
 
     def search(self, vector: np.ndarray, k: int, output_fields: list[str]) -> list[dict]:
         """Top-k by inner product, best first, ties in row order: [{output fields..., "score"}]."""

@@ -133,8 +133,9 @@ def video_alias(alias: str) -> str:
 
 
 def version_name(alias: str, version: str) -> str:
-    """The collection of one version of `alias`; `version` is a run id made name-safe."""
-    return f"{alias}_{version}"
+    """The collection of one version of `alias`: `version` (a run id) made name-safe, as Milvus
+    names are letters, digits and underscores."""
+    return f"{alias}_{version.replace('-', '_').lower()}"
 
 
 def is_version_of(name: str, alias: str) -> bool:

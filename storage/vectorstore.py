@@ -230,7 +230,7 @@ class VectorStore:
 
     @_database_errors()
     def seal(self, name: str) -> None:
-        """Make inserted rows searchable fast: flush them, build the index (waiting for it), load."""
+        """Make inserted rows searchable fast: flush them, build the index (waiting for it), bring it into memory."""
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
         index = self.client.prepare_index_params()
         index.add_index(EMBEDDING, index_type="HNSW", metric_type="IP", params=HNSW_PARAMS)

@@ -4,7 +4,7 @@ alias to it, retire old versions; and what each version records in its `vidx.*` 
 Readers resolve the alias per request, so they see the old version or the new one, never a
 half-built one. Only what both engines do is relied on: the rows are de-duplicated here (a
 server keeps duplicate primary keys where milvus-lite overwrites), properties are read back from
-the collection, and a version is flushed, indexed and loaded before it is validated.
+the collection, and a version is flushed, indexed and in memory before it is validated.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def inserted_batches(store: VectorStore, name: str, batches: Iterable[pa.Table],
 
 def build_version(store: VectorStore, name: str, live: LiveRows, properties: dict[str, str],
                   sample: set[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Create collection `name` from the live rows, then flush, index and load it. Returns the
+    """Create collection `name` from the live rows, then flush, index and seal it (VectorStore.seal). Returns the
     vectors of the `sample` keys as they were inserted, and the seconds spent inserting and indexing."""
     key = live.key_column
     fields = served_fields(live.schema, key)
