@@ -31,6 +31,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # The page keeps the token in this cookie: images and videos cannot send an Authorization header.
 TOKEN_COOKIE = "vidx_token"
 DEFAULT_MAX_UPLOAD_MB = 50.0
+# What a 503 asks a client to wait: the vector database was unreachable or failing.
+RETRY_AFTER_SECONDS = 5
 
 
 def _token_check(token: str | None):
@@ -45,10 +47,9 @@ def _token_check(token: str | None):
 
 
 async def _answer_error(_: Request, error: Exception) -> JSONResponse:
+    """One of vidx's errors (errors.KNOWN) as its status and one line."""
     status = http_status(error)
-    if status is None:
-        raise error  # a bug: a 500, with its traceback in the server's log
-    headers = {"Retry-After": "5"} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
     return JSONResponse(status_code=status, content={"error": one_line(error)}, headers=headers)
 
 
@@ -60,7 +61,7 @@ def create_app(db: str, token: str | None = None, cache_dir: str | Path | None =
     app = FastAPI(title="vidx", description="Text<->video search over a CLIP2Video index")
     store = VectorStore(db, create=False)  # opened once: milvus-lite lets one process own the database
     auth = Depends(_token_check(token))
-    for error_type in (*KNOWN, ValueError):  # ValueError: pydantic's and numpy's too, which may be bugs
+    for error_type in KNOWN:  # anything else is a bug: a 500, with its traceback in the log
         app.add_exception_handler(error_type, _answer_error)
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     app.include_router(api_router(db, store, auth, collection))
