@@ -15,6 +15,8 @@ Anything else is a bug and keeps its traceback. A leaf package: it imports nothi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 # Characters kept of a reason: an error row or a response stays readable.
 MAX_REASON = 300
 
@@ -62,6 +64,16 @@ def exit_code(error: BaseException) -> int | None:
     if isinstance(error, UserError):
         return 2
     return 1 if isinstance(error, KNOWN) else None
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """The error, then what caused it, and so on; each once (some libraries raise an error `from`
+    itself)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def one_line(error: BaseException) -> str:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
-from errors import one_line
+from errors import causes, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -200,20 +200,11 @@ def _client_connection_errors() -> tuple[type, ...]:
     return tuple(found)
 
 
-def _causes(error: BaseException):
-    """The error and what caused it (VideoDecodeError wraps the read error that made it)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def is_transient(error: BaseException, seen: bool = False) -> bool:
     """Whether another attempt may succeed: timeouts, throttling, dropped or refused connections,
     server errors; and a file not found that the plan did see (`seen`): a store that has not
     caught up, or a move in progress. Corrupt files, permissions, bad requests are permanent."""
-    for cause in _causes(error):
+    for cause in causes(error):  # VideoDecodeError wraps the read error that made it
         if isinstance(cause, FileNotFoundError):
             return seen
         if isinstance(cause, (TimeoutError, ConnectionError, *_client_connection_errors())):

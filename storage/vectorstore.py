@@ -22,7 +22,7 @@ import grpc
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
-from errors import Unavailable, UserError, one_line
+from errors import Unavailable, UserError, causes, one_line
 
 from .filters import is_in
 from .flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path, remove_flat_copy, vectors_path
@@ -65,11 +65,7 @@ class VectorStoreError(UserError):
 def _unreachable(error: BaseException) -> bool:
     """Whether the database never answered: a gRPC failure (pymilvus retries those, then raises
     a MilvusException caused by one), or pymilvus' own connection errors."""
-    while error is not None:
-        if isinstance(error, (grpc.RpcError, ConnectError, MilvusUnavailableException)):
-            return True
-        error = error.__cause__
-    return False
+    return any(isinstance(cause, (grpc.RpcError, ConnectError, MilvusUnavailableException)) for cause in causes(error))
 
 
 def _reason(error: BaseException) -> str:

@@ -3,26 +3,39 @@
 /search and /query take a JSON object, or the same fields as a multipart form with clips:
 a /search form's file `clip` is the query video; in a /query form, each text field other than
 `sql` and `explain` is a parameter and each file one too, so `VIDEO(:clip)` is the file `clip`.
+
+FastAPI cannot take both bodies on one route: it reads a route's body as a form when any of its
+parameters is a Form or File, else as JSON (`is_body_form` in fastapi/routing.py), and documents
+that one media type. Its body parameters would also change these answers: it reads (and spools)
+the body before the token is checked; a body over --max-upload-mb sent without a Content-Length
+becomes its 400 "There was an error parsing the body", not the 413; a body that is not a JSON
+object is a 422, not a 400; JSON sent without a JSON Content-Type is not read. So a dependency,
+run after the token, reads the body by its Content-Type and validates it with the models below (a
+422 as FastAPI's own), and each route documents both media types with the schemas FastAPI makes
+of those models, through `openapi_extra` (FastAPI's way to document a body a route reads itself).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from collections.abc import AsyncIterator
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Depends, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 
-from storage.dataset import CAPTION_FIELDS, VIDEO_FIELDS
+from storage.schema import MAX_RESULTS, STANDARD_COLUMNS, caption_alias
 from storage.vectorstore import VectorStore
 
 from ..query import run_query
-from ..search import MAX_K, search
-from .inputs import LibraryVideos, is_form, request_fields
+from ..search import search
+from .inputs import LibraryVideos, form_fields, is_form, json_object
 
 MAX_TEXT = 1_000  # characters of a query caption, video id or uri
 MAX_SQL = 10_000  # characters of a statement
-# Columns every index row has; the others came from the manifest (the page shows those).
-STANDARD_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} | {"key", "embedding"}
+M = TypeVar("M", bound=BaseModel)
 
 
 class SearchRequest(BaseModel):
@@ -30,9 +43,15 @@ class SearchRequest(BaseModel):
     video: str | None = Field(None, max_length=MAX_TEXT, description="a video_id or uri of the library")
     video_id: str | None = Field(None, max_length=MAX_TEXT)
     target: str = Field("videos", pattern="^(videos|captions)$")
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: int = Field(10, ge=1, le=MAX_RESULTS)
     where: str = Field("", max_length=MAX_SQL)
     per_video: bool = Field(False, description="one hit per video, at its best segment")
+
+
+class SearchForm(SearchRequest):
+    """/search as a multipart form: the same fields, and the query video as an uploaded file."""
+
+    clip: UploadFile | None = Field(None, description="the query video, uploaded (instead of `video`)")
 
 
 class QueryRequest(BaseModel):
@@ -41,18 +60,52 @@ class QueryRequest(BaseModel):
     explain: bool = False
 
 
-def _validated(model: type[BaseModel], fields: dict) -> BaseModel:
+class QueryForm(BaseModel):
+    """/query as a multipart form: every field other than `sql` and `explain` is a parameter, and
+    every file a clip: VIDEO(:name)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str | UploadFile] = Field(init=False)
+    sql: str = Field(..., max_length=MAX_SQL)
+    explain: bool = False
+
+
+def _validated(model: type[M], fields: dict) -> M:
     try:
         return model.model_validate(fields)
-    except ValidationError as e:
-        raise RequestValidationError(e.errors()) from None
+    except ValidationError as e:  # the inputs, unless an uploaded file is among them: it is no JSON
+        files = any(isinstance(value, StarletteUpload) for value in fields.values())
+        raise RequestValidationError(e.errors(include_input=not files)) from None
 
 
-def _body_schema(model: type[BaseModel], form: str) -> dict:
-    """OpenAPI: the route reads its body itself (JSON or multipart), so say what it takes."""
-    form_schema = {"type": "object", "additionalProperties": True, "description": form}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()},
-                                                           "multipart/form-data": {"schema": form_schema}}}}
+def _request_body(json_model: type[BaseModel], form_model: type[BaseModel]) -> dict:
+    """OpenAPI: the route's body is JSON or a multipart form, as these models validate them."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": json_model.model_json_schema()},
+        "multipart/form-data": {"schema": form_model.model_json_schema()}}}}
+
+
+async def _search_body(request: Request) -> AsyncIterator[tuple[SearchRequest, set[str]]]:
+    """The request and the paths of its uploaded clips, removed once the route returns."""
+    if not is_form(request):
+        yield _validated(SearchRequest, await json_object(request)), set()
+        return
+    async with form_fields(request) as (fields, clips):
+        body = _validated(SearchForm, fields)
+        if body.clip is not None:
+            body.video = clips.save(body.clip)
+        yield body, clips.paths
+
+
+async def _query_body(request: Request) -> AsyncIterator[tuple[QueryRequest, set[str]]]:
+    if not is_form(request):
+        yield _validated(QueryRequest, await json_object(request)), set()
+        return
+    async with form_fields(request) as (fields, clips):
+        form = _validated(QueryForm, fields)
+        params = {name: value if isinstance(value, str) else clips.save(value)
+                  for name, value in form.model_extra.items()}
+        yield _validated(QueryRequest, {"sql": form.sql, "params": params, "explain": form.explain}), clips.paths
 
 
 def _collection_summary(store: VectorStore, alias: str) -> dict | None:
@@ -63,39 +116,35 @@ def _collection_summary(store: VectorStore, alias: str) -> dict | None:
             "metadata": sorted(store.fields(alias) - STANDARD_COLUMNS)}
 
 
-def api_router(db: str, store: VectorStore, auth) -> APIRouter:
+def api_router(db: str, store: VectorStore, auth, collection: str) -> APIRouter:
+    """The API over the videos of alias `collection` and their captions."""
     router = APIRouter()
+    served = {"videos": collection, "captions": caption_alias(collection)}
 
     @router.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "videos": store.alias_target("videos"), "captions": store.alias_target("captions")}
+        return {"status": "ok", **{table: store.alias_target(alias) for table, alias in served.items()}}
 
     @router.get("/library", dependencies=[auth])
     def library() -> dict:
         """The served collections, their model, and the manifest's metadata columns."""
-        return {alias: _collection_summary(store, alias) for alias in ("videos", "captions")}
+        return {table: _collection_summary(store, alias) for table, alias in served.items()}
 
-    @router.post("/search", dependencies=[auth], openapi_extra=_body_schema(
-        SearchRequest, "the JSON fields as form fields; a file `clip` is the query video"))
-    async def search_route(request: Request) -> list[dict]:
-        async with request_fields(request) as (fields, clips):
-            if "clip" in clips:
-                fields["video"] = clips["clip"]
-            body = _validated(SearchRequest, fields)
-            return await run_in_threadpool(
-                search, db, text=body.text, video=body.video, video_id=body.video_id, target=body.target, k=body.k,
-                where=body.where, store=store, videos=LibraryVideos(store, clips), per_video=body.per_video)
+    # `auth` is a dependency of the route, so it runs before the body dependency reads anything.
+    @router.post("/search", dependencies=[auth], openapi_extra=_request_body(SearchRequest, SearchForm))
+    async def search_route(
+            received: Annotated[tuple[SearchRequest, set[str]], Depends(_search_body, scope="function")]) -> list[dict]:
+        body, clips = received
+        return await run_in_threadpool(
+            search, db, text=body.text, video=body.video, video_id=body.video_id, target=body.target, k=body.k,
+            where=body.where, store=store, videos=LibraryVideos(store, clips, collection), per_video=body.per_video,
+            collection=collection)
 
-    @router.post("/query", dependencies=[auth], openapi_extra=_body_schema(
-        QueryRequest, "`sql`, `explain`; every other field is a parameter, every file a clip: VIDEO(:name)"))
-    async def query_route(request: Request):
-        async with request_fields(request) as (fields, clips):
-            if is_form(request):  # its other fields and its files are the parameters
-                fields = {"sql": fields.pop("sql", None), "explain": fields.pop("explain", False),
-                          "params": {**fields, **clips}}
-            body = _validated(QueryRequest, fields)
-            params = {name: str(value) for name, value in body.params.items()}
-            return await run_in_threadpool(run_query, db, body.sql, params, body.explain, store=store,
-                                           videos=LibraryVideos(store, clips))
+    @router.post("/query", dependencies=[auth], openapi_extra=_request_body(QueryRequest, QueryForm))
+    async def query_route(received: Annotated[tuple[QueryRequest, set[str]], Depends(_query_body, scope="function")]):
+        body, clips = received
+        params = {name: str(value) for name, value in body.params.items()}
+        return await run_in_threadpool(run_query, db, body.sql, params, body.explain, store=store,
+                                       videos=LibraryVideos(store, clips, collection))
 
     return router

@@ -1,4 +1,5 @@
-"""What a request may bring: a bounded body, clips uploaded with it, and videos of the served library.
+"""What a request may bring: a bounded body, its fields (a JSON object or a multipart form), clips
+uploaded with it, and videos of the served library.
 
 Over HTTP, VIDEO(..) never opens a path or URL a client names: it is a video of the served
 library (its video_id, or a uri the collection holds: the stored vector is used, nothing is
@@ -12,17 +13,17 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
+from fastapi import Request, UploadFile
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from errors import NotFound, TooLarge, UserError
+from storage.filters import equals
 from storage.vectorstore import VectorStore
 
-from ..errors import NotFound, TooLarge, UserError
 
 MAX_CLIPS = 4  # files per request
 MAX_FIELDS = 64  # form fields per request
@@ -65,51 +66,56 @@ def is_form(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
+async def json_object(request: Request) -> dict:
+    """The members of the JSON object a request's body is (whatever its Content-Type says)."""
+    try:
+        fields = json.loads(await request.body())
+    except ValueError as e:
+        raise UserError(f"the request body is not JSON ({e})") from None
+    if not isinstance(fields, dict):
+        raise UserError("the request body must be a JSON object")
+    return fields
+
+
+class Clips:
+    """The clips uploaded with a request, each saved as a file `clipN` in `directory`, with the upload's
+    extension when it is a plain one."""
+
+    def __init__(self, directory: Path):
+        self.directory, self.paths = directory, set()
+
+    def save(self, upload: UploadFile) -> str:
+        suffix = Path(upload.filename or "").suffix
+        path = (self.directory / f"clip{len(self.paths)}").with_suffix(suffix if SUFFIX.fullmatch(suffix) else "")
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload.file, out)
+        if path.stat().st_size == 0:
+            raise UserError(f"uploaded clip {upload.filename!r} is empty")
+        self.paths.add(str(path))
+        return str(path)
+
+
 @contextlib.asynccontextmanager
-async def request_fields(request: Request) -> AsyncIterator[tuple[dict, dict[str, str]]]:
-    """(fields, clips) of a JSON or multipart request: a JSON object's members, or a form's text
-    fields; clips maps each uploaded file's field name to a temporary copy, removed on exit."""
-    if not is_form(request):
-        try:
-            fields = json.loads(await request.body())
-        except ValueError as e:
-            raise UserError(f"the request body is not JSON ({e})") from None
-        if not isinstance(fields, dict):
-            raise UserError("the request body must be a JSON object")
-        yield fields, {}
-        return
+async def form_fields(request: Request) -> AsyncIterator[tuple[dict[str, str | UploadFile], Clips]]:
+    """A multipart request's fields by name (text, or an UploadFile), at most MAX_FIELDS and MAX_CLIPS
+    files (Starlette answers 400 beyond), and the Clips to save its files to, all removed on exit."""
     async with request.form(max_files=MAX_CLIPS, max_fields=MAX_FIELDS) as form:
         with tempfile.TemporaryDirectory(prefix="vidx-upload-") as directory:
-            fields, clips = {}, {}
-            for name, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    clips[name] = _save(value, Path(directory) / f"clip{len(clips)}")
-                else:
-                    fields[name] = value
-            yield fields, clips
-
-
-def _save(upload: UploadFile, stem: Path) -> str:
-    suffix = Path(upload.filename or "").suffix
-    path = stem.with_suffix(suffix if SUFFIX.fullmatch(suffix) else "")
-    with path.open("wb") as out:
-        shutil.copyfileobj(upload.file, out)
-    if path.stat().st_size == 0:
-        raise UserError(f"uploaded clip {upload.filename!r} is empty")
-    return str(path)
+            yield dict(form), Clips(Path(directory))
 
 
 class LibraryVideos:
     """A server's VIDEO(..): a video of the library, or a clip uploaded with the request."""
 
-    def __init__(self, store: VectorStore, uploads: dict[str, str]):
-        self.store, self.uploads = store, set(uploads.values())
+    def __init__(self, store: VectorStore, uploads: Collection[str], collection: str):
+        """`uploads`: the paths of the request's saved clips."""
+        self.store, self.uploads, self.collection = store, set(uploads), collection
 
     def __call__(self, value: str) -> tuple[str, str]:
         if value in self.uploads:
             return "VIDEO", value
-        quoted = json.dumps(value)
-        rows = self.store.query(self.store.resolve("videos"), filter=f"video_id == {quoted} or uri == {quoted}",
+        rows = self.store.query(self.store.resolve(self.collection),
+                                filter=f"{equals('video_id', value)} or {equals('uri', value)}",
                                 output_fields=["video_id"], limit=1)
         if not rows:
             raise NotFound(f"VIDEO({value!r}) is not a video of the served library: give a video_id or uri it "

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
+from fastapi import FastAPI, Form
 from fastapi.testclient import TestClient
 
 from jobs.query import run_query
 from jobs.search import search
 from jobs.serve import create_app, serve
+from jobs.server.api import QueryForm, QueryRequest, SearchForm, SearchRequest
+from jobs.server.inputs import MAX_CLIPS
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -45,6 +50,69 @@ def test_bad_input_is_a_400_with_the_reason_or_a_422_for_limits(client):
     assert response.status_code == 400 and "GROUP BY is not supported" in response.json()["error"]
     assert client.post("/search", json={"text": "x", "k": 100_000}, headers=AUTH).status_code == 422
     assert client.post("/search", json={"text": "x" * 5000}, headers=AUTH).status_code == 422
+
+
+def test_a_body_is_json_unless_it_is_a_multipart_form(client):
+    for content_type in ({}, {"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}):
+        response = client.post("/search", content=b'{"text": "a red circle", "k": 2}', headers={**AUTH, **content_type})
+        assert response.status_code == 200 and len(response.json()) == 2
+    response = client.post("/search", content=b"{not json", headers=AUTH)
+    assert response.status_code == 400 and response.json()["error"].startswith("the request body is not JSON (")
+    response = client.post("/query", json=["SELECT * FROM videos"], headers=AUTH)
+    assert response.status_code == 400 and response.json() == {"error": "the request body must be a JSON object"}
+    response = client.post("/query", data={"explain": "true"}, files={"clip": ("c.mp4", b"\0", "video/mp4")},
+                           headers=AUTH)
+    assert response.status_code == 422 and [e["loc"] for e in response.json()["detail"]] == [["sql"]]
+
+
+def test_the_token_is_checked_before_the_body_is_read(client):
+    files = [(f"clip{i}", (f"{i}.mp4", b"\0", "video/mp4")) for i in range(MAX_CLIPS + 1)]
+    for path in ("/search", "/query"):
+        assert client.post(path, files=files).status_code == 401  # unread: too many files would be a 400
+        response = client.post(path, files=files, headers=AUTH)
+        assert response.status_code == 400 and "Too many files" in response.text
+
+
+def fastapi_schemas() -> dict:
+    """The OpenAPI schemas FastAPI makes of the request models, each the body of a route of its own kind."""
+    app = FastAPI()
+
+    @app.post("/search.json")
+    def search_json(body: SearchRequest): ...
+
+    @app.post("/search.form")
+    def search_form(body: Annotated[SearchForm, Form(media_type="multipart/form-data")]): ...
+
+    @app.post("/query.json")
+    def query_json(body: QueryRequest): ...
+
+    @app.post("/query.form")
+    def query_form(body: Annotated[QueryForm, Form(media_type="multipart/form-data")]): ...
+
+    return TestClient(app).get("/openapi.json").json()["components"]["schemas"]
+
+
+def test_openapi_documents_json_and_form_bodies_as_fastapi_does_for_the_models(client):
+    """Each route takes JSON or a multipart form; each is documented with the very schema FastAPI makes for
+    the model the route validates it with (FastAPI would put it under components, one media type per route)."""
+    paths = client.get("/openapi.json").json()["paths"]
+    expected = fastapi_schemas()
+    search_fields = {"text", "video", "video_id", "target", "k", "where", "per_video"}
+    for path, json_model, form_model, json_fields, form_fields in (
+            ("/search", SearchRequest, SearchForm, search_fields, search_fields | {"clip"}),
+            ("/query", QueryRequest, QueryForm, {"sql", "params", "explain"}, {"sql", "explain"})):
+        body = paths[path]["post"]["requestBody"]
+        assert body["required"] and set(body["content"]) == {"application/json", "multipart/form-data"}
+        json_schema, form_schema = (body["content"][kind]["schema"]
+                                    for kind in ("application/json", "multipart/form-data"))
+        assert json_schema == expected[json_model.__name__] and set(json_schema["properties"]) == json_fields
+        assert form_schema == expected[form_model.__name__] and set(form_schema["properties"]) == form_fields
+    upload = {"type": "string", "contentMediaType": "application/octet-stream"}  # FastAPI's UploadFile
+    search_form = paths["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert upload in search_form["properties"]["clip"]["anyOf"]
+    query_form = paths["/query"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert query_form["required"] == ["sql"]
+    assert query_form["additionalProperties"] == {"anyOf": [{"type": "string"}, upload]}  # parameters and clips
 
 
 def test_binding_beyond_localhost_needs_a_token(monkeypatch, tmp_path):

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from encoders.thumbnails import frame_at
 from jobs.search import search
 from jobs.serve import create_app
+from jobs.server.inputs import MAX_FIELDS
 from servers import free_port
 
 UPLOAD_LIMIT = 200_000  # bytes: above a synth clip (~12 KB), below what the tests send to be refused
@@ -130,6 +131,22 @@ def test_an_upload_that_is_not_a_video_is_a_400(client):
     assert response.status_code == 400 and response.json()["error"].startswith("not a readable video")
     response = client.post("/search", files={"clip": ("empty.mp4", b"", "video/mp4")})
     assert response.status_code == 400 and response.json()["error"] == "uploaded clip 'empty.mp4' is empty"
+
+
+def test_a_form_is_checked_and_its_clips_removed_whatever_the_answer(client, library):
+    """Too many fields (400), a field over its limit (422), a clip that is no video (400): no file is left."""
+    clip = Path(library[0]["uri"]).read_bytes()
+    before = set(Path(tempfile.gettempdir()).glob("vidx-upload-*"))
+    fields = {f"p{i}": "x" for i in range(MAX_FIELDS)}
+    response = client.post("/query", data={"sql": "SELECT video_id FROM videos LIMIT 1", **fields},
+                           files={"clip": ("clip.mp4", clip, "video/mp4")})
+    assert response.status_code == 400 and "Too many fields" in response.text
+    response = client.post("/search", data={"k": "0"}, files={"clip": ("clip.mp4", clip, "video/mp4")})
+    assert response.status_code == 422 and [e["loc"] for e in response.json()["detail"]] == [["k"]]
+    response = client.post("/query", data={"sql": "SELECT video_id FROM videos ORDER BY similarity(VIDEO(:c)) DESC"},
+                           files={"c": ("notes.mp4", b"just some text\n" * 100, "video/mp4")})
+    assert response.status_code == 400 and response.json()["error"].startswith("not a readable video")
+    assert set(Path(tempfile.gettempdir()).glob("vidx-upload-*")) == before
 
 
 def test_a_body_over_the_limit_is_a_413(client):
