@@ -16,9 +16,9 @@ import logging
 import os
 import re
 
+import grpc
 import numpy as np
 import pyarrow as pa
-import grpc
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
