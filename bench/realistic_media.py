@@ -28,6 +28,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from media import scheduling_kept  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "vidx-bench"
@@ -135,7 +138,7 @@ def _add_stream(container, spec: MediaSpec):
 
 def encode(path: Path, spec: MediaSpec, clips: list[Path] | None) -> None:
     partial = path.with_suffix(".partial" + path.suffix)
-    with av.open(str(partial), "w") as container:
+    with scheduling_kept(), av.open(str(partial), "w") as container:  # SVT-AV1 as root: see scheduling_kept
         stream = _add_stream(container, spec)
         for i, frame in enumerate(source_frames(clips, spec.seconds * FPS, spec.width, spec.height)):
             for packet in stream.encode(frame):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fractions
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +74,22 @@ def textured_pixels(index: int, width: int, height: int) -> np.ndarray:
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
+@contextlib.contextmanager
+def scheduling_kept() -> Iterator[None]:
+    """Restores the calling thread's scheduling policy on exit. SVT-AV1 (libsvtav1), run as root,
+    puts the thread that opens it under SCHED_FIFO at priority 99; every process started from it
+    afterwards (Ray's workers, Milvus) inherits that, and their spinning OpenMP threads then keep
+    a 2-core machine's other threads, pytest's included, from ever running."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, policy, param)
+
+
 def write_video(path: Path, spec: VideoSpec) -> Path:
     options = {"movflags": "faststart"} if spec.faststart else {}
-    with av.open(str(path), "w", options=options) as container:
+    with scheduling_kept(), av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(spec.codec, rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, spec.pix_fmt
         stream.bit_rate = spec.bit_rate

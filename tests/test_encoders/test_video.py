@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -270,3 +271,11 @@ def test_damaged_packets_cost_only_the_frames_they_hold(good_videos, tmp_path):
     assert set(segment.frame_indices.tolist()) == {0, 32, 64, 96, 128}
     with pytest.raises(VideoDecodeError, match=r"^frame \d+ did not decode$"):
         decode_video(str(damaged), SamplingCfg(), SIZE)
+
+
+def test_making_an_av1_test_video_leaves_the_scheduling_policy_alone(tmp_path):
+    """SVT-AV1 run as root puts its caller under SCHED_FIFO; every process the session starts after
+    (Ray's workers, Milvus) would inherit it and starve the machine (tests/media.scheduling_kept)."""
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    make_video(tmp_path, next(spec for spec in GOOD_VIDEOS if spec.codec == "libsvtav1"))
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
