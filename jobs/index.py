@@ -74,8 +74,8 @@ class IndexRun:
     def video_schema(self) -> pa.Schema:
         return video_schema(self.encoder.dim, self.metadata.schema, self.model_record)
 
-    def embedder_options(self, embedder: type) -> dict:
-        """map_batches options of a pool of `workers` actors of class `embedder`."""
+    def embedder_options(self) -> dict:
+        """map_batches options of a pool of `workers` embedder actors, each with this run's model."""
         resources = embedder_resources(self.workers)
         return {"fn_constructor_kwargs": {"spec": self.encoder.spec, "threads": resources["threads"],
                                           "device": self.actor_device},
@@ -104,7 +104,7 @@ def encode_videos(run: IndexRun, plan: Plan, batch_size: int, segment_seconds: f
             "sampling": dataclasses.asdict(encoder.sampling), "image_size": encoder.image_size,
             "max_frames": encoder.num_frames, "segment_seconds": segment_seconds})
         .map_batches(VideoEmbedder, batch_size=batch_size, batch_format="pyarrow",
-                     **run.embedder_options(VideoEmbedder))
+                     **run.embedder_options())
         .write_datasink(sink)
     )
     return dict(sink.stats)
@@ -117,7 +117,7 @@ def encode_captions(run: IndexRun, plan: Plan) -> dict:
     (
         _blocks(plan.captions, CAPTIONS_PER_BLOCK)
         .map_batches(CaptionEmbedder, batch_size=CAPTIONS_PER_BATCH, batch_format="numpy",
-                     **run.embedder_options(CaptionEmbedder))
+                     **run.embedder_options())
         .write_datasink(sink)
     )
     return dict(sink.stats)
