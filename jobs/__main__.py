@@ -35,7 +35,8 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
     add_address_option(p)
     p.add_argument("--rows-per-part", type=int,
                    help="rows per Parquet part (default 256): a crash loses at most this much finished work per writer")
-    p.add_argument("--device", choices=DEVICES, help="auto (default): the GPUs Ray assigns (a GPU node whose torch sees none is "
+    p.add_argument("--device", choices=DEVICES,
+                   help="auto (default): the GPUs Ray assigns (a GPU node whose torch sees none is "
                    "refused); cpu: fp32 on CPU wherever the encoder actors land")
     p.add_argument("--shared-dir", action="append", metavar="DIR", help="a local directory every node mounts at "
                    "the same path: --output and videos under it are allowed on a multi-node cluster")

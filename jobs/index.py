@@ -172,7 +172,8 @@ def create_driver_model(model: str, checkpoint: str | None, seek: str) -> VideoT
     return create_model(model, checkpoint=checkpoint, device="cpu", **overrides)
 
 
-def run_steps(run: IndexRun, plan: Plan, batch_size: int, segment_seconds: float | None) -> tuple[dict, dict, int, dict]:
+def run_steps(run: IndexRun, plan: Plan, batch_size: int,
+              segment_seconds: float | None) -> tuple[dict, dict, int, dict]:
     """Encode what the plan says, refresh metadata, encode captions: (video stats, caption stats,
     rows refreshed, seconds per step)."""
     timings, step = {}, time.perf_counter()

@@ -216,7 +216,8 @@ def is_transient(error: BaseException, seen: bool = False) -> bool:
     return False
 
 
-def retry_transient(call: Callable[[], T], attempts: int = READ_ATTEMPTS, seen: bool = False, base_delay_s: float = 1.0) -> T:
+def retry_transient(call: Callable[[], T], attempts: int = READ_ATTEMPTS, seen: bool = False,
+                    base_delay_s: float = 1.0) -> T:
     """call(), again after about 1, 2, 4 ... s (jittered, so tasks throttled together do not return
     together) while it fails with a transient error; the last error propagates."""
     attempt = 1

@@ -85,27 +85,37 @@ def _request_body(json_model: type[BaseModel], form_model: type[BaseModel]) -> d
         "multipart/form-data": {"schema": form_model.model_json_schema()}}}}
 
 
-async def _search_body(request: Request) -> AsyncIterator[tuple[SearchRequest, set[str]]]:
-    """The request and the paths of its uploaded clips, removed once the route returns."""
-    if not is_form(request):
-        yield _validated(SearchRequest, await json_object(request)), set()
-        return
-    async with form_fields(request) as (fields, clips):
-        body = _validated(SearchForm, fields)
-        if body.clip is not None:
-            body.video = clips.save(body.clip)
-        yield body, clips.paths
+def _body_reader(json_model: type[M], from_form):
+    """A dependency: the request's body as `json_model` when it is JSON, else made from its multipart
+    form by `from_form(fields, clips)`; with the paths of its uploaded clips, removed once the route
+    returns."""
+    async def read(request: Request) -> AsyncIterator[tuple[M, set[str]]]:
+        if not is_form(request):
+            yield _validated(json_model, await json_object(request)), set()
+            return
+        async with form_fields(request) as (fields, clips):
+            yield from_form(fields, clips), clips.paths
+    return read
 
 
-async def _query_body(request: Request) -> AsyncIterator[tuple[QueryRequest, set[str]]]:
-    if not is_form(request):
-        yield _validated(QueryRequest, await json_object(request)), set()
-        return
-    async with form_fields(request) as (fields, clips):
-        form = _validated(QueryForm, fields)
-        params = {name: value if isinstance(value, str) else clips.save(value)
-                  for name, value in form.model_extra.items()}
-        yield _validated(QueryRequest, {"sql": form.sql, "params": params, "explain": form.explain}), clips.paths
+def _search_from_form(fields: dict, clips) -> SearchRequest:
+    body = _validated(SearchForm, fields)
+    if body.clip is not None:
+        body.video = clips.save(body.clip)
+    return body
+
+
+def _query_from_form(fields: dict, clips) -> QueryRequest:
+    form = _validated(QueryForm, fields)
+    params = {name: value if isinstance(value, str) else clips.save(value) for name, value in form.model_extra.items()}
+    return _validated(QueryRequest, {"sql": form.sql, "params": params, "explain": form.explain})
+
+
+# Each route's body, and the paths of the clips uploaded with it.
+SearchBody = Annotated[tuple[SearchRequest, set[str]],
+                       Depends(_body_reader(SearchRequest, _search_from_form), scope="function")]
+QueryBody = Annotated[tuple[QueryRequest, set[str]],
+                      Depends(_body_reader(QueryRequest, _query_from_form), scope="function")]
 
 
 def _collection_summary(store: VectorStore, alias: str) -> dict | None:
@@ -132,8 +142,7 @@ def api_router(db: str, store: VectorStore, auth, collection: str) -> APIRouter:
 
     # `auth` is a dependency of the route, so it runs before the body dependency reads anything.
     @router.post("/search", dependencies=[auth], openapi_extra=_request_body(SearchRequest, SearchForm))
-    async def search_route(
-            received: Annotated[tuple[SearchRequest, set[str]], Depends(_search_body, scope="function")]) -> list[dict]:
+    async def search_route(received: SearchBody) -> list[dict]:
         body, clips = received
         return await run_in_threadpool(
             search, db, text=body.text, video=body.video, video_id=body.video_id, target=body.target, k=body.k,
@@ -141,7 +150,7 @@ def api_router(db: str, store: VectorStore, auth, collection: str) -> APIRouter:
             collection=collection)
 
     @router.post("/query", dependencies=[auth], openapi_extra=_request_body(QueryRequest, QueryForm))
-    async def query_route(received: Annotated[tuple[QueryRequest, set[str]], Depends(_query_body, scope="function")]):
+    async def query_route(received: QueryBody):
         body, clips = received
         params = {name: str(value) for name, value in body.params.items()}
         return await run_in_threadpool(run_query, db, body.sql, params, body.explain, store=store,
