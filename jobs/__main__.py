@@ -37,7 +37,7 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
                    help="rows per Parquet part (default 256): a crash loses at most this much finished work per writer")
     p.add_argument("--device", choices=DEVICES,
                    help="auto (default): the GPUs Ray assigns (a GPU node whose torch sees none is "
-                   "refused); cpu: fp32 on CPU wherever the encoder actors land")
+                   "refused); cpu: fp32 on CPU wherever the embedder actors land")
     p.add_argument("--shared-dir", action="append", metavar="DIR", help="a local directory every node mounts at "
                    "the same path: --output and videos under it are allowed on a multi-node cluster")
     p.add_argument("--retry-errors", action="store_true", default=None,
