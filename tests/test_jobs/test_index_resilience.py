@@ -1,4 +1,4 @@
-"""The index job survives a killed driver, Ctrl-C and a killed encoder actor: every video once."""
+"""The index job survives a killed driver, Ctrl-C and a killed embedder actor: every video once."""
 
 from __future__ import annotations
 
