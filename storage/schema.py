@@ -115,10 +115,6 @@ def row_key(video_id: str, n: int) -> str:
     return f"{video_id}{KEY_SEPARATOR}{n}"
 
 
-def key_column(table: str) -> str:
-    return CAPTION_KEY if table == CAPTIONS else VIDEO_KEY
-
-
 def caption_alias(alias: str) -> str:
     """The captions served beside the videos of `alias`: `captions` beside `videos`, else ALIAS_captions."""
     return CAPTIONS if alias == VIDEOS else f"{alias}_{CAPTIONS}"

@@ -92,7 +92,7 @@ class _Translator:
         if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
             return "-" + self.literal(node.this)
         if isinstance(node, exp.Boolean):
-            return "true" if node.this else "false"
+            return literal(node.this)
         if isinstance(node, exp.Literal):
             return literal(node.this) if node.is_string else literal(self.number(node))
         raise _refuse(self.sql, node, "expected a literal or :parameter")

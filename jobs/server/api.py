@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from storage.schema import MAX_RESULTS, STANDARD_COLUMNS, caption_alias
+from storage.schema import CAPTIONS, MAX_RESULTS, STANDARD_COLUMNS, TABLES, VIDEOS, caption_alias
 from storage.vectorstore import VectorStore
 
 from ..query import run_query
@@ -42,7 +42,7 @@ class SearchRequest(BaseModel):
     text: str | None = Field(None, max_length=MAX_TEXT)
     video: str | None = Field(None, max_length=MAX_TEXT, description="a video_id or uri of the library")
     video_id: str | None = Field(None, max_length=MAX_TEXT)
-    target: str = Field("videos", pattern="^(videos|captions)$")
+    target: str = Field(VIDEOS, pattern=f"^({'|'.join(TABLES)})$")
     k: int = Field(10, ge=1, le=MAX_RESULTS)
     where: str = Field("", max_length=MAX_SQL)
     per_video: bool = Field(False, description="one hit per video, at its best segment")
@@ -129,7 +129,7 @@ def _collection_summary(store: VectorStore, alias: str) -> dict | None:
 def api_router(db: str, store: VectorStore, auth, collection: str) -> APIRouter:
     """The API over the videos of alias `collection` and their captions."""
     router = APIRouter()
-    served = {"videos": collection, "captions": caption_alias(collection)}
+    served = {VIDEOS: collection, CAPTIONS: caption_alias(collection)}
 
     @router.get("/healthz")
     def healthz() -> dict:

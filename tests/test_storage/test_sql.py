@@ -29,6 +29,7 @@ def test_the_design_example_becomes_a_filtered_vector_search():
     ("duration_s > 1e5 AND start_s < 2.5E-3 AND segment > -4", "((duration_s > 100000.0 and start_s < 0.0025) and "
                                                                "segment > -4)"),
     ("segment = 9223372036854775807", "segment == 9223372036854775807"),
+    ("tag = TRUE OR tag != false", "(tag == true or tag != false)"),
 ])
 def test_where_operators(where, expected):
     assert parse_query(f"SELECT * FROM videos WHERE {where}", COLUMNS, {"t": "news"}).filter == expected
