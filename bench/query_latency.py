@@ -2,14 +2,19 @@
 
 Usage: python bench/query_latency.py [--rows 100000] [--dim 1024] [--queries 200] [--db URI | --server]
 
-Writes clustered synthetic vectors as an index dataset (Parquet parts of 256 rows, as `vidx index`
-writes them), loads it with the real command (`python -m jobs load`, in a child process whose peak
-RSS is read from the kernel), then, as a server process would, opens the database afresh and times
-the same query vectors three ways in one run: `ann` (vector database search, k=10, resolving the
-alias first as a served request does), `ann_filtered` (the same with a scalar filter that keeps
-about half the rows) and `exact` (numpy brute force over all vectors in this process), the three
-in turn for each query, so the machine's noise falls on all three alike. recall@10 is
-|ANN top-10 ∩ exact top-10| / 10, averaged.
+Writes clustered synthetic vectors as an index dataset (Parquet parts of 256 rows, 4 segments per
+video, a `channel` of 100 values and a `duration_s` of 0-59 at random), loads it with the real
+command (`python -m jobs load`, in a child process whose peak RSS is read from the kernel), then,
+as a server process would, opens the database afresh and times the same query vectors, each
+through every way in turn, so the machine's noise falls on all alike. For each filter of FILTERS
+(none, 50 %, 1 %, 1.5 %, 0.1 % of the rows), three ways: `sql` (`SELECT key, score FROM bench
+WHERE .. ORDER BY similarity(..) DESC LIMIT 10` as `vidx query` runs it: parse, source, DuckDB;
+only the query vector is given, as the bench has no model), `milvus` (the database's own filtered
+search, as vidx answered before: milvus-lite's HNSW walk) and `numpy` (mask, then product: the
+exact answer). recall@10 is |top-10 ∩ numpy's top-10| / 10, averaged. Then, on the first
+SCAN_QUERIES queries, statements past top-k: a threshold keeping the 100 best rows, the best
+segment per video (GROUP BY video_id), and counts (WHERE, GROUP BY), with their recall where a
+vector decides the rows.
 `--server` starts a Milvus 2.3.5 standalone server (the `milvus` test package) for the run and
 stops it by its process id at the end; `--server-setting` overrides its milvus.yaml (the segment
 size, for one: a search visits every segment). On a server the queries run twice: at once after
@@ -37,12 +42,27 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from jobs.query import ServedColumns, answer  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
 from storage.dataset import write_part  # noqa: E402
-from storage.vectorstore import VectorStore  # noqa: E402
+from storage.relational import matching_rows  # noqa: E402
+from storage.schema import MODEL_KEY, row_key  # noqa: E402
+from storage.sql import parse_query  # noqa: E402
+from storage.vectorstore import SEARCH_EF, VectorStore  # noqa: E402
 
 K = 10
 CENTRES = 1000
+SEGMENTS = 4  # rows per video
+# name -> WHERE clause, as users write them, and the share of rows each keeps.
+FILTERS = {
+    "none": "",
+    "50%": "duration_s < 30",
+    "1%": "channel = 'c7'",
+    "1.5%": "duration_s < 30 AND channel IN ('c1', 'c2', 'c3')",
+    "0.1%": "channel = 'c7' AND duration_s < 6",
+}
+# Statements timed on fewer queries (on a server they stream every vector of the collection).
+SCAN_QUERIES = 10
 ROWS_PER_PART = 256  # as jobs/sink.py writes them
 MODEL = {"spec": {"name": "bench"}, "fingerprint": "bench"}
 
@@ -61,22 +81,28 @@ def clustered_vectors(rows: int, dim: int, rng: np.random.Generator, chunk: int 
     return vectors
 
 
-def write_dataset(vectors: np.ndarray, directory: Path) -> None:
-    """An index run's videos/ parts: key, video_id, duration_s (for the filter), status, run_id, embedding."""
+def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator) -> pa.Table:
+    """An index run's videos/ parts: SEGMENTS segments per video, a `channel` of 100 values and a
+    `duration_s` of 0-59 drawn at random (the filters' columns); returns the scalar columns."""
     n, dim = vectors.shape
-    metadata = {b"vidx.model": json.dumps(MODEL).encode()}
+    metadata = {MODEL_KEY.encode(): json.dumps(MODEL).encode()}
+    rows = np.arange(n)
+    scalars = pa.table({
+        "key": [row_key(f"v{i // SEGMENTS}", i % SEGMENTS) for i in rows],
+        "video_id": [f"v{i // SEGMENTS}" for i in rows],
+        "segment": pa.array(rows % SEGMENTS, pa.int32()),
+        "start_s": (rows % SEGMENTS) * 5.0,
+        "duration_s": rng.integers(0, 60, n).astype(np.float64),
+        "channel": [f"c{c}" for c in rng.integers(0, 100, n)],
+        "status": ["ok"] * n,
+        "run_id": ["bench"] * n,
+    })
     for start in range(0, n, ROWS_PER_PART):
-        ids = range(start, min(start + ROWS_PER_PART, n))
-        table = pa.table({
-            "key": [f"v{i}#0" for i in ids],
-            "video_id": [f"v{i}" for i in ids],
-            "segment": pa.array([0] * len(ids), pa.int32()),
-            "duration_s": np.asarray(ids, np.float64) % 60,
-            "status": ["ok"] * len(ids),
-            "run_id": ["bench"] * len(ids),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[ids.start:ids.stop].reshape(-1)), dim),
-        }).replace_schema_metadata(metadata)
-        write_part(table, str(directory / "videos"), "key")
+        part = scalars.slice(start, ROWS_PER_PART)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors[start:start + part.num_rows].reshape(-1)), dim)
+        write_part(part.append_column("embedding", embedding).replace_schema_metadata(metadata),
+                   str(directory / "videos"), "key")
+    return scalars
 
 
 def load_in_child(embeddings: Path, db: str) -> tuple[dict, float]:
@@ -129,11 +155,12 @@ def percentiles_ms(seconds: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
-def exact_top_k(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Brute force as a fair baseline does it: one product, a partial sort, then the k sorted."""
-    scores = vectors @ query
-    top = np.argpartition(-scores, K - 1)[:K]
-    return top[np.argsort(-scores[top], kind="stable")]
+def exact_top_k(vectors: np.ndarray, query: np.ndarray, kept: np.ndarray | None = None) -> list[int]:
+    """Brute force as a fair baseline does it: mask, one product, a partial sort, then the k sorted."""
+    rows = np.arange(len(vectors)) if kept is None else kept
+    scores = (vectors if kept is None else vectors[kept]) @ query
+    top = np.argpartition(-scores, min(K, len(scores)) - 1)[:K]
+    return rows[top[np.argsort(-scores[top], kind="stable")]].tolist()
 
 
 def timed_in_turn(ways: dict, queries: np.ndarray) -> tuple[dict, dict]:
@@ -147,11 +174,77 @@ def timed_in_turn(ways: dict, queries: np.ndarray) -> tuple[dict, dict]:
     return results, seconds
 
 
+def sql_way(store: VectorStore, sql: str, column: str):
+    """A statement as `vidx query` runs it (parse, source, DuckDB), the query vector given: the
+    bench has no model to encode text, so similarity() names a placeholder ID."""
+    def run(query: np.ndarray) -> list:
+        parsed = parse_query(sql, ServedColumns(store))
+        return answer(store, parsed, query).column(column).to_pylist()
+    return run
+
+
+def milvus_way(store: VectorStore, where: str):
+    """The database's own filtered search, as vidx called it before (milvus-lite: its HNSW walk)."""
+    name = store.resolve("bench")
+    store.client.load_collection(name)
+    expression = parse_query(f"SELECT key FROM bench WHERE {where}", ServedColumns(store)).filter if where else ""
+
+    def run(query: np.ndarray) -> list:
+        hits = store.client.search(name, data=[query], limit=K, filter=expression, output_fields=["key"],
+                                   search_params={"metric_type": "IP", "params": {"ef": SEARCH_EF}})
+        return [hit["entity"]["key"] for hit in hits[0]]
+    return run
+
+
+def filter_ways(store: VectorStore, vectors: np.ndarray, scalars: pa.Table, keys: np.ndarray) -> dict:
+    """For each filter: vidx's SQL top-10, the database's own filtered search, and numpy (mask, then product)."""
+    ways = {}
+    for name, where in FILTERS.items():
+        clause = f"WHERE {where} " if where else ""
+        ways[f"sql {name}"] = sql_way(store, f"SELECT key, score FROM bench {clause}"
+                                             f"ORDER BY similarity(ID('query')) DESC LIMIT {K}", "key")
+        ways[f"milvus {name}"] = milvus_way(store, where)
+        kept = matching_rows(scalars, where) if where else None
+        ways[f"numpy {name}"] = lambda q, kept=kept: keys[exact_top_k(vectors, q, kept)].tolist()
+    return ways
+
+
+def scan_ways(store: VectorStore, vectors: np.ndarray, keys: np.ndarray, videos: np.ndarray) -> tuple[dict, dict]:
+    """Statements past top-k (a threshold, the best segment per video, counting): the ways, and
+    the exact answer of each for a query."""
+    threshold = "SELECT key FROM bench WHERE similarity(ID('query')) >= {t}"
+    per_video = (f"SELECT video_id, max(similarity(ID('query'))) AS best FROM bench GROUP BY video_id "
+                 f"ORDER BY best DESC LIMIT {K}")
+
+    cutoffs = {}  # query -> the threshold that keeps its 100 best rows, worked out before the timing
+
+    def hundredth(q):
+        if q.tobytes() not in cutoffs:
+            cutoffs[q.tobytes()] = float(np.sort(vectors @ q)[-100])
+        return cutoffs[q.tobytes()]
+
+    def best_videos(q):
+        best = (vectors @ q).reshape(-1, SEGMENTS).max(axis=1)  # rows are in video order
+        return videos[::SEGMENTS][np.argsort(-best, kind="stable")[:K]].tolist()
+
+    ways = {
+        "sql threshold (100 rows)": lambda q: sql_way(store, threshold.format(t=hundredth(q)), "key")(q),
+        "sql best segment per video": sql_way(store, per_video, "video_id"),
+        "sql count where 1%": sql_way(store, f"SELECT count(*) AS n FROM bench WHERE {FILTERS['1%']}", "n"),
+        "sql count group by channel": sql_way(store, "SELECT channel, count(*) AS n FROM bench GROUP BY channel", "n"),
+    }
+    exact = {
+        "sql threshold (100 rows)": lambda q: keys[np.flatnonzero(vectors @ q >= hundredth(q))].tolist(),
+        "sql best segment per video": best_videos,
+    }
+    return ways, exact
+
+
 def measure(db: str, rows: int, dim: int, n_queries: int, work: Path) -> dict:
     rng = np.random.default_rng(0)
     vectors = clustered_vectors(rows, dim, rng)
     print(f"writing {rows} x {dim} vectors as Parquet under {work} ...", file=sys.stderr, flush=True)
-    write_dataset(vectors, work)
+    scalars = write_dataset(vectors, work, rng)
     print(f"loading into {db} ...", file=sys.stderr, flush=True)
     loaded, peak_rss_mb = load_in_child(work, db)
     # Queries near stored vectors, as text queries land near the videos they describe.
@@ -160,22 +253,29 @@ def measure(db: str, rows: int, dim: int, n_queries: int, work: Path) -> dict:
     store = VectorStore(db)
     store.search("bench", queries[0], K)  # the first search pays for opening the collection
     name = store.resolve("bench")
-    ways = {
-        "ann": lambda q: [h["key"] for h in store.search(store.resolve("bench"), q, K, output_fields=["key"])],
-        "ann_filtered": lambda q: store.search(store.resolve("bench"), q, K, filter="duration_s < 30",
-                                               output_fields=["key"]),
-        "exact": lambda q: [f"v{i}#0" for i in exact_top_k(vectors, q)],
-    }
-    at_once = {"segments": segments(store, name)}
-    results, seconds = timed_in_turn(ways, queries)
-    at_once.update(figures(results, seconds))
+    keys, videos = np.asarray(scalars["key"]), np.asarray(scalars["video_id"])
+    ways = filter_ways(store, vectors, scalars, keys)
+    scans, scans_exact = scan_ways(store, vectors, keys, videos)
+    print(f"timing {n_queries} queries ...", file=sys.stderr, flush=True)
+
+    def run_all() -> dict:
+        found = figures(*timed_in_turn(ways, queries))
+        expected = {way: [exact(q) for q in queries[:SCAN_QUERIES]] for way, exact in scans_exact.items()}
+        results, seconds = timed_in_turn(scans, queries[:SCAN_QUERIES])
+        for way in scans:
+            found[way] = percentiles_ms(seconds[way])
+            if way in expected:
+                found[way]["recall"] = recall(results[way], expected[way])
+        return found
+
+    at_once = {"segments": segments(store, name), **run_all()}
     settled = None
     if not store.is_lite:  # again once the server has indexed what its compactions merged
-        settled = {"waited_s": settle(store, name), "segments": segments(store, name)}
-        settled.update(figures(*timed_in_turn(ways, queries)))
-    load = loaded["videos"]
+        settled = {"waited_s": settle(store, name), "segments": segments(store, name), **run_all()}
+    load = loaded["bench"]
     return {
-        "engine": store.engine, "rows": rows, "dim": dim, "queries": n_queries, "k": K,
+        "engine": store.engine, "rows": rows, "dim": dim, "queries": n_queries, "scan_queries": SCAN_QUERIES,
+        "k": K, "filters": FILTERS,
         "load": {"seconds": load["seconds"], "rows_per_s": load["rows_per_s"],
                  "insert_rows_per_s": load["insert_rows_per_s"], "index_s": load["index_s"],
                  "peak_rss_mb": round(peak_rss_mb, 1)},
@@ -183,15 +283,22 @@ def measure(db: str, rows: int, dim: int, n_queries: int, work: Path) -> dict:
     }
 
 
+def recall(got: list[list], expected: list[list]) -> float:
+    return round(float(np.mean([len(set(g) & set(e)) / max(len(e), 1) for g, e in zip(got, expected)])), 4)
+
+
 def figures(results: dict, seconds: dict) -> dict:
-    ann, exact = results["ann"], results["exact"]
-    return {
-        "ann": percentiles_ms(seconds["ann"]),
-        "ann_filtered": percentiles_ms(seconds["ann_filtered"]),
-        "exact_numpy": percentiles_ms(seconds["exact"]),
-        "recall_at_10": round(float(np.mean([len(set(a) & set(e)) / K for a, e in zip(ann, exact)])), 4),
-        "speedup_p50_over_exact": round(float(np.median(seconds["exact"]) / np.median(seconds["ann"])), 2),
-    }
+    """p50/p99 of every way and, against numpy under the same filter, recall@10 of the others;
+    each filtered SQL p50 over the unfiltered one."""
+    found = {}
+    for way in results:
+        kind, name = way.split(" ", 1)
+        found[way] = percentiles_ms(seconds[way])
+        if kind != "numpy":
+            found[way]["recall_at_10"] = recall(results[way], results[f"numpy {name}"])
+        if kind == "sql":
+            found[way]["p50_over_unfiltered"] = round(float(np.median(seconds[way]) / np.median(seconds["sql none"])), 2)
+    return found
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import sys
 
 from encoders.config import DEVICES, HEADS, SEEK_MODES
 from errors import UserError, exit_code, one_line
-from storage.schema import CAPTIONS, MAX_RESULTS, TABLES, VIDEOS, caption_alias
+from storage.schema import CAPTIONS, MAX_RESULTS, QUERY_FORMATS, TABLES, VIDEOS, caption_alias
 
 from .log import configure_logging
 
@@ -88,9 +88,18 @@ def cmd_search(a: argparse.Namespace) -> None:
 
 
 def cmd_query(a: argparse.Namespace) -> None:
-    from .query import run_query
+    from .query import explain_query, formatted, query_table
 
-    print_query(run_query(a.db, a.sql, parse_params(a.param), a.explain), a.json)
+    if a.explain:
+        print_json(explain_query(a.db, a.sql, parse_params(a.param)))
+        return
+    rows = formatted(query_table(a.db, a.sql, parse_params(a.param)), "json" if a.json else a.format)
+    if a.output:
+        with open(a.output, "wb") as out:
+            out.write(rows)
+    else:
+        sys.stdout.buffer.write(rows)
+        sys.stdout.flush()
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -183,12 +192,16 @@ def add_search_parser(commands) -> None:
 
 def add_query_parser(commands) -> None:
     p = commands.add_parser("query", help="a SQL-like SELECT against the served collections")
-    p.add_argument("sql", help="SELECT ... FROM videos|captions|COLLECTION [WHERE ...] "
-                               "[ORDER BY similarity(TEXT(..)) DESC] [LIMIT n]")
+    p.add_argument("sql", help="SELECT ... FROM videos|captions|COLLECTION [WHERE ...] [GROUP BY ... [HAVING ...]] "
+                               "[ORDER BY similarity(TEXT(..)) DESC | column | aggregate ...] [LIMIT n [OFFSET m]] "
+                               "(README: The query dialect)")
     add_db_option(p)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a value for :NAME")
-    p.add_argument("--explain", action="store_true", help="print the Milvus call instead of running it")
-    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.add_argument("--explain", action="store_true",
+                   help="print the steps the statement becomes (Milvus or the exact copy, then DuckDB) instead of rows")
+    p.add_argument("--format", choices=QUERY_FORMATS, default="table", help="how the rows are written (default table)")
+    p.add_argument("--output", help="write the rows to this file (default: standard output)")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.set_defaults(run=cmd_query)
 
 
@@ -257,14 +270,6 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
         if "=" not in pair:
             raise UserError(f"--param {pair!r}: expected NAME=VALUE")
     return dict(pair.split("=", 1) for pair in pairs)
-
-
-def print_query(result, as_json: bool) -> None:
-    if as_json or isinstance(result, dict):
-        print(json.dumps(result, default=str), flush=True)
-    else:
-        for row in result:
-            print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 def print_metrics(result: dict, as_json: bool) -> None:

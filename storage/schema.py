@@ -82,9 +82,11 @@ DIM_KEY = "vidx.dim"
 PREVIOUS_KEY = "vidx.previous"
 DIGEST_KEY = "vidx.digest"
 
-# The most rows one search or query returns (k, LIMIT + OFFSET), and LIMIT's default.
+# The most rows one search or query returns (k, LIMIT, OFFSET); a query without LIMIT that
+# returns more is refused rather than cut.
 MAX_RESULTS = 1000
-DEFAULT_LIMIT = 10
+# What `vidx query --format` writes the rows as.
+QUERY_FORMATS = ("table", "json", "csv", "parquet")
 
 
 def embedding_field(dim: int) -> pa.Field:

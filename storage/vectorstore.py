@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -28,6 +29,7 @@ from .filters import is_in
 from .flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path, remove_flat_copy, vectors_path
 from .insert_request import insert_columns
 from .schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
+from .sql import ScoreRange
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ HNSW_PARAMS = {"M": 16, "efConstruction": 64}
 # / 128 / 192: 0.91 / 0.94 / 0.97 / 0.98, p50 8.8 / 8.5 / 9.0 / 10.5 ms (a search costs about the
 # same up to 128); at 100k in one segment ef 64 already finds 0.99.
 SEARCH_EF = 128
+# A scan's batch: 1,000 rows of 1024-d vectors arrive as ~4 MB.
+SCAN_BATCH = 1000
+# Milvus field types -> Arrow (the types vidx stores: collection_fields).
+ARROW_TYPES = {DataType.VARCHAR: pa.string(), DataType.BOOL: pa.bool_(), DataType.INT64: pa.int64(),
+               DataType.DOUBLE: pa.float64()}
 # Nullable fields came in Milvus 2.5; milvus-lite 3 has them.
 NULLABLE_SINCE = (2, 5)
 # pymilvus pings every 10 s even when idle; milvus-lite's gRPC server (embedded or `milvus-lite
@@ -73,20 +80,45 @@ def _reason(error: BaseException) -> str:
     return " ".join(error.message.split()) if isinstance(error, MilvusException) else one_line(error)
 
 
+def _classified(error: BaseException, uri: str, call: str, refused: str | None) -> Exception:
+    """A database error as vidx reports it: Unavailable when the database failed or never answered;
+    with `refused`, a request it answered with an error is bad input (VectorStoreError)."""
+    if refused and not _unreachable(error):
+        return VectorStoreError(f"{refused}: {_reason(error)}")
+    return Unavailable(f"vector database {uri} failed ({call}): {_reason(error)}")
+
+
 def _database_errors(refused: str | None = None):
-    """Method decorator: a database that cannot be reached or fails raises Unavailable; with
-    `refused`, a request the database answered with an error is bad input (VectorStoreError)."""
+    """Method decorator: database errors raised as _classified says."""
     def decorate(method):
         @functools.wraps(method)
         def call(self, *args, **kwargs):
             try:
                 return method(self, *args, **kwargs)
             except (MilvusException, grpc.RpcError) as e:
-                if refused and not _unreachable(e):
-                    raise VectorStoreError(f"{refused}: {_reason(e)}") from e
-                raise Unavailable(f"vector database {self.uri} failed ({method.__name__}): {_reason(e)}") from e
+                raise _classified(e, self.uri, method.__name__, refused) from e
         return call
     return decorate
+
+
+class RowStream:
+    """Record batches read from Milvus as the reader (DuckDB) asks for them. DuckDB reports a stream
+    that failed only as text, so the error is kept here (`error`, classified) for the caller to raise."""
+
+    def __init__(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch], uri: str):
+        self.error: Exception | None = None
+        self.uri = uri
+        self.reader = pa.RecordBatchReader.from_batches(schema, self._kept_errors(batches))
+
+    def _kept_errors(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except (MilvusException, grpc.RpcError) as e:
+            self.error = _classified(e, self.uri, "scan", "Milvus refused the query")
+            raise
+        except Exception as e:
+            self.error = e
+            raise
 
 
 class _ExceptionsLogged(logging.Handler):
@@ -178,6 +210,9 @@ class VectorStore:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             self.client = _open_lite(uri)
         else:
+            # Milvus before 2.4 does not say a query's MVCC timestamp; pymilvus' query iterator
+            # then takes the client's clock (as good here) and warns on every scan.
+            logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
             try:
                 self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
             except Exception as e:  # the client raises many types for an unreachable or refusing server
@@ -261,10 +296,40 @@ class VectorStore:
             return set()
         return {f["name"] for f in description["fields"] if f["name"] != EMBEDDING}
 
-    def count(self, name: str) -> int:
-        """Rows in collection `name`, counting every insert acknowledged before the call."""
-        rows = self.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    def count(self, name: str, filter: str = "") -> int:
+        """Rows of collection `name` that `filter` keeps, counting every insert acknowledged before the call."""
+        rows = self.query(name, filter=filter, output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
+
+    def arrow_schema(self, name: str, columns: list[str] | None) -> pa.Schema:
+        """The Arrow types of `columns` of collection `name` (None: every scalar field, in order)."""
+        fields = [f for f in self._existing(name)["fields"] if f["name"] != EMBEDDING]
+        types = {f["name"]: ARROW_TYPES.get(f["type"], pa.string()) for f in fields}
+        return pa.schema([(column, types[column]) for column in (columns or list(types))])
+
+    @_database_errors(refused="Milvus refused the query")
+    def scan(self, name: str, filter: str, columns: list[str] | None, vector: np.ndarray | None = None,
+             scores: ScoreRange = ScoreRange()) -> RowStream:
+        """Every row of collection `name` that `filter` keeps, streamed through a Milvus query
+        iterator (memory bounded by a batch); with `vector`, each row with its score (inner
+        product), kept when within `scores`. Exact, on any engine."""
+        schema = self.arrow_schema(name, columns)
+        rows = self.client.query_iterator(self._searchable(name), batch_size=SCAN_BATCH, filter=filter,
+                                          output_fields=schema.names + ([EMBEDDING] if vector is not None else []))
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                while batch := rows.next():
+                    table = pa.Table.from_pylist(batch, schema=schema)
+                    if vector is not None:
+                        products = np.asarray([row[EMBEDDING] for row in batch], np.float32) @ vector
+                        table = table.append_column(SCORE, pa.array(products.astype(np.float64)))
+                        table = table.filter(scores.within(products))
+                    yield from table.to_batches()
+            finally:
+                rows.close()
+        scored = schema.append(pa.field(SCORE, pa.float64())) if vector is not None else schema
+        return RowStream(scored, batches(), self.uri)
 
     def vectors(self, name: str, key: str, keys: list[str]) -> dict[str, np.ndarray]:
         rows = self.query(name, filter=is_in(key, keys), output_fields=[key, EMBEDDING])
@@ -326,7 +391,7 @@ class VectorStore:
                output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
         """Top-k of collection `name` by inner product: [{key fields..., "score"}], best first. On
         milvus-lite without a filter, a product over the collection's flat copy (storage/flat_copy.py)."""
-        copy = None if not self.embedded or filter else self._copy(self._target(name) or name)
+        copy = None if filter else self.exact_copy(name)
         if copy is not None:
             return copy.search(vector, k, output_fields or ["*"])
         hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
@@ -338,7 +403,11 @@ class VectorStore:
     def versions(self, alias: str) -> list[str]:
         return sorted(n for n in self.client.list_collections() if is_version_of(n, alias))
 
-    def _copy(self, name: str) -> FlatCopy | None:
+    def exact_copy(self, name: str) -> FlatCopy | None:
+        """The flat copy of collection (or alias) `name`, on milvus-lite; None where there is none."""
+        if not self.embedded:
+            return None
+        name = self._target(name) or name
         if name not in self._copies:
             path = flat_copy_path(self.uri, name)
             # None: loaded by a vidx that wrote no copy, or one copy file (vectors inside the Arrow file)

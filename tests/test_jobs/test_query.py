@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import random
 
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.__main__ import main
 from jobs.query import run_query
+from storage.schema import QUERY_FORMATS
 from storage.vectorstore import VectorStore
 
 
@@ -86,9 +88,37 @@ def test_cli_explain_and_refusal(loaded, capsys):
     _, db = loaded
     assert main(["query", "--db", db, "--explain", "--param", "c=red",
                  "SELECT video_id FROM videos WHERE colour = :c LIMIT 2"]) == 0
-    call = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert call == {"method": "query", "collection": "videos", "filter": 'colour == "red"',
-                    "output_fields": ["video_id"], "limit": 2, "offset": 0}
-    assert main(["query", "--db", db, "SELECT * FROM videos GROUP BY colour"]) == 2
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    source, relational = plan["steps"]
+    if VectorStore(db).is_lite:  # the exact copy, filtered by DuckDB
+        assert source == {"method": "exact copy: filter", "collection": "videos", "filter": "colour = 'red'",
+                          "columns": ["colour", "video_id"]}
+    else:
+        assert source == {"method": "Milvus query iterator", "collection": "videos", "filter": 'colour == "red"',
+                          "columns": ["colour", "video_id"]}
+    assert plan["plan"] == "scan" and relational["sql"] == ("SELECT video_id FROM source WHERE colour = 'red' "
+                                                            "LIMIT 2")
+    assert main(["query", "--db", db, "SELECT video_id, count(*) FROM videos"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("vidx query: error: GROUP BY is not supported") and "column" in err
+    assert err == ("vidx query: error: must be in GROUP BY or inside an aggregate: 'video_id' at line 1, column 8")
+
+
+@pytest.mark.parametrize("output_format", QUERY_FORMATS)
+def test_every_output_format_holds_the_same_rows(loaded, output_format, tmp_path, capsys):
+    _, db = loaded
+    sql = "SELECT colour, count(*) AS n, max(end_s) AS longest FROM videos GROUP BY colour ORDER BY colour"
+    expected = run_query(db, sql)
+    assert len(expected) > 1 and list(expected[0]) == ["colour", "n", "longest"]
+    written = tmp_path / f"rows.{output_format}"
+    assert main(["query", "--db", db, "--format", output_format, "--output", str(written), sql]) == 0
+    if output_format == "json":
+        assert json.loads(written.read_text()) == expected
+    elif output_format == "csv":
+        assert pa_csv.read_csv(written).to_pylist() == expected
+    elif output_format == "parquet":
+        assert pq.read_table(written).to_pylist() == expected
+    else:  # a table a person reads: a header, then one line per row
+        lines = written.read_text().splitlines()
+        assert "colour" in lines[1] and "longest" in lines[1]
+        for row in expected:
+            assert any(row["colour"] in line and str(row["n"]) in line for line in lines)

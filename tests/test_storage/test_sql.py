@@ -1,21 +1,59 @@
-"""The SQL-like dialect: translation to Milvus calls, and refusals that point at the problem."""
+"""The SQL-like dialect: what Milvus and DuckDB each get, and refusals that point at the problem."""
 
 from __future__ import annotations
 
 import pytest
 
-from storage.sql import QueryError, parse_query
+from storage.sql import COUNT, SCAN, TOP_K, QueryError, ScoreRange, Similarity, parse_query
 
 COLUMNS = {"videos": {"video_id", "duration_s", "tag", "start_s", "segment"}, "captions": {"caption_id", "text"}}
 
 
 def test_the_design_example_becomes_a_filtered_vector_search():
     parsed = parse_query("SELECT video_id, start_s, score FROM videos WHERE duration_s > 10 AND tag IN ('news') "
-                         "ORDER BY similarity(TEXT('a goal in a football match')) DESC LIMIT 20", COLUMNS)
-    assert parsed.table == "videos" and parsed.fields == ["video_id", "start_s", "score"]
+                         "ORDER BY similarity(TEXT('a goal in a football match')) DESC LIMIT 20 OFFSET 5", COLUMNS)
+    assert (parsed.table, parsed.plan, parsed.k) == ("videos", TOP_K, 25)
     assert parsed.filter == '(duration_s > 10 and tag in ["news"])'
-    assert parsed.similarity == ("TEXT", "a goal in a football match")
-    assert (parsed.limit, parsed.offset) == (20, 0)
+    assert parsed.where == "duration_s > 10 AND tag IN ('news')"  # the same conditions, for the exact copy
+    assert parsed.similarity == Similarity("TEXT", "a goal in a football match")
+    assert parsed.columns == ["duration_s", "start_s", "tag", "video_id"]
+    assert parsed.relational == ("SELECT video_id, start_s, score FROM source WHERE duration_s > 10 AND tag IN "
+                                 "('news') ORDER BY score DESC LIMIT 20 OFFSET 5")
+
+
+@pytest.mark.parametrize("sql, plan, scores", [
+    ("SELECT count(*) FROM videos WHERE tag = 'x'", COUNT, ScoreRange()),
+    ("SELECT count(*) AS n FROM videos", COUNT, ScoreRange()),
+    ("SELECT count(*) FROM videos WHERE similarity(ID('v1')) > 0.5", SCAN, ScoreRange(0.5, None)),
+    # a lower threshold keeps a prefix of the ranking: still a top-k
+    ("SELECT video_id FROM videos WHERE score >= 0.2 ORDER BY similarity(ID('v1')) DESC LIMIT 3", TOP_K,
+     ScoreRange(0.2, None)),
+    # an upper one does not
+    ("SELECT video_id FROM videos WHERE similarity(ID('v1')) < 0.9 ORDER BY score DESC LIMIT 3", SCAN,
+     ScoreRange(None, 0.9)),
+    ("SELECT video_id FROM videos WHERE score BETWEEN -0.1 AND 0.4 AND similarity(ID('v1')) > 0 ORDER BY score DESC",
+     SCAN, ScoreRange(0, 0.4)),
+    ("SELECT video_id FROM videos WHERE tag = 'x' OR similarity(ID('v1')) > 0.3 ORDER BY score DESC LIMIT 3", SCAN,
+     ScoreRange()),
+    ("SELECT video_id, max(similarity(ID('v1'))) AS best FROM videos GROUP BY video_id ORDER BY best DESC LIMIT 3",
+     SCAN, ScoreRange()),
+    ("SELECT similarity(ID('v1')) AS s, video_id FROM videos ORDER BY s DESC LIMIT 3", TOP_K, ScoreRange()),
+    ("SELECT DISTINCT video_id FROM videos ORDER BY similarity(ID('v1')) DESC LIMIT 3", SCAN, ScoreRange()),
+    ("SELECT video_id FROM videos ORDER BY similarity(ID('v1')) ASC LIMIT 3", SCAN, ScoreRange()),
+    ("SELECT tag, count(*) FROM videos GROUP BY tag HAVING count(*) > 1 ORDER BY 2 DESC, tag", SCAN, ScoreRange()),
+])
+def test_what_each_statement_becomes(sql, plan, scores):
+    parsed = parse_query(sql, COLUMNS)
+    assert (parsed.plan, parsed.scores) == (plan, scores)
+
+
+def test_the_relational_step_reads_similarity_as_the_score_and_names_every_column():
+    parsed = parse_query("SELECT video_id, max(similarity(TEXT('a'))), arg_max(start_s, score) AS at, count(*) "
+                         "FROM videos GROUP BY video_id", COLUMNS)
+    assert parsed.names == ["video_id", "max(similarity(text('a')))", "at", "count(*)"]
+    assert parsed.relational == ('SELECT video_id, MAX(score) AS "max(similarity(text(\'a\')))", ARG_MAX(start_s, '
+                                 'score) AS "at", COUNT(*) AS "count(*)" FROM source GROUP BY video_id LIMIT 1001')
+    assert parsed.capped  # no LIMIT: one row past the cap says the answer is too long
 
 
 @pytest.mark.parametrize("where, expected", [
@@ -46,14 +84,36 @@ def test_string_literals_cannot_change_the_filter_structure():
 @pytest.mark.parametrize("sql, message", [
     ("SELECT * FROM videos v JOIN captions c ON v.video_id = c.caption_id", "JOIN is not supported"),
     ("SELECT * FROM videos WHERE video_id IN (SELECT caption_id FROM captions)", "subqueries are not supported"),
-    ("SELECT tag FROM videos GROUP BY tag", "GROUP BY is not supported"),
+    ("SELECT video_id, count(*) FROM videos", "must be in GROUP BY or inside an aggregate: 'video_id' at line 1, "
+                                              "column 8"),
+    ("SELECT tag, count(*) FROM videos GROUP BY tag ORDER BY duration_s", "must be in GROUP BY or inside an "
+                                                                         "aggregate: 'duration_s' at line 1, column 56"),
+    ("SELECT video_id, score FROM videos WHERE similarity(TEXT('a')) > 0.1\nORDER BY similarity(ID('v1')) DESC "
+     "LIMIT 3", "one similarity per statement (this one differs from TEXT('a')): \"SIMILARITY(ID('v1'))\" at line 2, "
+                "column 10"),
+    ("SELECT upper(tag) FROM videos", "unknown function upper() (known: similarity, count, min, max, avg, sum, "
+                                      "arg_max, arg_min): 'UPPER(tag)' at line 1, column 8"),
+    ("SELECT video_id, score FROM videos LIMIT 3", "score needs a similarity(TEXT(..) | VIDEO(..) | ID(..)) in the "
+                                                   "statement: 'score' at line 1, column 18"),
+    ("SELECT * FROM videos GROUP BY tag", "SELECT * cannot be grouped"),
+    ("SELECT tag, max(min(duration_s)) FROM videos GROUP BY tag", "an aggregate inside an aggregate"),
+    ("SELECT * FROM videos WHERE similarity(TEXT('a')) LIKE 'x'", "similarity is compared with numbers"),
+    ("SELECT * FROM videos WHERE similarity(TEXT('a')) > 'high'", "expected a number: \"'high'\""),
+    ("SELECT tag FROM videos WHERE count(*) > 1", "expected a column name"),
+    ("SELECT tag FROM videos GROUP BY tag HAVING duration_s > 1", "must be in GROUP BY or inside an aggregate"),
+    ("SELECT tag FROM videos HAVING tag = 'x'", "HAVING needs GROUP BY or an aggregate"),
+    ("SELECT count(DISTINCT tag) FROM videos", "DISTINCT inside an aggregate is not supported"),
+    ("SELECT tag FROM videos ORDER BY 3", "ORDER BY position out of range"),
+    ("SELECT tag FROM videos GROUP BY 1", "GROUP BY takes column names"),
+    ("SELECT min(segment), max(segment), min(segment) FROM videos", "a second output column named 'min(segment)' "
+                                                                    "(name it with AS): 'MIN(segment)' at line 1, "
+                                                                    "column 36"),
     ("SELECT * FROM videos WHERE lower(tag) = 'x'", "expected a column name: 'LOWER(tag)' at line 1, column 28"),
-    ("SELECT * FROM videos WHERE colour = 'x'", "unknown column (known: duration_s, segment, start_s, tag, video_id): "
-                                                 "'colour' at line 1, column 28"),
+    ("SELECT * FROM videos WHERE colour = 'x'", "unknown column (known: duration_s, score, segment, start_s, tag, "
+                                                 "video_id): 'colour' at line 1, column 28"),
     ("SELECT * FROM videos WHERE tag = ", "syntax error at line 1, column 32"),
-    ("SELECT * FROM videos ORDER BY duration_s", "ORDER BY takes only similarity"),
-    ("SELECT tag FROM videos\nORDER BY tag", "ORDER BY takes only similarity(TEXT(..) | VIDEO(..) | ID(..)) DESC: "
-                                             "'tag' at line 2, column 10"),
+    ("SELECT tag FROM videos\nORDER BY colour", "unknown column (known: duration_s, score, segment, start_s, tag, "
+                                                "video_id): 'colour' at line 2, column 10"),
     ("SELECT * FROM videos ORDER BY similarity(AUDIO('x')) DESC", "similarity() takes TEXT"),
     ("SELECT * FROM users", "FROM takes one of videos, captions"),
     ("SELECT * FROM videos LIMIT 5000", "LIMIT is at most 1000"),
