@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .index import index
 from .load import load
-from .query import run_query
+from .query import formatted, query_table
 from .search import format_table, search
 from .synth import synth
 
@@ -32,10 +32,11 @@ def demo(out: str = "vidx-demo", model: str = "demo", query: str = "a red circle
     hits = search(db, text=query, k=k)
     print(f"query: {query!r}  (model {model}, {n} videos indexed in {output}, served from {db})")
     print(format_table(hits))
-    sql = (f"SELECT video_id, colour, shape, direction, score FROM videos WHERE direction IN ('left', 'right') "
-           f"ORDER BY similarity(TEXT({query!r})) DESC LIMIT 3")
-    print(f"sql: {sql}")
-    for row in run_query(db, sql):
-        print("  " + "  ".join(f"{name}={value}" for name, value in row.items()))
+    for sql in (f"SELECT video_id, colour, shape, direction, score FROM videos WHERE direction IN ('left', 'right') "
+                f"ORDER BY similarity(TEXT({query!r})) DESC LIMIT 3",
+                f"SELECT direction, count(*) AS videos, max(similarity(TEXT({query!r}))) AS best FROM videos "
+                "GROUP BY direction ORDER BY best DESC"):
+        print(f"sql: {sql}")
+        print(formatted(query_table(db, sql), "table").decode(), end="")
     print(f"search page: vidx serve --db {db}   then open http://127.0.0.1:8000/")
     return hits

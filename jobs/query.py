@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from operator import itemgetter
 
 import duckdb
 import numpy as np
@@ -22,25 +23,32 @@ import pyarrow.parquet as pq
 
 from storage.relational import run_relational
 from storage.schema import EMBEDDING, MAX_RESULTS, SCORE, TABLES, video_alias
-from storage.sql import COUNT, SCAN, TOP_K, ParsedQuery, QueryError, parse_query
-from storage.vectorstore import RowStream, VectorStore
+from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, ParsedQuery, QueryError, parse_query
+from storage.milvus_errors import RowStream
+from storage.vectorstore import RANGE_LIMIT, VectorStore, scalar_schema
 
-from .search import VideoResolver, local_video, query_vector
+from .search import VideoResolver, hits_covering_groups, local_video, query_vector
+
+RANGE = "range"  # on a server, a scan under a similarity threshold (plan_on)
 
 
 class ServedColumns(Mapping):
     """The scalar columns of each collection (alias) the database serves, asked for by name: the
-    FROM name of a statement may be any collection a `vidx load --collection` made."""
+    FROM name of a statement may be any collection a `vidx load --collection` made. Each alias is
+    described once, so one statement sees one version throughout (a swap may land between two)."""
 
     def __init__(self, store: VectorStore):
-        self.store, self.asked = store, {}  # one statement asks for its collection a few times
+        self.store, self.described = store, {}
+
+    def _description(self, name: str) -> dict:
+        if name not in self.described:
+            self.described[name] = self.store.describe(name)
+        if self.described[name] is None:
+            raise KeyError(name)
+        return self.described[name]
 
     def __getitem__(self, name: str) -> set[str]:
-        if name not in self.asked:
-            self.asked[name] = self.store.fields(name)
-        if not self.asked[name]:
-            raise KeyError(name)
-        return self.asked[name]
+        return {field["name"] for field in self._description(name)["fields"] if field["name"] != EMBEDDING}
 
     def __iter__(self) -> Iterator[str]:
         return (name for name in TABLES if name in self)
@@ -48,29 +56,53 @@ class ServedColumns(Mapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def collection(self, name: str) -> str:
+        """The collection (version) the alias names."""
+        return self._description(name)["collection_name"]
+
+    def schema(self, name: str, columns: list[str] | None) -> pa.Schema:
+        return scalar_schema(self._description(name), columns)
+
 
 def plan_on(parsed: ParsedQuery, exact: bool) -> str:
-    """The statement's plan where it runs: a count or a search under a filter Milvus cannot wholly
-    evaluate (a LIKE pattern a server before 2.4 lacks) scans instead, without the exact copy."""
-    return parsed.plan if exact or parsed.complete_filter else SCAN
+    """The statement's plan where it runs. Without the exact copy (a server): a count or a search
+    under a filter Milvus cannot wholly evaluate (a LIKE pattern a server before 2.4 lacks) scans
+    instead; a scan under a similarity threshold is a range search when Milvus can say all of WHERE
+    (streaming every vector out of a server costs ~12 s at 100k x 1024, a range search ~80 ms)."""
+    if exact:
+        return SCAN if parsed.plan == TOP_GROUPS else parsed.plan  # a scan of the copy is exact and fast
+    if not parsed.complete_filter:
+        return SCAN
+    if parsed.plan == SCAN and parsed.scores.low is not None and parsed.scores_complete:
+        return RANGE
+    return parsed.plan
+
+
+# What the source does for each plan: (on the exact copy, on Milvus); `+ scores` when it has a vector.
+SOURCE_METHODS = {
+    COUNT: ("exact copy: filter, count", "Milvus query: count(*)"),
+    TOP_K: ("exact copy: filter, inner product, top k", "Milvus search (HNSW, inner product)"),
+    SCAN: ("exact copy: filter", "Milvus query iterator, batch by batch"),
+    RANGE: ("", "Milvus range search (HNSW, inner product), or the scan when 16,384 rows pass"),
+    TOP_GROUPS: ("", "Milvus search (HNSW, inner product), fetching more until the groups are in, or the scan"),
+}
 
 
 def _source_step(parsed: ParsedQuery, exact: bool) -> dict:
     """What the source does, as --explain shows it."""
-    step = {"collection": parsed.table, "filter": parsed.where if exact else parsed.filter}
+    plan = plan_on(parsed, exact)
+    step = {"method": SOURCE_METHODS[plan][0 if exact else 1], "collection": parsed.table,
+            "filter": parsed.where if exact else parsed.filter}
     if parsed.similarity:
         step["similarity"] = str(parsed.similarity)
-    plan = plan_on(parsed, exact)
-    if plan == COUNT:
-        return {"method": "exact copy: filter, count" if exact else "Milvus query count(*)", **step}
-    if plan == TOP_K:
-        method = "exact copy: filter, inner product, top k" if exact else "Milvus search (HNSW, IP)"
-        return {"method": method, **step, "k": parsed.k}
-    step["method"] = "exact copy: filter" if exact else "Milvus query iterator"
-    if parsed.similarity:
-        step["method"] += ", inner product" + (" per batch" if not exact else "")
-        step["scores"] = {"at_least": parsed.scores.low, "at_most": parsed.scores.high}
-    return {"method": step.pop("method"), **step, "columns": parsed.columns or "*"}
+    if plan in (TOP_K, TOP_GROUPS):
+        step["k"] = parsed.k
+    if plan in (SCAN, RANGE):
+        step["columns"] = parsed.columns or "*"
+        if parsed.similarity:
+            step["method"] += ", inner product"
+            step["scores"] = {"at_least": parsed.scores.low, "at_most": parsed.scores.high}
+    return step
 
 
 def explain(parsed: ParsedQuery, exact: bool) -> dict:
@@ -81,40 +113,55 @@ def explain(parsed: ParsedQuery, exact: bool) -> dict:
     return {"plan": plan_on(parsed, exact), "steps": steps}
 
 
-def _source(store: VectorStore, collection: str, parsed: ParsedQuery, vector) -> pa.Table | RowStream:
+def _milvus_hits(store: VectorStore, collection: str, parsed: ParsedQuery, plan: str, vector: np.ndarray,
+                 fields: list[str]) -> list[dict] | None:
+    """The source's rows from a Milvus search, for the plans that have one; None for a scan."""
+    if plan in (TOP_K, TOP_GROUPS) and parsed.k == 0:
+        return []  # LIMIT 0; Milvus refuses a limit of 0
+    if plan == TOP_K:
+        # Fewer than k: the filter keeps fewer rows, or the search under it fell short (a Milvus 2.3.5
+        # server returned none for seconds after a load, now and then): an exact pass over the rows it keeps.
+        hits = store.search(collection, vector, parsed.k, filter=parsed.filter, output_fields=fields)
+        return hits if len(hits) == parsed.k else None
+    if plan == RANGE:  # None when too many rows pass
+        return store.range_search(collection, vector, parsed.scores, parsed.filter, output_fields=fields)
+    if plan == TOP_GROUPS:
+        hits, covered = hits_covering_groups(
+            lambda n: store.search(collection, vector, n, filter=parsed.filter, output_fields=fields),
+            itemgetter(*parsed.groups), parsed.k, RANGE_LIMIT)
+        return hits if covered else None
+    return None
+
+
+def _source(store: VectorStore, served: ServedColumns, parsed: ParsedQuery, vector) -> pa.Table | RowStream:
     columns = parsed.columns or None  # a statement naming no column (count(*) of a scan) reads them all
+    collection = served.collection(parsed.table)
     copy = store.exact_copy(collection)
     plan = plan_on(parsed, copy is not None)
-    if plan == TOP_K and copy is not None:
-        return copy.top_k(vector, parsed.k, parsed.where, columns)
-    if plan == TOP_K:
-        hits = store.search(collection, vector, parsed.k, filter=parsed.filter, output_fields=columns or ["*"])
-        schema = store.arrow_schema(collection, columns).append(pa.field(SCORE, pa.float64()))
-        return pa.Table.from_pylist(hits, schema=schema)
     if copy is not None:
-        return copy.scan(vector, parsed.where, columns, parsed.scores)
-    return store.scan(collection, parsed.filter, columns, vector, parsed.scores)
+        return copy.top_k(vector, parsed.k, parsed.where, columns) if plan == TOP_K else \
+            copy.scan(vector, parsed.where, columns, parsed.scores)
+    hits = _milvus_hits(store, collection, parsed, plan, vector, columns or ["*"])
+    if hits is not None:
+        schema = served.schema(parsed.table, columns).append(pa.field(SCORE, pa.float64()))
+        return pa.Table.from_pylist(hits, schema=schema)
+    return store.scan(collection, parsed.filter, served.schema(parsed.table, columns), vector, parsed.scores)
 
 
-def answer(store: VectorStore, parsed: ParsedQuery, vector: np.ndarray | None) -> pa.Table:
-    """The rows of a parsed statement, given its query vector (None without similarity)."""
-    collection = store.resolve(parsed.table)
+def answer(store: VectorStore, served: ServedColumns, parsed: ParsedQuery, vector: np.ndarray | None) -> pa.Table:
+    """The rows of a statement parsed against `served`, given its query vector (None without similarity)."""
+    vector = vector if parsed.similarity else None
+    collection = served.collection(parsed.table)
     copy = store.exact_copy(collection)
     if plan_on(parsed, copy is not None) == COUNT:
         # milvus-lite counts under a filter in Python (0.3 s at 100k rows): the copy, where there is one
         count = copy.count(parsed.where) if copy is not None else store.count(collection, parsed.filter)
         return pa.table({parsed.names[0]: [count]})
-    source = _source(store, collection, parsed, vector)
-    try:
-        rows = run_relational(parsed.relational, source.reader if isinstance(source, RowStream) else source)
-    except QueryError:
-        if isinstance(source, RowStream) and source.error is not None:
-            raise source.error from None  # the database failed while DuckDB read it
-        raise
+    rows = run_relational(parsed.relational, _source(store, served, parsed, vector))
     if parsed.capped and rows.num_rows > MAX_RESULTS:
         raise QueryError(f"the statement returns more than {MAX_RESULTS} rows: add LIMIT (at most {MAX_RESULTS}), "
                          "narrow WHERE, or aggregate")
-    return rows.drop_columns([EMBEDDING]) if EMBEDDING in rows.column_names else rows
+    return rows
 
 
 def query_table(db: str, sql: str, params: dict | None = None, store: VectorStore | None = None,
@@ -122,19 +169,21 @@ def query_table(db: str, sql: str, params: dict | None = None, store: VectorStor
     """The rows of a statement. `store`: one to reuse; `videos`: what VIDEO(..) may open (see
     search.query_vector)."""
     store = store or VectorStore(db, create=False)
-    parsed = parse_query(sql, ServedColumns(store), params)
+    served = ServedColumns(store)
+    parsed = parse_query(sql, served, params)
     vector = None
     if parsed.similarity:
-        vector = query_vector(store, store.resolve(parsed.table), parsed.similarity.kind, parsed.similarity.value,
-                              videos=videos, video_collection=video_alias(parsed.table))
-    return answer(store, parsed, vector)
+        vector = query_vector(store, served.collection(parsed.table), parsed.similarity.kind,
+                              parsed.similarity.value, videos=videos, video_collection=video_alias(parsed.table))
+    return answer(store, served, parsed, vector)
 
 
 def explain_query(db: str, sql: str, params: dict | None = None, store: VectorStore | None = None) -> dict:
     """The steps a statement becomes on this database (what --explain prints)."""
     store = store or VectorStore(db, create=False)
-    parsed = parse_query(sql, ServedColumns(store), params)
-    return explain(parsed, store.exact_copy(store.resolve(parsed.table)) is not None)
+    served = ServedColumns(store)
+    parsed = parse_query(sql, served, params)
+    return explain(parsed, store.exact_copy(served.collection(parsed.table)) is not None)
 
 
 def run_query(db: str, sql: str, params: dict | None = None, explain_only: bool = False,

@@ -7,7 +7,8 @@ Usage: python -m jobs search --db URI (--text T | --video PATH | --video-id ID)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from operator import itemgetter
 
 import numpy as np
 
@@ -86,19 +87,31 @@ def _search(store: VectorStore, collection: str, vector: np.ndarray, k: int, whe
         raise UserError(f"search failed ({'--where ' + repr(where) if where else 'no filter'}): {e}") from e
 
 
+def hits_covering_groups(search: Callable[[int], list[dict]], group_of: Callable[[dict], Hashable], groups: int,
+                         most: int) -> tuple[list[dict], bool]:
+    """The best hits, fetched in growing batches until they hold `groups` distinct groups (or
+    every row there is): the best hit of each group is its first, so those groups are the best
+    ones and their best hits are in. (hits, whether they do: False when `most` hits hold fewer.)
+    Milvus 2.3 has no grouping search."""
+    fetch = min(groups, most)
+    while True:
+        hits = search(fetch)
+        if len({group_of(hit) for hit in hits}) >= groups or len(hits) < fetch:
+            return hits, True
+        if fetch == most:
+            return hits, False
+        fetch = min(4 * fetch, most)
+
+
 def best_segment_per_video(store: VectorStore, collection: str, vector: np.ndarray, k: int,
                            where: str) -> list[dict]:
-    """The k best videos, each as its best-scoring segment. Milvus 2.3 servers have no grouping
-    search, so segments are fetched in growing batches until k distinct videos (or all) are in."""
-    fetch = k
-    while True:
-        hits = _search(store, collection, vector, fetch, where)
-        best: dict[str, dict] = {}
-        for hit in hits:  # best first: the first hit of a video is its best segment
-            best.setdefault(hit["video_id"], hit)
-        if len(best) >= k or len(hits) < fetch or fetch == MAX_RESULTS:
-            return list(best.values())[:k]
-        fetch = min(4 * fetch, MAX_RESULTS)
+    """The k best videos (fewer when MAX_RESULTS segments hold fewer), each as its best-scoring segment."""
+    hits, _ = hits_covering_groups(lambda n: _search(store, collection, vector, n, where), itemgetter("video_id"), k,
+                                   MAX_RESULTS)
+    best: dict[str, dict] = {}
+    for hit in hits:  # best first: the first hit of a video is its best segment
+        best.setdefault(hit["video_id"], hit)
+    return list(best.values())[:k]
 
 
 def check_search(given: dict, target: str, k: int) -> None:

@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from .milvus_errors import RowStream
 from .sql import SOURCE, QueryError
 
 # One in-memory database per process; each call takes its own cursor (a server runs queries in threads).
@@ -32,13 +33,16 @@ def _plain(table: pa.Table) -> pa.Table:
     return table
 
 
-def run_relational(statement: str, source: pa.Table | pa.RecordBatchReader) -> pa.Table:
-    """`statement` (over the relation SOURCE) run by DuckDB over `source`'s rows."""
+def run_relational(statement: str, source: pa.Table | RowStream) -> pa.Table:
+    """`statement` (over the relation SOURCE) run by DuckDB over `source`'s rows. A stream that
+    failed while DuckDB read it raises its own error (the database's), not DuckDB's account of it."""
     cursor = _DATABASE.cursor()
     try:
-        cursor.register(SOURCE, source)
+        cursor.register(SOURCE, source.reader if isinstance(source, RowStream) else source)
         return _plain(cursor.sql(statement).to_arrow_table())
     except duckdb.Error as e:  # types the statement mixes (a number compared with text), for one
+        if isinstance(source, RowStream) and source.error is not None:
+            raise source.error from None
         raise QueryError(f"the statement cannot run: {str(e).splitlines()[0]}") from e
     finally:
         cursor.close()

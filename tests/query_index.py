@@ -1,9 +1,10 @@
 """A generated index for query tests: a few thousand segment rows with metadata, as `vidx index`
 writes them (Parquet parts with the model in their footers), ready for `vidx load`.
 
-The vectors have small whole-number components over 4 (dyadic), so every inner product is exact
-in float32 and float64 alike: milvus-lite's copy, a Milvus server and DuckDB compute the same
-scores, and ties between scores are real ties, as a library of near-duplicate clips has.
+The vectors are unit length, as embeddings are (HNSW over inner products of other vectors misses
+rows), with four components of ±1/2 and the rest 0: every inner product is a multiple of 1/4,
+exact in float32 and float64 alike, so milvus-lite's copy, a Milvus server and DuckDB compute the
+same scores, and ties between scores are real ties, as a library of near-duplicate clips has.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pyarrow as pa
 from storage.dataset import write_part
 from storage.schema import MODEL_KEY, VIDEO_KEY, row_key
 
-DIM = 8
+DIM = 16
+NONZERO = 4  # components of ±1/2 in each vector: unit length
 CHANNELS = [f"c{i}" for i in range(20)]
 KINDS = ["news", "sport", "music", "talk"]
 MODEL = {"spec": {"name": "generated"}, "fingerprint": "generated"}
@@ -31,7 +33,9 @@ def generated_rows(videos: int = 600, seed: int = 0) -> pa.Table:
     video = np.repeat(np.arange(videos), segments)
     segment = np.concatenate([np.arange(n) for n in segments])
     n = len(video)
-    vectors = rng.integers(-3, 4, (n, DIM)).astype(np.float32) / 4
+    vectors = np.zeros((n, DIM), np.float32)
+    for row in vectors:
+        row[rng.choice(DIM, NONZERO, replace=False)] = rng.choice([-0.5, 0.5], NONZERO)
     return pa.table({
         VIDEO_KEY: [row_key(f"v{v}", s) for v, s in zip(video, segment)],
         "video_id": [f"v{v}" for v in video],

@@ -22,32 +22,23 @@ import numpy as np
 from sqlglot import exp
 
 from ..schema import MAX_RESULTS, SCORE, TABLES
+from .checker import Checker, Similarity, is_score, is_similarity
 from .errors import DIALECT, parse, refuse
 from .milvus_filter import MilvusFilter
 
-QUERY_KINDS = ("TEXT", "VIDEO", "ID")
-AGGREGATES = (exp.Count, exp.Min, exp.Max, exp.Avg, exp.Sum, exp.ArgMax, exp.ArgMin)
-FUNCTIONS = "similarity, count, min, max, avg, sum, arg_max, arg_min"
-COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
-LOWER_BOUNDS = (exp.GT, exp.GTE)
 # sqlglot's names for SELECT clauses outside the dialect -> what the error calls them.
 UNSUPPORTED_CLAUSES = {"joins": "JOIN", "with_": "WITH", "with": "WITH", "windows": "WINDOW", "qualify": "QUALIFY",
                        "laterals": "LATERAL"}
 SOURCE = "source"  # the relational step's name for the source's rows
 
 # What a statement becomes (ParsedQuery.plan).
-COUNT = "count"  # Milvus' count(*) under the filter: the whole answer
+COUNT = "count"  # count(*) under the filter (the exact copy, or Milvus): the whole answer
 TOP_K = "top_k"  # the LIMIT + OFFSET best rows by similarity under the filter, then the relational step
 SCAN = "scan"  # every row the filter and thresholds keep, then the relational step
-
-
-@dataclass(frozen=True)
-class Similarity:
-    kind: str  # TEXT | VIDEO | ID
-    value: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}({self.value!r})"
+# The best LIMIT + OFFSET groups by their best similarity (the best segment per video): the best
+# rows, fetched until they hold that many groups, then the relational step. For a server, where a
+# scan streams every vector out of Milvus; the exact copy scans.
+TOP_GROUPS = "top_groups"
 
 
 @dataclass(frozen=True)
@@ -74,19 +65,13 @@ class ParsedQuery:
     complete_filter: bool  # whether `filter` holds all of them (else a search under it would keep too many)
     where: str  # all of WHERE's column conditions as DuckDB SQL (over the exact copy); "" for none
     scores: ScoreRange
+    scores_complete: bool  # whether `scores` says all of WHERE's conditions on similarity
     columns: list[str] | None  # the stored columns the statement reads; None: all of them
     k: int  # TOP_K: how many rows the search returns
     relational: str  # the statement over SOURCE, as DuckDB runs it
     capped: bool  # no LIMIT: the relational step fetches one row past MAX_RESULTS, to say so
     names: list[str]  # the output columns' names (COUNT: its one column)
-
-
-def _is_similarity(node: exp.Expression) -> bool:
-    return isinstance(node, exp.Anonymous) and node.name.lower() == "similarity"
-
-
-def _is_score(node: exp.Expression) -> bool:
-    return _is_similarity(node) or (isinstance(node, exp.Column) and not node.table and node.name == SCORE)
+    groups: list[str]  # the GROUP BY columns
 
 
 def _milvus_can(condition: exp.Expression) -> bool:
@@ -106,17 +91,6 @@ def _conjuncts(node: exp.Expression) -> Iterator[exp.Expression]:
         yield from _conjuncts(node.expression)
     else:
         yield node
-
-
-def _unaggregated(node: exp.Expression) -> Iterator[exp.Expression]:
-    """The columns and similarity calls of `node` outside any aggregate."""
-    if isinstance(node, AGGREGATES):
-        return
-    if isinstance(node, exp.Column) or _is_similarity(node):
-        yield node
-        return
-    for child in node.iter_expressions():
-        yield from _unaggregated(child)
 
 
 def _count(sql: str, node: exp.Expression | None, name: str) -> int | None:
@@ -160,173 +134,18 @@ def _table(sql: str, tree: exp.Expression, columns: Mapping[str, set[str]]) -> s
     return table.name
 
 
-class _Checker:
-    """Walks a statement's clauses, refusing what the dialect lacks and noting what it reads."""
-
-    def __init__(self, sql: str, tree: exp.Select, columns: set[str]):
-        self.sql, self.tree, self.columns = sql, tree, columns
-        self.read: set[str] = set()  # stored columns the statement reads
-        self.similarity: Similarity | None = None
-        self.scores: list[exp.Expression] = []  # every similarity(...) and `score`
-        self.aliases = {item.alias: item.this for item in tree.expressions if isinstance(item, exp.Alias)}
-
-    def similarity_call(self, node: exp.Anonymous) -> None:
-        inner = node.expressions[0] if len(node.expressions) == 1 else None
-        if (not isinstance(inner, exp.Anonymous) or inner.name.upper() not in QUERY_KINDS
-                or len(inner.expressions) != 1 or not isinstance(inner.expressions[0], exp.Literal)
-                or not inner.expressions[0].is_string):
-            raise refuse(self.sql, inner or node, "similarity() takes TEXT('...'), VIDEO('path') or ID('video_id')")
-        called = Similarity(inner.name.upper(), inner.expressions[0].this)
-        if self.similarity is not None and called != self.similarity:
-            raise refuse(self.sql, node, f"one similarity per statement (this one differs from {self.similarity})")
-        self.similarity = called
-
-    def value(self, node: exp.Expression, clause: str, in_aggregate: bool = False) -> None:
-        """A column, `score`, similarity(...), an aggregate of one, or (ORDER BY, HAVING) a SELECT alias."""
-        if isinstance(node, exp.Paren):
-            return self.value(node.this, clause, in_aggregate)
-        if _is_similarity(node):
-            self.similarity_call(node)
-            self.scores.append(node)
-        elif isinstance(node, exp.Column):
-            self.column(node, clause, in_aggregate)
-        elif isinstance(node, AGGREGATES):
-            self.aggregate(node, clause, in_aggregate)
-        elif isinstance(node, exp.Star) and clause == "SELECT" and not in_aggregate:
-            return
-        elif isinstance(node, (exp.Func, exp.Anonymous)):
-            name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
-            raise refuse(self.sql, node, f"unknown function {name.lower()}() (known: {FUNCTIONS})")
-        else:
-            raise refuse(self.sql, node, f"not supported in {clause} (expected a column, score, similarity(...) "
-                                         "or an aggregate)")
-
-    def column(self, node: exp.Column, clause: str, in_aggregate: bool) -> None:
-        if node.table:
-            raise refuse(self.sql, node, "expected a column name")
-        if node.name in self.aliases and clause in ("ORDER BY", "HAVING") and not in_aggregate:
-            return
-        if node.name == SCORE:
-            self.scores.append(node)
-        elif node.name in self.columns:
-            self.read.add(node.name)
-        else:
-            raise refuse(self.sql, node, f"unknown column (known: {', '.join(sorted(self.columns | {SCORE}))})")
-
-    def aggregate(self, node: exp.Expression, clause: str, in_aggregate: bool) -> None:
-        if clause in ("WHERE", "GROUP BY"):
-            raise refuse(self.sql, node, f"aggregates are not allowed in {clause} (filter groups with HAVING)")
-        if in_aggregate:
-            raise refuse(self.sql, node, "an aggregate inside an aggregate")
-        if isinstance(node.this, exp.Distinct):
-            raise refuse(self.sql, node, "DISTINCT inside an aggregate is not supported")
-        if isinstance(node.this, exp.Star) and not isinstance(node, exp.Count):
-            raise refuse(self.sql, node, "only count takes *")
-        for argument in (node.this, node.args.get("expression")):
-            if argument is not None and not isinstance(argument, exp.Star):
-                self.value(argument, clause, in_aggregate=True)
-
-    def literal(self, node: exp.Expression, number: bool = False) -> None:
-        if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-            return
-        if isinstance(node, exp.Literal) and not (number and node.is_string):
-            return
-        if isinstance(node, exp.Boolean) and not number:
-            return
-        raise refuse(self.sql, node, "expected a number" if number else "expected a literal or :parameter")
-
-    def predicate(self, node: exp.Expression, clause: str) -> None:
-        """WHERE or HAVING: comparisons, IN, BETWEEN, LIKE and IS NULL joined by AND, OR and NOT."""
-        if isinstance(node, (exp.Paren, exp.Not)):
-            return self.predicate(node.this, clause)
-        if isinstance(node, (exp.And, exp.Or)):
-            self.predicate(node.this, clause)
-            return self.predicate(node.expression, clause)
-        operand = node.this if isinstance(node, COMPARISONS + (exp.In, exp.Between, exp.Like, exp.Is)) else None
-        if operand is None or (isinstance(node, exp.In) and node.args.get("query")):
-            raise refuse(self.sql, node, f"not supported in {clause}")
-        if clause == "WHERE" and not (isinstance(operand, exp.Column) or _is_similarity(operand)):
-            raise refuse(self.sql, operand, "expected a column name")
-        self.value(operand, clause)
-        scored = _is_score(operand)
-        if scored and not isinstance(node, COMPARISONS + (exp.Between,)):
-            raise refuse(self.sql, node, "similarity is compared with numbers (>, <, =, BETWEEN)")
-        if isinstance(node, exp.Is):
-            if not isinstance(node.expression, exp.Null):
-                raise refuse(self.sql, node, f"not supported in {clause}")
-        elif isinstance(node, exp.Between):
-            self.literal(node.args["low"], scored)
-            self.literal(node.args["high"], scored)
-        elif isinstance(node, exp.In):
-            for value in node.expressions:
-                self.literal(value)
-        else:
-            self.literal(node.expression, scored)
-
-    def grouping(self) -> tuple[bool, set[str]]:
-        """(whether the statement aggregates, its GROUP BY columns), refusing ungrouped columns."""
-        group = self.tree.args.get("group")
-        grouped = set()
-        for node in group.expressions if group else []:
-            if not isinstance(node, exp.Column) or node.table or node.name not in self.columns:
-                raise refuse(self.sql, node, "GROUP BY takes column names")
-            self.read.add(node.name)
-            grouped.add(node.name)
-        having, order = self.tree.args.get("having"), self.tree.args.get("order")
-        # (node, whether a SELECT alias may stand for an expression there)
-        clauses = [*((item, False) for item in self.tree.expressions), *([(having.this, True)] if having else []),
-                   *((ordered, True) for ordered in (order.expressions if order else []))]
-        aggregated = bool(group) or any(node.find(*AGGREGATES) for node, _ in clauses)
-        if having and not aggregated:
-            raise refuse(self.sql, having, "HAVING needs GROUP BY or an aggregate")
-        if not aggregated:
-            return False, grouped
-        for clause, aliases in clauses:
-            if isinstance(clause, exp.Star):
-                raise refuse(self.sql, clause, "SELECT * cannot be grouped: name the columns")
-            for node in _unaggregated(clause):
-                named = isinstance(node, exp.Column) and (node.name in grouped or (aliases and node.name in self.aliases))
-                if not named:
-                    raise refuse(self.sql, node, "must be in GROUP BY or inside an aggregate")
-        return True, grouped
-
-    def check(self) -> bool:
-        """Check every clause; whether the statement aggregates."""
-        for item in self.tree.expressions:
-            self.value(item.this if isinstance(item, exp.Alias) else item, "SELECT")
-        where = self.tree.args.get("where")
-        if where:
-            self.predicate(where.this, "WHERE")
-        aggregated = self.grouping()[0]
-        having = self.tree.args.get("having")
-        if having:
-            self.predicate(having.this, "HAVING")
-        order = self.tree.args.get("order")
-        for ordered in order.expressions if order else []:
-            key = ordered.this
-            if isinstance(key, exp.Literal) and not key.is_string:
-                if not key.this.isdigit() or not 1 <= int(key.this) <= len(self.tree.expressions):
-                    raise refuse(self.sql, key, "ORDER BY position out of range")
-            else:
-                self.value(key, "ORDER BY")
-        if self.scores and self.similarity is None:
-            raise refuse(self.sql, self.scores[0], "score needs a similarity(TEXT(..) | VIDEO(..) | ID(..)) "
-                                                   "in the statement")
-        return aggregated
-
-
 def _threshold(node: exp.Expression) -> ScoreRange | None:
     """A WHERE condition that only bounds similarity, as bounds (None for any other condition)."""
     def number(literal: exp.Expression) -> float:
         return -float(literal.this.this) if isinstance(literal, exp.Neg) else float(literal.this)
 
-    if isinstance(node, exp.Between) and _is_score(node.this):
+    if isinstance(node, exp.Between) and is_score(node.this):
         return ScoreRange(number(node.args["low"]), number(node.args["high"]))
-    if isinstance(node, (exp.GT, exp.GTE)) and _is_score(node.this):
+    if isinstance(node, (exp.GT, exp.GTE)) and is_score(node.this):
         return ScoreRange(low=number(node.expression))
-    if isinstance(node, (exp.LT, exp.LTE)) and _is_score(node.this):
+    if isinstance(node, (exp.LT, exp.LTE)) and is_score(node.this):
         return ScoreRange(high=number(node.expression))
-    if isinstance(node, exp.EQ) and _is_score(node.this):
+    if isinstance(node, exp.EQ) and is_score(node.this):
         return ScoreRange(number(node.expression), number(node.expression))
     return None
 
@@ -337,16 +156,22 @@ def _narrowest(ranges: list[ScoreRange]) -> ScoreRange:
     return ScoreRange(max(lows) if lows else None, min(highs) if highs else None)
 
 
+def _resolved(tree: exp.Select, aliases: dict, key: exp.Expression) -> exp.Expression:
+    """An ORDER BY key as the expression it names: a SELECT alias or position, or itself."""
+    if isinstance(key, exp.Column) and not key.table and key.name in aliases:
+        return aliases[key.name]
+    if isinstance(key, exp.Literal) and not key.is_string:
+        return tree.expressions[int(key.this) - 1].unalias()
+    return key
+
+
 def _orders_by_similarity(tree: exp.Select, aliases: dict) -> bool:
     """Whether the first ORDER BY key is similarity, descending."""
     order = tree.args.get("order")
     if not order:
         return False
     first = order.expressions[0]
-    key = first.this
-    if isinstance(key, exp.Column) and not key.table and key.name in aliases:
-        key = aliases[key.name]
-    return bool(first.args.get("desc")) and _is_score(key)
+    return bool(first.args.get("desc")) and is_score(_resolved(tree, aliases, first.this))
 
 
 def _output_name(item: exp.Expression) -> str:
@@ -354,7 +179,7 @@ def _output_name(item: exp.Expression) -> str:
         return item.alias
     if isinstance(item, exp.Column):
         return item.name
-    if _is_similarity(item):
+    if is_similarity(item):
         return SCORE
     return item.sql(dialect=DIALECT, normalize_functions="lower")
 
@@ -369,11 +194,49 @@ def _relational(sql: str, tree: exp.Select, limit: int | None) -> tuple[str, lis
     named = tree.copy()
     named.set("expressions", [item if isinstance(item, (exp.Alias, exp.Column, exp.Star)) else
                               exp.alias_(item, name, quoted=True) for item, name in zip(named.expressions, names)])
-    named = named.transform(lambda n: exp.column(SCORE) if _is_similarity(n) else n)
+    named = named.transform(lambda n: exp.column(SCORE) if is_similarity(n) else n)
     named.find(exp.Table).replace(exp.to_table(SOURCE))
     if limit is None:
         named = named.limit(MAX_RESULTS + 1)
     return named.sql(dialect=DIALECT), names
+
+
+def _best_per_group(tree: exp.Select, aliases: dict) -> bool:
+    """Whether the statement asks only for groups and their best similarity (max(similarity), the
+    arg_max of a column by it), best group first."""
+    grouped = {column.name for column in tree.args["group"].expressions}
+
+    def best(node: exp.Expression) -> bool:
+        return isinstance(node, exp.Max) and is_score(node.this)
+
+    def allowed(node: exp.Expression) -> bool:
+        return ((isinstance(node, exp.Column) and node.name in grouped) or best(node)
+                or (isinstance(node, exp.ArgMax) and is_score(node.expression)))
+    order = tree.args["order"].expressions
+    keys = [_resolved(tree, aliases, ordered.this) for ordered in order]
+    return (bool(order[0].args.get("desc")) and best(keys[0]) and all(map(allowed, keys))
+            and all(allowed(item.unalias()) for item in tree.expressions))
+
+
+def _plan(tree: exp.Select, checker: Checker, aggregated: bool, limited: bool,
+          thresholds: list[ScoreRange | None]) -> str:
+    """COUNT for count(*) alone; TOP_K for the best rows by similarity and TOP_GROUPS for the best
+    groups, when every threshold is a lower bound (a lower bound keeps a prefix of the ranking: the
+    top k, then the threshold, is exact); else SCAN."""
+    items = tree.expressions
+    only_count = len(items) == 1 and isinstance(items[0].unalias(), exp.Count) and \
+        isinstance(items[0].unalias().this, exp.Star)
+    clauses = any(tree.args.get(arg) for arg in ("group", "having", "order", "limit", "offset", "distinct"))
+    if only_count and not clauses and checker.similarity is None:
+        return COUNT
+    if (checker.similarity and not aggregated and not tree.args.get("distinct") and limited
+            and _orders_by_similarity(tree, checker.aliases) and all(t and t.high is None for t in thresholds)):
+        return TOP_K
+    if (checker.similarity and tree.args.get("group") and tree.args.get("order") and limited
+            and not tree.args.get("having") and not tree.args.get("distinct")
+            and all(t and t.high is None for t in thresholds) and _best_per_group(tree, checker.aliases)):
+        return TOP_GROUPS
+    return SCAN
 
 
 def parse_query(sql: str, columns: Mapping[str, set[str]], params: dict | None = None) -> ParsedQuery:
@@ -382,40 +245,31 @@ def parse_query(sql: str, columns: Mapping[str, set[str]], params: dict | None =
     tree = parse(sql)
     table = _table(sql, tree, columns)
     tree = _with_params(sql, tree, params or {})
-    checker = _Checker(sql, tree, columns[table])
+    checker = Checker(sql, tree, columns[table])
     aggregated = checker.check()
     limit = _count(sql, tree.args.get("limit"), "LIMIT")
     offset = _count(sql, tree.args.get("offset"), "OFFSET") or 0
 
     where = tree.args.get("where")
     conditions = list(_conjuncts(where.this)) if where else []
-    plain = [c for c in conditions if not any(_is_score(n) for n in c.walk())]
-    thresholds = [_threshold(c) for c in conditions if any(_is_score(n) for n in c.walk())]
+    plain = [c for c in conditions if not any(is_score(n) for n in c.walk())]
+    thresholds = [_threshold(c) for c in conditions if any(is_score(n) for n in c.walk())]
     pushed = [c for c in plain if _milvus_can(c)]
     kept = exp.and_(*plain, copy=True) if plain else None  # an OR among them is parenthesised
     milvus = exp.and_(*pushed, copy=True) if pushed else None
-    items = tree.expressions
-    only_count = (len(items) == 1 and isinstance(items[0].unalias(), exp.Count)
-                  and isinstance(items[0].unalias().this, exp.Star))
-    if only_count and not any(tree.args.get(a) for a in ("group", "having", "order", "limit", "offset", "distinct")) \
-            and checker.similarity is None:
-        plan = COUNT
-    elif (checker.similarity and not aggregated and not tree.args.get("distinct") and limit is not None
-          and _orders_by_similarity(tree, checker.aliases)
-          and all(t is not None and t.high is None for t in thresholds)):
-        plan = TOP_K  # lower bounds keep a prefix of the ranking: the top k then the threshold is exact
-    else:
-        plan = SCAN
+    plan = _plan(tree, checker, aggregated, limit is not None, thresholds)
     relational, names = _relational(sql, tree, limit)
-    star = any(isinstance(item, exp.Star) for item in items)
+    star = any(isinstance(item, exp.Star) for item in tree.expressions)
     return ParsedQuery(
         table=table, plan=plan, similarity=checker.similarity,
         filter=MilvusFilter(sql, columns[table])(milvus) if milvus else "",
         complete_filter=len(pushed) == len(plain),
         where=kept.sql(dialect=DIALECT) if kept else "",
         scores=_narrowest([t for t in thresholds if t is not None]),
+        scores_complete=None not in thresholds,
         columns=None if star else sorted(checker.read),
         k=(limit or 0) + offset,
         relational=relational, capped=limit is None, names=names,
+        groups=[column.name for column in tree.args["group"].expressions] if tree.args.get("group") else [],
     )
 

@@ -94,8 +94,8 @@ def test_cli_explain_and_refusal(loaded, capsys):
         assert source == {"method": "exact copy: filter", "collection": "videos", "filter": "colour = 'red'",
                           "columns": ["colour", "video_id"]}
     else:
-        assert source == {"method": "Milvus query iterator", "collection": "videos", "filter": 'colour == "red"',
-                          "columns": ["colour", "video_id"]}
+        assert source == {"method": "Milvus query iterator, batch by batch", "collection": "videos",
+                          "filter": 'colour == "red"', "columns": ["colour", "video_id"]}
     assert plan["plan"] == "scan" and relational["sql"] == ("SELECT video_id FROM source WHERE colour = 'red' "
                                                             "LIMIT 2")
     assert main(["query", "--db", db, "SELECT video_id, count(*) FROM videos"]) == 2

@@ -5,8 +5,9 @@ aggregates, groups, HAVING, orders, LIMIT and OFFSET) over a generated index of 
 segment rows (tests/query_index.py: exact scores, real ties). vidx's rows must equal DuckDB's over
 the index's Parquet, with similarity(ID(v)) written out as DuckDB's array_inner_product; where SQL
 leaves the order of tied rows open, only the order keys and the untied rows are compared. On a
-Milvus server a top-k by similarity is an approximate (HNSW) search: its scores, rank by rank,
-must match the exact ones at least RECALL of the time; every other statement is exact there too.
+Milvus server a top-k by similarity (of rows, or of groups by their best row) is an approximate
+(HNSW) search: its scores, rank by rank, must match the exact ones at least RECALL of the time;
+every other statement is exact there too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from jobs.load import load
 from jobs.query import explain_query, query_table
 from query_index import CHANNELS, DIM, KINDS, generated_rows, write_index
 from storage.schema import MAX_RESULTS, SCORE
-from storage.sql import TOP_K, QueryError
+from storage.sql import TOP_GROUPS, TOP_K, QueryError
 from storage.vectorstore import VectorStore
 
 RECALL = 0.9
@@ -94,7 +95,7 @@ def statements(draw) -> tuple[str, list[int], bool]:
         where += draw(st.lists(thresholds, max_size=2))
         if draw(st.booleans()) and where:
             where = [f"({where[0]}) OR ({draw(thresholds)})"] + where[1:]
-    shape = draw(words(["rows", "top_k", "groups", "totals", "count", "distinct"]))
+    shape = draw(words(["rows", "top_k", "groups", "best_groups", "totals", "count", "distinct"]))
     orders: list[tuple[int, str]] = []  # (output position, direction)
     if shape == "groups":
         groups = draw(st.lists(words(GROUPS), min_size=1, max_size=2, unique=True))
@@ -108,6 +109,10 @@ def statements(draw) -> tuple[str, list[int], bool]:
             clauses += f" HAVING count(*) {draw(words(['>', '<=']))} {draw(st.integers(0, 30))}"
         # every output column as an order key: the order is total, and ties are in the keys
         orders = [(i, draw(words(["ASC", "DESC"]))) for i in draw(st.permutations(range(len(items))))]
+    elif shape == "best_groups" and scored:  # the best segment per video, or per channel
+        group = draw(words(GROUPS))
+        items, clauses = [group, "max({S}) AS best"], f" GROUP BY {group}"
+        orders = [(1, "DESC"), (0, "ASC")]
     elif shape == "totals":
         aggregates = draw(st.lists(st.builds(lambda f, c: f"{f}({c})", words(["min", "max", "sum", "avg", "count"]),
                                              words(VALUES + (["{S}"] if scored else []))), min_size=1, max_size=3,
@@ -135,7 +140,7 @@ def statements(draw) -> tuple[str, list[int], bool]:
     if orders:
         sql += " ORDER BY " + ", ".join(f"{position + 1} {direction}" for position, direction in orders)
     cut = False
-    if orders and (shape == "top_k" or draw(st.booleans())):  # without an order, LIMIT may keep any rows
+    if orders and (shape in ("top_k", "best_groups") or draw(st.booleans())):  # without an order, LIMIT may keep any rows
         sql += f" LIMIT {draw(st.integers(0, 40))}"
         cut = True
         if draw(st.booleans()):
@@ -183,7 +188,7 @@ def test_generated_statements_answer_as_duckdb_does(engine, generated, statement
             answer(engine, ours)
         return
     got = answer(engine, ours)
-    if not engine.embedded and explain_query(engine.uri, ours, store=engine)["plan"] == TOP_K:
+    if not engine.embedded and explain_query(engine.uri, ours, store=engine)["plan"] in (TOP_K, TOP_GROUPS):
         scores = [row[order_keys[0]] for row in got], [row[order_keys[0]] for row in expected]
         assert len(scores[0]) == len(scores[1])
         assert sum(a == b for a, b in zip(*scores)) >= RECALL * len(scores[1]), ours

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.sql import COUNT, SCAN, TOP_K, QueryError, ScoreRange, Similarity, parse_query
+from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, QueryError, ScoreRange, Similarity, parse_query
 
 COLUMNS = {"videos": {"video_id", "duration_s", "tag", "start_s", "segment"}, "captions": {"caption_id", "text"}}
 
@@ -35,8 +35,18 @@ def test_the_design_example_becomes_a_filtered_vector_search():
      SCAN, ScoreRange(0, 0.4)),
     ("SELECT video_id FROM videos WHERE tag = 'x' OR similarity(ID('v1')) > 0.3 ORDER BY score DESC LIMIT 3", SCAN,
      ScoreRange()),
+    # the best segment per video: the best rows until they hold LIMIT videos, on a server
     ("SELECT video_id, max(similarity(ID('v1'))) AS best FROM videos GROUP BY video_id ORDER BY best DESC LIMIT 3",
+     TOP_GROUPS, ScoreRange()),
+    ("SELECT video_id, arg_max(start_s, score) AS at, max(similarity(ID('v1'))) FROM videos WHERE score > 0.1 AND "
+     "tag = 'x' GROUP BY video_id ORDER BY 3 DESC, video_id LIMIT 3", TOP_GROUPS, ScoreRange(0.1, None)),
+    # but not when a group needs all its rows, or any group may come first
+    ("SELECT video_id, max(similarity(ID('v1'))) AS best, count(*) FROM videos GROUP BY video_id ORDER BY best DESC "
+     "LIMIT 3", SCAN, ScoreRange()),
+    ("SELECT video_id, max(similarity(ID('v1'))) AS best FROM videos GROUP BY video_id ORDER BY video_id LIMIT 3",
      SCAN, ScoreRange()),
+    ("SELECT video_id, max(similarity(ID('v1'))) AS best FROM videos GROUP BY video_id HAVING max(score) > 0.2 "
+     "ORDER BY best DESC LIMIT 3", SCAN, ScoreRange()),
     ("SELECT similarity(ID('v1')) AS s, video_id FROM videos ORDER BY s DESC LIMIT 3", TOP_K, ScoreRange()),
     ("SELECT DISTINCT video_id FROM videos ORDER BY similarity(ID('v1')) DESC LIMIT 3", SCAN, ScoreRange()),
     ("SELECT video_id FROM videos ORDER BY similarity(ID('v1')) ASC LIMIT 3", SCAN, ScoreRange()),
@@ -86,8 +96,8 @@ def test_string_literals_cannot_change_the_filter_structure():
     ("SELECT * FROM videos WHERE video_id IN (SELECT caption_id FROM captions)", "subqueries are not supported"),
     ("SELECT video_id, count(*) FROM videos", "must be in GROUP BY or inside an aggregate: 'video_id' at line 1, "
                                               "column 8"),
-    ("SELECT tag, count(*) FROM videos GROUP BY tag ORDER BY duration_s", "must be in GROUP BY or inside an "
-                                                                         "aggregate: 'duration_s' at line 1, column 56"),
+    ("SELECT tag, count(*) FROM videos GROUP BY tag ORDER BY duration_s",
+     "must be in GROUP BY or inside an aggregate: 'duration_s' at line 1, column 56"),
     ("SELECT video_id, score FROM videos WHERE similarity(TEXT('a')) > 0.1\nORDER BY similarity(ID('v1')) DESC "
      "LIMIT 3", "one similarity per statement (this one differs from TEXT('a')): \"SIMILARITY(ID('v1'))\" at line 2, "
                 "column 10"),
