@@ -66,7 +66,7 @@ class ServedColumns(Mapping):
 
 def plan_on(parsed: ParsedQuery, exact: bool) -> str:
     """The statement's plan where it runs. Without the exact copy (a server): a count or a search
-    under a filter Milvus cannot wholly evaluate (a LIKE pattern a server before 2.4 lacks) scans
+    under a filter Milvus cannot wholly evaluate (a LIKE pattern a 2.3 server cannot match) scans
     instead; a scan under a similarity threshold is a range search when Milvus can say all of WHERE
     (streaming every vector out of a server costs ~12 s at 100k x 1024, a range search ~80 ms)."""
     if exact:

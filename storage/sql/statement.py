@@ -48,6 +48,7 @@ class ScoreRange:
     high: float | None = None
 
     def within(self, scores: np.ndarray) -> np.ndarray:
+        """Which of `scores` lie in the range."""
         scores, kept = np.asarray(scores, np.float64), np.ones(len(scores), bool)  # float64, as DuckDB compares
         if self.low is not None:
             kept &= scores >= self.low
@@ -59,7 +60,7 @@ class ScoreRange:
 @dataclass(frozen=True)
 class ParsedQuery:
     table: str
-    plan: str  # COUNT, TOP_K or SCAN
+    plan: str  # COUNT, TOP_K, TOP_GROUPS or SCAN
     similarity: Similarity | None
     filter: str  # WHERE's column conditions Milvus can evaluate, as a Milvus expression; "" for none
     complete_filter: bool  # whether `filter` holds all of them (else a search under it would keep too many)
@@ -67,7 +68,7 @@ class ParsedQuery:
     scores: ScoreRange
     scores_complete: bool  # whether `scores` says all of WHERE's conditions on similarity
     columns: list[str] | None  # the stored columns the statement reads; None: all of them
-    k: int  # TOP_K: how many rows the search returns
+    k: int  # LIMIT + OFFSET: the rows (TOP_K) or groups (TOP_GROUPS) a search must hold
     relational: str  # the statement over SOURCE, as DuckDB runs it
     capped: bool  # no LIMIT: the relational step fetches one row past MAX_RESULTS, to say so
     names: list[str]  # the output columns' names (COUNT: its one column)
@@ -75,7 +76,7 @@ class ParsedQuery:
 
 
 def _milvus_can(condition: exp.Expression) -> bool:
-    """Whether every Milvus evaluates `condition` as SQL does: servers before 2.4 match LIKE
+    """Whether every Milvus vidx serves from evaluates `condition` as SQL does: 2.3 servers match LIKE
     patterns only as a prefix (`ab%`) or whole (and take `_` literally)."""
     def prefix_only(like: exp.Like) -> bool:
         pattern = like.expression.this if isinstance(like.expression, exp.Literal) else ""
