@@ -164,7 +164,7 @@ class VectorStore:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             self.client = _open_lite(uri)
         else:
-            # Milvus before 2.4 does not say a query's MVCC timestamp; pymilvus' query iterator
+            # Milvus 2.3 does not say a query's MVCC timestamp; pymilvus' query iterator
             # then takes the client's clock (as good here) and warns on every scan.
             logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
             try:
