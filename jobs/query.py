@@ -3,10 +3,11 @@
 Usage: python -m jobs query --db URI [--format table|json|csv|parquet] [--explain] [--param NAME=VALUE ...] "SELECT ..."
 
 A statement runs in two steps (storage/sql/statement.py): its source, then its relational step.
-The source is Milvus' count(*), a top-k vector search, or a scan of every row the filter keeps;
-on milvus-lite, searches and scans read the collection's exact copy (storage/flat_copy.py) and
-are exact under any filter; on a server, a search is Milvus' own (HNSW) and a scan streams the
-rows through a query iterator. DuckDB then runs the statement over the source's rows.
+On milvus-lite the source is the collection's exact copy (storage/flat_copy.py): a count, a top-k
+or a scan, exact under any filter. On a server (plan_on): Milvus' count(*), its search for a
+top-k (an exact pass when it returns fewer than k), a range search for a threshold, searches of
+growing size for the best groups, else a query iterator streaming every row the filter keeps.
+DuckDB then runs the statement over the source's rows.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from storage.milvus_errors import RowStream
 from storage.relational import run_relational
 from storage.schema import EMBEDDING, MAX_RESULTS, SCORE, TABLES, video_alias
 from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, ParsedQuery, QueryError, parse_query
-from storage.milvus_errors import RowStream
 from storage.vectorstore import RANGE_LIMIT, VectorStore, scalar_schema
 
 from .search import VideoResolver, hits_covering_groups, local_video, query_vector
