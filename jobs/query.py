@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from storage.flat_copy import FlatCopy
 from storage.milvus_errors import RowStream
 from storage.relational import run_relational
-from storage.schema import EMBEDDING, MAX_RESULTS, SCORE, TABLES, video_alias
+from storage.schema import MAX_RESULTS, SCORE, TABLES, video_alias
 from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, ParsedQuery, QueryError, parse_query
 from storage.vectorstore import RANGE_LIMIT, VectorStore, scalar_schema
 
@@ -49,7 +50,7 @@ class ServedColumns(Mapping):
         return self.described[name]
 
     def __getitem__(self, name: str) -> set[str]:
-        return {field["name"] for field in self._description(name)["fields"] if field["name"] != EMBEDDING}
+        return set(self.schema(name, None).names)
 
     def __iter__(self) -> Iterator[str]:
         return (name for name in TABLES if name in self)
@@ -89,9 +90,8 @@ SOURCE_METHODS = {
 }
 
 
-def _source_step(parsed: ParsedQuery, exact: bool) -> dict:
+def _source_step(parsed: ParsedQuery, plan: str, exact: bool) -> dict:
     """What the source does, as --explain shows it."""
-    plan = plan_on(parsed, exact)
     step = {"method": SOURCE_METHODS[plan][0 if exact else 1], "collection": parsed.table,
             "filter": parsed.where if exact else parsed.filter}
     if parsed.similarity:
@@ -108,10 +108,11 @@ def _source_step(parsed: ParsedQuery, exact: bool) -> dict:
 
 def explain(parsed: ParsedQuery, exact: bool) -> dict:
     """The two steps a statement becomes (what --explain prints)."""
-    steps = [_source_step(parsed, exact)]
-    if plan_on(parsed, exact) != COUNT:
+    plan = plan_on(parsed, exact)
+    steps = [_source_step(parsed, plan, exact)]
+    if plan != COUNT:
         steps.append({"method": "DuckDB over the source's rows", "sql": parsed.relational})
-    return {"plan": plan_on(parsed, exact), "steps": steps}
+    return {"plan": plan, "steps": steps}
 
 
 def _milvus_hits(store: VectorStore, collection: str, parsed: ParsedQuery, plan: str, vector: np.ndarray,
@@ -121,7 +122,8 @@ def _milvus_hits(store: VectorStore, collection: str, parsed: ParsedQuery, plan:
         return []  # LIMIT 0; Milvus refuses a limit of 0
     if plan == TOP_K:
         # Fewer than k: the filter keeps fewer rows, or the search under it fell short (a Milvus 2.3.5
-        # server returned none for seconds after a load, now and then): an exact pass over the rows it keeps.
+        # server's filtered HNSW search returned none over vectors not of unit length): an exact pass
+        # over the rows the filter keeps.
         hits = store.search(collection, vector, parsed.k, filter=parsed.filter, output_fields=fields)
         return hits if len(hits) == parsed.k else None
     if plan == RANGE:  # None when too many rows pass
@@ -134,11 +136,9 @@ def _milvus_hits(store: VectorStore, collection: str, parsed: ParsedQuery, plan:
     return None
 
 
-def _source(store: VectorStore, served: ServedColumns, parsed: ParsedQuery, vector) -> pa.Table | RowStream:
+def _source(store: VectorStore, served: ServedColumns, parsed: ParsedQuery, vector, collection: str,
+            copy: FlatCopy | None, plan: str) -> pa.Table | RowStream:
     columns = parsed.columns or None  # a statement naming no column (count(*) of a scan) reads them all
-    collection = served.collection(parsed.table)
-    copy = store.exact_copy(collection)
-    plan = plan_on(parsed, copy is not None)
     if copy is not None:
         return copy.top_k(vector, parsed.k, parsed.where, columns) if plan == TOP_K else \
             copy.scan(vector, parsed.where, columns, parsed.scores)
@@ -154,11 +154,12 @@ def answer(store: VectorStore, served: ServedColumns, parsed: ParsedQuery, vecto
     vector = vector if parsed.similarity else None
     collection = served.collection(parsed.table)
     copy = store.exact_copy(collection)
-    if plan_on(parsed, copy is not None) == COUNT:
+    plan = plan_on(parsed, copy is not None)
+    if plan == COUNT:
         # milvus-lite counts under a filter in Python (0.3 s at 100k rows): the copy, where there is one
         count = copy.count(parsed.where) if copy is not None else store.count(collection, parsed.filter)
         return pa.table({parsed.names[0]: [count]})
-    rows = run_relational(parsed.relational, _source(store, served, parsed, vector))
+    rows = run_relational(parsed.relational, _source(store, served, parsed, vector, collection, copy, plan))
     if parsed.capped and rows.num_rows > MAX_RESULTS:
         raise QueryError(f"the statement returns more than {MAX_RESULTS} rows: add LIMIT (at most {MAX_RESULTS}), "
                          "narrow WHERE, or aggregate")

@@ -23,9 +23,9 @@ from pymilvus import DataType, MilvusClient
 from errors import Unavailable
 
 from .filters import is_in
-from .milvus_errors import RowStream, VectorStoreError, database_errors, reason
 from .flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path, remove_flat_copy, vectors_path
 from .insert_request import insert_columns
+from .milvus_errors import RowStream, VectorStoreError, database_errors, reason
 from .schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
 from .sql import ScoreRange
 
@@ -247,9 +247,7 @@ class VectorStore:
     def fields(self, alias: str) -> set[str]:
         """Scalar field names of the collection behind `alias`; empty when there is none."""
         description = self.describe(alias)
-        if description is None:
-            return set()
-        return {f["name"] for f in description["fields"] if f["name"] != EMBEDDING}
+        return set(scalar_schema(description, None).names) if description else set()
 
     def count(self, name: str, filter: str = "") -> int:
         """Rows of collection `name` that `filter` keeps, counting every insert acknowledged before the call."""
@@ -342,9 +340,14 @@ class VectorStore:
         copy = None if filter else self.exact_copy(name)
         if copy is not None:
             return copy.search(vector, k, output_fields or ["*"])
-        hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=k, filter=filter,
-                                  output_fields=output_fields or ["*"],
-                                  search_params={"metric_type": "IP", "params": {"ef": max(ef or 0, 2 * k, SEARCH_EF)}})
+        return self._search(name, vector, k, filter, output_fields, {"ef": max(ef or 0, 2 * k, SEARCH_EF)})
+
+    def _search(self, name: str, vector: np.ndarray, limit: int, filter: str, output_fields: list[str] | None,
+                params: dict) -> list[dict]:
+        """Milvus' search by inner product: [{output fields..., "score"}], best first."""
+        hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=limit,
+                                  filter=filter, output_fields=output_fields or ["*"],
+                                  search_params={"metric_type": "IP", "params": params})
         return [{**hit["entity"], SCORE: float(hit["distance"])} for hit in hits[0]]
 
     @database_errors(refused="Milvus refused the search")
@@ -357,12 +360,8 @@ class VectorStore:
             return []  # Milvus refuses an empty range
         bounds = {"radius": scores.low - RANGE_MARGIN, "range_filter": (scores.high if scores.high is not None
                                                                          else MAX_INNER_PRODUCT) + RANGE_MARGIN}
-        hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=RANGE_LIMIT,
-                                  filter=filter, output_fields=output_fields or ["*"],
-                                  search_params={"metric_type": "IP", "params": {"ef": RANGE_LIMIT, **bounds}})
-        if len(hits[0]) >= RANGE_LIMIT:
-            return None
-        return [{**hit["entity"], SCORE: float(hit["distance"])} for hit in hits[0]]
+        hits = self._search(name, vector, RANGE_LIMIT, filter, output_fields, {"ef": RANGE_LIMIT, **bounds})
+        return hits if len(hits) < RANGE_LIMIT else None
 
     @database_errors()
     def versions(self, alias: str) -> list[str]:
