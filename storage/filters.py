@@ -6,17 +6,23 @@ structure (the SQL-like dialect's WHERE clause included, storage/sql/milvus_filt
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 
+# What `literal` escapes inside a string.
+ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
 def literal(value) -> str:
-    """A Milvus literal for a Python value; strings are JSON-quoted, which escapes quotes too."""
+    """A Milvus literal for a Python value. A string is double-quoted with `\\`, `"` and the two
+    characters Milvus' grammar forbids raw (line feed, carriage return) escaped; every other
+    character it reads as it is. (JSON's quoting writes \\u escapes for control characters, which
+    Milvus refuses: a video id with a \\x1e in it was a 400.)"""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return json.dumps(str(value), ensure_ascii=False)
+    return '"' + str(value).translate(ESCAPES) + '"'
 
 
 def equals(column: str, value) -> str:

@@ -16,6 +16,7 @@ import pytest
 from errors import IntegrityError
 from storage import dataset
 from storage.dataset import read_live, scan_live, write_part
+from storage.filters import equals
 from storage.flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
 from storage.versions import build_and_swap, inserted_batches, retire_versions, served_fields
@@ -180,6 +181,17 @@ def test_filtered_search_returns_only_matching_rows(store, tmp_path):
     hits = store.search("videos", np.ones(DIM, np.float32) / 4, k=50, filter='tag == "news" and duration_s > 30',
                         output_fields=["key", "tag", "duration_s"])
     assert hits and all(h["tag"] == "news" and h["duration_s"] > 30 for h in hits)
+
+
+def test_any_string_is_matched_as_itself_by_a_filter(store, tmp_path):
+    """Quotes, backslashes, control characters and non-ASCII text: each tag finds exactly its rows."""
+    tags = ('say "hi"', "back\\slash", "tab\there", "new\nline", "record\x1eseparator", "Ø", 'x" or tag != "')
+    table = embeddings_table(70, seed=5, tags=tags)
+    load(store, write(tmp_path / "videos", table), "v1")
+    for tag in tags:
+        rows = store.query(store.resolve("videos"), filter=equals("tag", tag), output_fields=["key"], limit=100)
+        expected = [key for key, row_tag in zip(table["key"].to_pylist(), table["tag"].to_pylist()) if row_tag == tag]
+        assert sorted(row["key"] for row in rows) == sorted(expected), tag
 
 
 def test_a_key_written_twice_is_served_once_on_both_engines(store, tmp_path):
