@@ -29,7 +29,7 @@ from storage.schema import MAX_RESULTS, SCORE, TABLES, video_alias
 from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, ParsedQuery, QueryError, parse_query
 from storage.vectorstore import RANGE_LIMIT, VectorStore, scalar_schema
 
-from .search import VideoResolver, hits_covering_groups, local_video, query_vector
+from .search import TextEncoding, VideoResolver, encode_alone, hits_covering_groups, local_video, query_vector
 
 RANGE = "range"  # on a server, a scan under a similarity threshold (plan_on)
 
@@ -167,16 +167,17 @@ def answer(store: VectorStore, served: ServedColumns, parsed: ParsedQuery, vecto
 
 
 def query_table(db: str, sql: str, params: dict | None = None, store: VectorStore | None = None,
-                videos: VideoResolver = local_video) -> pa.Table:
-    """The rows of a statement. `store`: one to reuse; `videos`: what VIDEO(..) may open (see
-    search.query_vector)."""
+                videos: VideoResolver = local_video, texts: TextEncoding = encode_alone) -> pa.Table:
+    """The rows of a statement. `store`: one to reuse; `videos`: what VIDEO(..) may open, `texts`
+    how TEXT(..) is encoded (see search.query_vector)."""
     store = store or VectorStore(db, create=False)
     served = ServedColumns(store)
     parsed = parse_query(sql, served, params)
     vector = None
     if parsed.similarity:
         vector = query_vector(store, served.collection(parsed.table), parsed.similarity.kind,
-                              parsed.similarity.value, videos=videos, video_collection=video_alias(parsed.table))
+                              parsed.similarity.value, videos=videos, video_collection=video_alias(parsed.table),
+                              texts=texts)
     return answer(store, served, parsed, vector)
 
 
@@ -189,11 +190,12 @@ def explain_query(db: str, sql: str, params: dict | None = None, store: VectorSt
 
 
 def run_query(db: str, sql: str, params: dict | None = None, explain_only: bool = False,
-              store: VectorStore | None = None, videos: VideoResolver = local_video) -> list[dict] | dict:
+              store: VectorStore | None = None, videos: VideoResolver = local_video,
+              texts: TextEncoding = encode_alone) -> list[dict] | dict:
     """Rows of a statement as dicts (or, with `explain_only`, the steps it becomes): /query's answer."""
     if explain_only:
         return explain_query(db, sql, params, store)
-    return query_table(db, sql, params, store, videos).to_pylist()
+    return query_table(db, sql, params, store, videos, texts).to_pylist()
 
 
 def formatted(rows: pa.Table, output_format: str) -> bytes:

@@ -24,6 +24,13 @@ _MODELS_BY_FINGERPRINT: dict = {}
 # VIDEO(value) -> the query as (kind, value): ("VIDEO", a file to decode) or ("ID", a stored video).
 # The CLI decodes what it is given (local_video); a server resolves it within its library.
 VideoResolver = Callable[[str], tuple[str, str]]
+# (model, caption) -> its vector. The CLI encodes its one caption alone; a server batches the
+# captions of concurrent requests (jobs.server.batching).
+TextEncoding = Callable[[object, str], np.ndarray]
+
+
+def encode_alone(model, text: str) -> np.ndarray:
+    return model.encode_text([text])[0]
 
 
 def local_video(value: str) -> tuple[str, str]:
@@ -66,9 +73,11 @@ def _clip_vector(store: VectorStore, collection: str, path: str) -> np.ndarray:
 
 
 def query_vector(store: VectorStore, collection: str, kind: str, value: str,
-                 videos: VideoResolver = local_video, video_collection: str = VIDEOS) -> np.ndarray:
+                 videos: VideoResolver = local_video, video_collection: str = VIDEOS,
+                 texts: TextEncoding = encode_alone) -> np.ndarray:
     """The vector of a TEXT, VIDEO or ID query, made by the model of `collection` (a resolved name,
-    not an alias); `videos` says what a VIDEO value may open; an ID is a video of `video_collection`."""
+    not an alias); `videos` says what a VIDEO value may open; an ID is a video of `video_collection`;
+    `texts` encodes a TEXT."""
     if kind == "VIDEO":
         kind, value = videos(value)
     if kind == "ID":
@@ -77,7 +86,7 @@ def query_vector(store: VectorStore, collection: str, kind: str, value: str,
         return _clip_vector(store, collection, value)
     if not value.strip():
         raise UserError("the text to search for is empty")
-    return collection_model(store, collection).encode_text([value])[0]
+    return texts(collection_model(store, collection), value)
 
 
 def _search(store: VectorStore, collection: str, vector: np.ndarray, k: int, where: str) -> list[dict]:
@@ -125,17 +134,18 @@ def check_search(given: dict, target: str, k: int) -> None:
 
 def search(db: str, text: str | None = None, video: str | None = None, video_id: str | None = None,
            target: str = VIDEOS, k: int = 10, where: str = "", store: VectorStore | None = None,
-           videos: VideoResolver = local_video, per_video: bool = False, collection: str = VIDEOS) -> list[dict]:
+           videos: VideoResolver = local_video, per_video: bool = False, collection: str = VIDEOS,
+           texts: TextEncoding = encode_alone) -> list[dict]:
     """Top-k rows of `target` (the videos of `collection`, or their captions) for one query, best
     first, each with its fields and `score`. `store`: an open VectorStore on `db` to reuse (a server
-    keeps one). `videos`: what `video` may open (see query_vector). `per_video`: one row per video
+    keeps one). `videos`: what `video` may open, `texts` how `text` is encoded (see query_vector). `per_video`: one row per video
     (its best segment) when target is videos."""
     given = {"TEXT": text, "VIDEO": video, "ID": video_id}
     check_search(given, target, k)
     store = store or VectorStore(db, create=False)
     searched = store.resolve(caption_alias(collection) if target == CAPTIONS else collection)
     kind, value = next((kind, value) for kind, value in given.items() if value is not None)
-    vector = query_vector(store, searched, kind, value, videos, video_collection=collection)
+    vector = query_vector(store, searched, kind, value, videos, video_collection=collection, texts=texts)
     if per_video and target == VIDEOS:
         hits = best_segment_per_video(store, searched, vector, k, where)
     else:
