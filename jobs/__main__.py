@@ -106,7 +106,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from .serve import serve
 
     serve(a.db, host=a.host, port=a.port, token=a.token, cache_dir=a.cache_dir, collection=a.collection,
-          **given(max_upload_mb=a.max_upload_mb))
+          ray=a.ray, address=a.address, **given(max_upload_mb=a.max_upload_mb, max_in_flight=a.max_in_flight,
+                                                 replicas=a.replicas, replica_cpus=a.replica_cpus))
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -215,6 +216,12 @@ def add_serve_parser(commands) -> None:
     p.add_argument("--cache-dir", help="thumbnail cache (default: DB.thumbnails beside a milvus-lite DB, "
                                        "else ~/.cache/vidx/thumbnails)")
     p.add_argument("--max-upload-mb", type=float, help="largest request body, uploaded clips included (default 50)")
+    p.add_argument("--max-in-flight", type=int, help="searches and queries answered at once; more are answered "
+                                                     "503 with Retry-After (default 64, per replica)")
+    p.add_argument("--ray", action="store_true", help="replicas on Ray Serve (needs a Milvus server --db)")
+    p.add_argument("--replicas", type=int, help="with --ray: how many (default 2)")
+    p.add_argument("--replica-cpus", type=float, help="with --ray: cores per replica (default 1)")
+    p.add_argument("--address", help="with --ray: the Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(run=cmd_serve)
 
 

@@ -150,10 +150,12 @@ def _version(text: str) -> tuple[int, ...]:
 class VectorStore:
     """One Milvus database (milvus-lite or a server): collections, aliases, properties, search."""
 
-    def __init__(self, uri: str, create: bool = True):
+    def __init__(self, uri: str, create: bool = True, timeout: float | None = None):
         """Open the database at `uri`. With `create` False (commands that only read), a milvus-lite
-        path where no database exists is refused rather than made."""
-        self.uri = uri
+        path where no database exists is refused rather than made. `timeout`: seconds a read
+        (search, query, scan, describe) may wait for an answer before it fails (default: no limit;
+        a server sets one, so a database gone silent fails its requests instead of holding them)."""
+        self.uri, self.timeout = uri, timeout
         self.embedded = not is_server(uri)  # a milvus-lite directory
         if self.embedded and not create and not os.path.isdir(uri):
             raise VectorStoreError(f"no vector database at {uri}: give the --db of a `vidx load`, or a Milvus "
@@ -171,7 +173,7 @@ class VectorStore:
                 self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
             except Exception as e:  # the client raises many types for an unreachable or refusing server
                 raise Unavailable(f"cannot open vector database {uri}: {reason(e)}") from e
-        reported = self.client.get_server_version()
+        reported = self.client.get_server_version(timeout=timeout)
         self.is_lite = reported.startswith("milvus_lite")  # embedded or `milvus-lite server`
         self.version = _version(reported)
         self._in_memory: set[str] = set()  # collections this process has had Milvus load into memory
@@ -190,7 +192,7 @@ class VectorStore:
 
     @database_errors()
     def has(self, name: str) -> bool:
-        return self.client.has_collection(name)
+        return self.client.has_collection(name, timeout=self.timeout)
 
     @database_errors()
     def create_collection(self, name: str, key: str, fields: list[tuple[str, dict]], dim: int,
@@ -229,20 +231,23 @@ class VectorStore:
         """`name`, in the database's memory (Milvus' load_collection): a process that did not build
         a collection finds it released."""
         if name not in self._in_memory:
-            self.client.load_collection(name)
+            self.client.load_collection(name, timeout=self.timeout)
             self._in_memory.add(name)
         return name
 
     @database_errors(refused="Milvus refused the query")
     def query(self, name: str, filter: str, output_fields: list[str], **page) -> list[dict]:
         """Rows of collection `name` matching `filter`; `page` may give limit and offset."""
-        return self.client.query(self._searchable(name), filter=filter, output_fields=output_fields, **page)
+        return self.client.query(self._searchable(name), filter=filter, output_fields=output_fields,
+                                 timeout=self.timeout, **page)
 
     @database_errors()
     def describe(self, alias: str) -> dict | None:
         """Milvus' description of the collection behind `alias` (its name, fields, properties); None
         when there is none. has_collection first: describe_collection logs a traceback for a missing name."""
-        return self.client.describe_collection(alias) if self.client.has_collection(alias) else None
+        if not self.client.has_collection(alias, timeout=self.timeout):
+            return None
+        return self.client.describe_collection(alias, timeout=self.timeout)
 
     def fields(self, alias: str) -> set[str]:
         """Scalar field names of the collection behind `alias`; empty when there is none."""
@@ -261,7 +266,8 @@ class VectorStore:
         iterator (memory bounded by a batch); with `vector`, each row with its score (inner
         product), kept when within `scores`; `schema`: the columns to read (scalar_schema). Exact, on any engine."""
         rows = self.client.query_iterator(self._searchable(name), batch_size=SCAN_BATCH, filter=filter,
-                                          output_fields=schema.names + ([EMBEDDING] if vector is not None else []))
+                                          output_fields=schema.names + ([EMBEDDING] if vector is not None else []),
+                                          timeout=self.timeout)
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
@@ -347,7 +353,7 @@ class VectorStore:
         """Milvus' search by inner product: [{output fields..., "score"}], best first."""
         hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=limit,
                                   filter=filter, output_fields=output_fields or ["*"],
-                                  search_params={"metric_type": "IP", "params": params})
+                                  search_params={"metric_type": "IP", "params": params}, timeout=self.timeout)
         return [{**hit["entity"], SCORE: float(hit["distance"])} for hit in hits[0]]
 
     @database_errors(refused="Milvus refused the search")
@@ -365,7 +371,7 @@ class VectorStore:
 
     @database_errors()
     def versions(self, alias: str) -> list[str]:
-        return sorted(n for n in self.client.list_collections() if is_version_of(n, alias))
+        return sorted(n for n in self.client.list_collections(timeout=self.timeout) if is_version_of(n, alias))
 
     def exact_copy(self, name: str) -> FlatCopy | None:
         """The flat copy of collection (or alias) `name`, on milvus-lite; None where there is none."""

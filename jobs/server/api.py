@@ -1,4 +1,4 @@
-"""The JSON API: /healthz, /library, /search and /query, as the CLI answers them.
+"""The JSON API: /library, /search and /query, as the CLI answers them.
 
 /search and /query take a JSON object, or the same fields as a multipart form with clips:
 a /search form's file `clip` is the query video; in a /query form, each text field other than
@@ -17,24 +17,29 @@ of those models, through `openapi_extra` (FastAPI's way to document a body a rou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from errors import Unavailable
 from storage.schema import CAPTIONS, MAX_RESULTS, STANDARD_COLUMNS, TABLES, VIDEOS, caption_alias
 from storage.vectorstore import VectorStore
 
 from ..query import run_query
-from ..search import search
+from ..search import TextEncoding, search
 from .inputs import LibraryVideos, form_fields, is_form, json_object
 
 MAX_TEXT = 1_000  # characters of a query caption, video id or uri
 MAX_SQL = 10_000  # characters of a statement
+# The longest a search or query may take: past the database's own timeout (serve.py), a bound on
+# what no client call bounds (a scan's iterator waits on a silent server).
+REQUEST_SECONDS = 30.0
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -68,6 +73,52 @@ class QueryForm(BaseModel):
     __pydantic_extra__: dict[str, str | UploadFile] = Field(init=False)
     sql: str = Field(..., max_length=MAX_SQL)
     explain: bool = False
+
+
+class QueryPlan(BaseModel):
+    """/query's answer with `explain`: the plan, and the steps the statement becomes."""
+
+    plan: str
+    steps: list[dict[str, Any]]
+
+
+class ErrorAnswer(BaseModel):
+    """Why a request failed, on one line (what the CLI prints)."""
+
+    error: str
+
+
+class DetailAnswer(BaseModel):
+    """FastAPI's answer to an HTTPException: a missing or wrong token (401), a multipart form that
+    cannot be parsed (400: too many files or fields, a malformed body), a path no route matches (404)."""
+
+    detail: str
+
+
+# The error answers of the routes, by status: each route declares those it gives (error_responses).
+ERROR_RESPONSES: dict[int, dict] = {
+    400: {"model": ErrorAnswer | DetailAnswer,
+          "description": "Bad input: the reason in `error` (in `detail` for a multipart form that cannot be parsed)"},
+    401: {"model": DetailAnswer, "description": "No bearer token, or a wrong one",
+          "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}},
+    404: {"model": ErrorAnswer | DetailAnswer,
+          "description": "Names a video or segment the served library does not hold (in `detail`: a path no route "
+                         "matches, as one with a line break in a path parameter)"},
+    413: {"model": ErrorAnswer, "description": "A request body over the server's limit (vidx serve --max-upload-mb)"},
+    # The body routes validate their bodies as FastAPI would (a RequestValidationError): its answer, and
+    # its schema, which FastAPI adds to the components for the routes with parameters (media.py's).
+    422: {"description": "Validation Error",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
+    503: {"model": ErrorAnswer,
+          "description": "The vector database cannot be reached or fails, or the server is busy: retry later",
+          "headers": {"Retry-After": {"description": "seconds to wait", "required": True,
+                                      "schema": {"type": "integer", "minimum": 0}}}},
+}
+
+
+def error_responses(*statuses: int) -> dict[int, dict]:
+    """A route's `responses`: the error answers it gives, of ERROR_RESPONSES."""
+    return {status: ERROR_RESPONSES[status] for status in statuses}
 
 
 def _validated(model: type[M], fields: dict) -> M:
@@ -126,34 +177,48 @@ def _collection_summary(store: VectorStore, alias: str) -> dict | None:
             "metadata": sorted(store.fields(alias) - STANDARD_COLUMNS)}
 
 
-def api_router(db: str, store: VectorStore, auth, collection: str) -> APIRouter:
-    """The API over the videos of alias `collection` and their captions."""
+async def answered_in_time(call, *args, **kwargs):
+    """`call` in a worker thread, or Unavailable after REQUEST_SECONDS: a database that stopped
+    answering fails the request within a bound even where a client call has no timeout of its own
+    (the thread is freed when that call returns)."""
+    try:
+        with anyio.fail_after(REQUEST_SECONDS):
+            return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs), abandon_on_cancel=True)
+    except TimeoutError:
+        raise Unavailable(f"no answer within {REQUEST_SECONDS:g} s: the vector database or the encoder is not "
+                          "answering") from None
+
+
+def api_router(db: str, store: VectorStore, auth, admitted, collection: str, texts: TextEncoding) -> APIRouter:
+    """The API over the videos of alias `collection` and their captions, encoding captions with
+    `texts`. `auth` for /library; /search and /query run `admitted` (the token check, then admission)."""
     router = APIRouter()
     served = {VIDEOS: collection, CAPTIONS: caption_alias(collection)}
 
-    @router.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok", **{table: store.alias_target(alias) for table, alias in served.items()}}
-
-    @router.get("/library", dependencies=[auth])
+    @router.get("/library", dependencies=[auth], responses=error_responses(400, 401, 503))
     def library() -> dict:
         """The served collections, their model, and the manifest's metadata columns."""
         return {table: _collection_summary(store, alias) for table, alias in served.items()}
 
-    # `auth` is a dependency of the route, so it runs before the body dependency reads anything.
-    @router.post("/search", dependencies=[auth], openapi_extra=_request_body(SearchRequest, SearchForm))
+    # `auth` and `admitted` are dependencies of the route, so they run before the body dependency
+    # reads anything.
+    @router.post("/search", dependencies=[auth, admitted], openapi_extra=_request_body(SearchRequest, SearchForm),
+                 responses=error_responses(400, 401, 404, 413, 422, 503))
     async def search_route(received: SearchBody) -> list[dict]:
         body, clips = received
-        return await run_in_threadpool(
+        return await answered_in_time(
             search, db, text=body.text, video=body.video, video_id=body.video_id, target=body.target, k=body.k,
             where=body.where, store=store, videos=LibraryVideos(store, clips, collection), per_video=body.per_video,
-            collection=collection)
+            collection=collection, texts=texts)
 
-    @router.post("/query", dependencies=[auth], openapi_extra=_request_body(QueryRequest, QueryForm))
+    @router.post("/query", dependencies=[auth, admitted], openapi_extra=_request_body(QueryRequest, QueryForm),
+                 responses={200: {"model": list[dict[str, Any]] | QueryPlan,
+                                  "description": "The rows, or with `explain` the steps the statement becomes"},
+                            **error_responses(400, 401, 404, 413, 422, 503)})
     async def query_route(received: QueryBody):
         body, clips = received
         params = {name: str(value) for name, value in body.params.items()}
-        return await run_in_threadpool(run_query, db, body.sql, params, body.explain, store=store,
-                                       videos=LibraryVideos(store, clips, collection))
+        return await answered_in_time(run_query, db, body.sql, params, body.explain, store=store,
+                                      videos=LibraryVideos(store, clips, collection), texts=texts)
 
     return router

@@ -21,6 +21,8 @@ from storage.files import local_path
 from storage.filters import equals
 from storage.vectorstore import VectorStore, is_server
 
+from .api import error_responses
+
 
 STATIC = Path(__file__).parent / "static"
 # Thumbnails change only with the file (its content fingerprint): browsers may keep them a day.
@@ -69,13 +71,16 @@ def media_router(store: VectorStore, collection: str, thumbnails: ThumbnailCache
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @router.get("/thumbnails/{key:path}", dependencies=[auth], response_class=FileResponse)
+    @router.get("/thumbnails/{key:path}", dependencies=[auth], response_class=FileResponse,
+                responses={200: {"content": {"image/jpeg": {}}}, **error_responses(400, 401, 404, 503)})
     def thumbnail(key: str) -> FileResponse:
         """The frame at the start of segment `key` (video_id#segment), as a JPEG."""
         segment = _one_row(store, collection, "key", key, ["uri", "start_s", "content_fingerprint"])
         return FileResponse(thumbnails(segment), media_type="image/jpeg", headers=THUMBNAIL_HEADERS)
 
-    @router.get("/videos/{video_id:path}", dependencies=[auth], response_class=FileResponse)
+    @router.get("/videos/{video_id:path}", dependencies=[auth], response_class=FileResponse,
+                responses={206: {"description": "Part of the file, answering a Range request"},
+                           **error_responses(400, 401, 404, 503)})
     def video(video_id: str) -> FileResponse:
         """The video file, streamed with HTTP range requests (206 Partial Content)."""
         uri = _one_row(store, collection, "video_id", video_id, ["uri"])["uri"]

@@ -4,16 +4,13 @@ chromium-driver, against the demo index (`vidx demo`: sample videos, the shipped
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
-import uvicorn
 
+from http_server import served
 from jobs.demo import demo
 from jobs.serve import create_app
-from processes import wait_for
-from servers import free_port
 
 # Debian's packages (.ci/run installs them); given explicitly so Selenium Manager never downloads one.
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,15 +50,8 @@ def demo_site(tmp_path_factory, local_ray):
     work = tmp_path_factory.mktemp("demo")
     demo(out=str(work))
     manifest = [json.loads(line) for line in (work / "samples" / "manifest.jsonl").read_text().splitlines()]
-    port = free_port()
-    config = uvicorn.Config(create_app(str(work / "vidx.db")), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=60)
-    yield f"http://127.0.0.1:{port}/", manifest
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served(create_app(str(work / "vidx.db"))) as url:
+        yield f"{url}/", manifest
 
 
 def test_a_text_query_shows_the_red_circle_moving_left_first(browser, demo_site, tmp_path):

@@ -95,7 +95,7 @@ def fastapi_schemas() -> dict:
 def test_openapi_documents_json_and_form_bodies_as_fastapi_does_for_the_models(client):
     """Each route takes JSON or a multipart form; each is documented with the very schema FastAPI makes for
     the model the route validates it with (FastAPI would put it under components, one media type per route)."""
-    paths = client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json", headers=AUTH).json()["paths"]
     expected = fastapi_schemas()
     search_fields = {"text", "video", "video_id", "target", "k", "where", "per_video"}
     for path, json_model, form_model, json_fields, form_fields in (
