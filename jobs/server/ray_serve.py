@@ -1,0 +1,88 @@
+"""`vidx serve --ray`: the same FastAPI app as N replicas on Ray Serve, against a Milvus server.
+
+Each replica builds the app of `vidx serve` (routes, token, limits, /healthz, /metrics unchanged)
+in its own process; Serve's proxy spreads requests over them and the controller replaces a
+replica that dies. Captions are batched with Serve's own batching (`serve.batch`) instead of the
+single-process TextBatcher. milvus-lite cannot be shared by processes: replicas need a Milvus
+server (or `milvus-lite server`) at --db http://host:port.
+
+Metrics: each replica's /metrics has vidx's series (the replica that answers the scrape); Serve's
+own (requests, latencies, replica health, batch sizes) are on each Ray node's metrics export port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+import numpy as np
+from ray import serve
+
+from errors import UserError
+from storage.vectorstore import is_server
+
+from .batching import encode_grouped
+
+APP_NAME = "vidx"
+# Serve's batching: as many captions as the single-process batcher takes, and as short a wait.
+MAX_BATCH = 32
+BATCH_WAIT_SECONDS = 0.002
+
+
+@serve.deployment(name="VidxReplica")
+@serve.ingress()
+class VidxReplica:
+    """One replica: the app of `vidx serve` (jobs.serve.create_app) with Serve-batched captions."""
+
+    async def __init__(self, db: str, app_options: dict):
+        from ..serve import create_app
+
+        self.loop = asyncio.get_running_loop()  # where encode_batch runs; routes call it from threads
+        # not `self.app`: Serve's wrapper owns that name
+        self.web_app = create_app(db, **app_options, texts=self.encode_text)
+
+    def __serve_build_asgi_app__(self):
+        return self.web_app
+
+    def encode_text(self, model, text: str) -> np.ndarray:
+        """search.TextEncoding, called from a route's worker thread: one caption of the next batch."""
+        return asyncio.run_coroutine_threadsafe(self.encode_batch((model, text)), self.loop).result()
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_SECONDS)
+    async def encode_batch(self, requests: list[tuple[object, str]]) -> list[np.ndarray]:
+        self.web_app.state.metrics.encode_batch.observe(len(requests))
+        return await asyncio.to_thread(encode_grouped, requests)  # the forward pass off the event loop
+
+
+def replicas_application(db: str, app_options: dict, replicas: int, cpus_per_replica: float, max_in_flight: int):
+    """The Serve application: `replicas` of VidxReplica, each on `cpus_per_replica` cores (torch's
+    threads follow: Ray sets OMP_NUM_THREADS to an actor's CPUs). Serve may hand a replica more
+    requests than its admission limit, so the app's own 503 (one line, Retry-After) answers overload."""
+    return VidxReplica.options(
+        num_replicas=replicas, ray_actor_options={"num_cpus": cpus_per_replica},
+        max_ongoing_requests=2 * max_in_flight).bind(db, app_options)
+
+
+def serve_on_ray(db: str, host: str, port: int, app_options: dict, replicas: int, cpus_per_replica: float,
+                 address: str | None) -> None:
+    """Deploy on the cluster at `address` / RAY_ADDRESS (else a local Ray), answer on host:port
+    until interrupted, then delete the application."""
+    from ..cluster import connect
+
+    if not is_server(db):
+        raise UserError(f"--ray serves from several processes, and milvus-lite ({db}) lets one process own a "
+                        "database: give a Milvus server's --db http://host:19530 (or run `milvus-lite server`)")
+    if replicas < 1 or cpus_per_replica <= 0:
+        raise UserError("--replicas must be at least 1 and --replica-cpus positive")
+    connect(address)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(replicas_application(db, app_options, replicas, cpus_per_replica, app_options["max_in_flight"]),
+              name=APP_NAME, route_prefix="/")
+    logging.getLogger(__name__).warning("vidx on Ray Serve: %d replicas at http://%s:%d", replicas, host, port)
+    stopped = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopped.set())
+    stopped.wait()
+    serve.delete(APP_NAME)
