@@ -36,6 +36,7 @@ from jobs.workers import VideoEmbedder, decode_item  # noqa: E402
 from media import VideoSpec, write_video  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from random_checkpoint import random_vitb32_checkpoint  # noqa: E402
 from realistic_media import DEFAULT_CACHE, MediaSpec, ensure_media  # noqa: E402
 
 REALISTIC = MediaSpec(720, 60, 250)
@@ -55,14 +56,6 @@ def make_videos(directory: Path, count: int, media: str) -> list[Path]:
         path.write_bytes(first.read_bytes())
         paths.append(path)
     return paths
-
-
-def random_vitb32_checkpoint(path: Path) -> Path:
-    """A CLIP2Video checkpoint with the released ViT-B/32 geometry and random weights."""
-    spec = json.loads((Path(__file__).resolve().parents[1] / "tests/fixtures/clip2video_vitb32_keys.json").read_text())
-    generator = torch.Generator().manual_seed(0)
-    torch.save({k: torch.randn(shape, generator=generator) * 0.02 for k, shape in spec["shapes"].items()}, path)
-    return path
 
 
 def items(paths: list[Path]) -> list[dict]:
