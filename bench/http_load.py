@@ -4,6 +4,7 @@ httpx's asyncio client, and what each level measured (answers, latency, statuses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -16,9 +17,13 @@ import numpy as np
 
 WARMUP_S = 2.0
 REQUEST_TIMEOUT_S = 60.0
-# Open loop: connections the client may hold; requests beyond wait for one, their wait counted
-# from the scheduled send. Far above what a server works on at once (Starlette's threadpool runs 40).
+# Open loop: connections the generator may hold, in pools of POOL_CONNECTIONS; requests beyond wait
+# for one, their wait counted from the scheduled send. Far above what a server works on at once.
 OPEN_LOOP_CONNECTIONS = 512
+# httpcore's pool looks at every connection it holds for every request it places (quadratic in the
+# pool): one pool of 128 busy connections took 80-98 % of a core here and capped the load at ~70
+# requests/s, so clients hold small pools (a closed-loop client one connection of its own).
+POOL_CONNECTIONS = 8
 ERROR = "error"  # a request that got no HTTP answer: refused, reset, timed out
 
 
@@ -55,14 +60,16 @@ async def closed_client(client: httpx.AsyncClient, next_request, end: float, sam
 
 
 async def closed_level(url: str, next_request, clients: int, seconds: float, pids: dict[str, int]) -> dict:
-    """`clients` clients in a loop; the answers that came in the measured window. Each client's
-    last request is awaited after the window, so the next level starts on an idle server."""
+    """`clients` clients in a loop, each on a connection of its own; the answers that came in the
+    measured window. Each client's last request is awaited after the window, so the next level
+    starts on an idle server."""
     start = time.perf_counter() + WARMUP_S
     end = start + seconds
     samples: list[Sample] = []
     cpu = asyncio.create_task(cpu_percent(pids, start, end))
-    async with http_client(url, clients) as client:
-        await asyncio.gather(*(closed_client(client, next_request, end, samples) for _ in range(clients)))
+    async with contextlib.AsyncExitStack() as stack:
+        pools = [await stack.enter_async_context(http_client(url, 1)) for _ in range(clients)]
+        await asyncio.gather(*(closed_client(pool, next_request, end, samples) for pool in pools))
     return {"clients": clients, **summary([s for s in samples if start <= s.done <= end], seconds), **await cpu}
 
 
@@ -81,11 +88,14 @@ async def open_level(url: str, next_request, rate: float, seconds: float, pids: 
     end = start + seconds
     cpu = asyncio.create_task(cpu_percent(pids, start, end))
     sends, lags, at = [], [], now
-    async with http_client(url, OPEN_LOOP_CONNECTIONS) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        pools = [await stack.enter_async_context(http_client(url, POOL_CONNECTIONS))
+                 for _ in range(OPEN_LOOP_CONNECTIONS // POOL_CONNECTIONS)]
         while (at := at + arrivals.expovariate(rate)) < end:
             await asyncio.sleep(at - time.perf_counter())
             lags.append(time.perf_counter() - at)
-            sends.append((at, asyncio.create_task(timed_send(client, next_request(), at))))
+            pool = pools[len(sends) % len(pools)]
+            sends.append((at, asyncio.create_task(timed_send(pool, next_request(), at))))
         await asyncio.sleep(end - time.perf_counter())
         measured = [task for scheduled, task in sends if scheduled >= start]
         answered = [task.result() for task in measured if task.done()]

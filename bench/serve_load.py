@@ -40,6 +40,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -319,6 +320,8 @@ def main() -> None:
     args.work = Path(tempfile.mkdtemp(prefix="vidx-serve-load-"))
     args.stats = args.stats.resolve()
     levels: list[dict] = []
+    # Killed with SIGTERM, it still stops its servers and removes its worktree (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{Path(__file__).name}: terminated"))
     try:
         run(args, levels)
     finally:  # the levels that ran, even when a later one failed

@@ -2,10 +2,10 @@
 query as the CLI.
 
 Usage: python -m jobs serve --db URI [--host 127.0.0.1] [--port 8000] [--token T | VIDX_TOKEN=T]
-           [--cache-dir DIR] [--max-upload-mb 50] [--max-in-flight 64] [--max-batch 32]
-           [--ray [--replicas N] [--address RAY_ADDRESS]]
-Bound beyond localhost it requires a bearer token. Docs at /docs, schema at /openapi.json,
-Prometheus metrics at /metrics, readiness at /healthz.
+           [--cache-dir DIR] [--max-upload-mb 50] [--max-in-flight 64]
+           [--ray [--replicas 2] [--replica-cpus 1] [--address RAY_ADDRESS]]
+Bound beyond localhost it requires a bearer token. Docs at /docs and the schema at /openapi.json
+(behind the token too), Prometheus metrics at /metrics, readiness at /healthz.
 A user error is answered 400 (404 for what the library does not hold, 413 for a body over the
 limit), a vector database that cannot be reached or fails 503, a server past --max-in-flight
 searches and queries 503, each with {"error": "<the one line the CLI prints>"} (a 503 with

@@ -191,7 +191,8 @@ async def answered_in_time(call, *args, **kwargs):
 
 def api_router(db: str, store: VectorStore, auth, admitted, collection: str, texts: TextEncoding) -> APIRouter:
     """The API over the videos of alias `collection` and their captions, encoding captions with
-    `texts`. `auth` for /library; /search and /query run `admitted` (the token check, then admission)."""
+    `texts`. `auth`: the token check of every route; `admitted`: admission control (admission.py),
+    after it, of /search and /query."""
     router = APIRouter()
     served = {VIDEOS: collection, CAPTIONS: caption_alias(collection)}
 
