@@ -49,27 +49,31 @@ def http_client(url: str, connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S)
 
 
-async def closed_client(client: httpx.AsyncClient, next_request, end: float, samples: list[Sample]) -> None:
+async def closed_client(client: httpx.AsyncClient, next_request, end: float, samples: list[Sample],
+                        jitter: random.Random) -> None:
+    """Requests one after another; after a 503, at least its Retry-After, jittered up to twice it,
+    as a well-behaved client waits (turned-away clients then do not all return in one wave)."""
     while time.perf_counter() < end:
         sent = time.perf_counter()
         status, retry_after = await send(client, *next_request())
         done = time.perf_counter()
         samples.append(Sample(done, done - sent, status))
         if retry_after:
-            await asyncio.sleep(min(retry_after, end - done))
+            await asyncio.sleep(min(retry_after * (1 + jitter.random()), end - done))
 
 
 async def closed_level(url: str, next_request, clients: int, seconds: float, pids: dict[str, int]) -> dict:
     """`clients` clients in a loop, each on a connection of its own; the answers that came in the
     measured window. Each client's last request is awaited after the window, so the next level
     starts on an idle server."""
-    start = time.perf_counter() + WARMUP_S
-    end = start + seconds
     samples: list[Sample] = []
-    cpu = asyncio.create_task(cpu_percent(pids, start, end))
     async with contextlib.AsyncExitStack() as stack:
         pools = [await stack.enter_async_context(http_client(url, 1)) for _ in range(clients)]
-        await asyncio.gather(*(closed_client(pool, next_request, end, samples) for pool in pools))
+        start = time.perf_counter() + WARMUP_S  # once the clients are made (256 take seconds)
+        end = start + seconds
+        cpu = asyncio.create_task(cpu_percent(pids, start, end))
+        jitter = random.Random(0)
+        await asyncio.gather(*(closed_client(pool, next_request, end, samples, jitter) for pool in pools))
     return {"clients": clients, **summary([s for s in samples if start <= s.done <= end], seconds), **await cpu}
 
 
@@ -83,14 +87,14 @@ async def open_level(url: str, next_request, rate: float, seconds: float, pids: 
     """Poisson arrivals at `rate` per second; of the requests scheduled in the measured window, the
     answers that came before its end, and how many had none yet."""
     arrivals = random.Random(0)
-    now = time.perf_counter()
-    start = now + WARMUP_S
-    end = start + seconds
-    cpu = asyncio.create_task(cpu_percent(pids, start, end))
-    sends, lags, at = [], [], now
     async with contextlib.AsyncExitStack() as stack:
         pools = [await stack.enter_async_context(http_client(url, POOL_CONNECTIONS))
                  for _ in range(OPEN_LOOP_CONNECTIONS // POOL_CONNECTIONS)]
+        now = time.perf_counter()
+        start = now + WARMUP_S
+        end = start + seconds
+        cpu = asyncio.create_task(cpu_percent(pids, start, end))
+        sends, lags, at = [], [], now
         while (at := at + arrivals.expovariate(rate)) < end:
             await asyncio.sleep(at - time.perf_counter())
             lags.append(time.perf_counter() - at)

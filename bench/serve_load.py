@@ -248,6 +248,9 @@ def run(args, levels: list[dict]) -> None:
 
     args.stats.write_text(json.dumps({"config": config, "levels": levels}, indent=1))
     embeddings, video_ids = build_index(args.work, args.videos)
+    # Killed with SIGTERM, it still stops its servers and removes its worktree (the finally blocks);
+    # set after the index is built: Ray's driver installs a SIGTERM handler of its own.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{Path(__file__).name}: terminated"))
     with code_versions(args.before, args.work) as versions:
         config["revs"] = {v.name: v.rev for v in versions}
         for engine in args.engines:
@@ -320,8 +323,6 @@ def main() -> None:
     args.work = Path(tempfile.mkdtemp(prefix="vidx-serve-load-"))
     args.stats = args.stats.resolve()
     levels: list[dict] = []
-    # Killed with SIGTERM, it still stops its servers and removes its worktree (the finally blocks).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{Path(__file__).name}: terminated"))
     try:
         run(args, levels)
     finally:  # the levels that ran, even when a later one failed

@@ -107,7 +107,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
     serve(a.db, host=a.host, port=a.port, token=a.token, cache_dir=a.cache_dir, collection=a.collection,
           ray=a.ray, address=a.address, **given(max_upload_mb=a.max_upload_mb, max_in_flight=a.max_in_flight,
-                                                 replicas=a.replicas, replica_cpus=a.replica_cpus))
+                                                 max_queue=a.max_queue, replicas=a.replicas,
+                                                 replica_cpus=a.replica_cpus))
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -216,8 +217,10 @@ def add_serve_parser(commands) -> None:
     p.add_argument("--cache-dir", help="thumbnail cache (default: DB.thumbnails beside a milvus-lite DB, "
                                        "else ~/.cache/vidx/thumbnails)")
     p.add_argument("--max-upload-mb", type=float, help="largest request body, uploaded clips included (default 50)")
-    p.add_argument("--max-in-flight", type=int, help="searches and queries answered at once; more are answered "
-                                                     "503 with Retry-After (default 64, per replica)")
+    p.add_argument("--max-in-flight", type=int, help="searches and queries worked on at once (default 32, per "
+                                                     "replica)")
+    p.add_argument("--max-queue", type=int, help="searches and queries waiting for a place; more are answered 503 "
+                                                 "with Retry-After (default 32, per replica)")
     p.add_argument("--ray", action="store_true", help="replicas on Ray Serve (needs a Milvus server --db)")
     p.add_argument("--replicas", type=int, help="with --ray: how many (default 2)")
     p.add_argument("--replica-cpus", type=float, help="with --ray: cores per replica (default 1)")

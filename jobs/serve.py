@@ -2,13 +2,13 @@
 query as the CLI.
 
 Usage: python -m jobs serve --db URI [--host 127.0.0.1] [--port 8000] [--token T | VIDX_TOKEN=T]
-           [--cache-dir DIR] [--max-upload-mb 50] [--max-in-flight 64]
+           [--cache-dir DIR] [--max-upload-mb 50] [--max-in-flight 32] [--max-queue 32]
            [--ray [--replicas 2] [--replica-cpus 1] [--address RAY_ADDRESS]]
 Bound beyond localhost it requires a bearer token. Docs at /docs and the schema at /openapi.json
 (behind the token too), Prometheus metrics at /metrics, readiness at /healthz.
 A user error is answered 400 (404 for what the library does not hold, 413 for a body over the
 limit), a vector database that cannot be reached or fails 503, a server past --max-in-flight
-searches and queries 503, each with {"error": "<the one line the CLI prints>"} (a 503 with
+searches and queries and --max-queue waiting 503, each with {"error": "<the one line the CLI prints>"} (a 503 with
 Retry-After); anything else is a bug (500, logged). The captions of concurrent requests are
 encoded together (server/batching.py); --ray deploys replicas on Ray Serve (server/ray_serve.py).
 """
@@ -31,7 +31,7 @@ from errors import KNOWN, Unavailable, UserError, http_status, one_line
 from storage.schema import VIDEOS
 from storage.vectorstore import VectorStore, VectorStoreError
 from .search import TextEncoding
-from .server.admission import Admission, ServerBusy
+from .server.admission import Admission
 from .server.api import api_router
 from .server.batching import TextBatcher
 from .server.health import Readiness, health_router
@@ -43,12 +43,16 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # The page keeps the token in this cookie: images and videos cannot send an Authorization header.
 TOKEN_COOKIE = "vidx_token"
 DEFAULT_MAX_UPLOAD_MB = 50.0
-# What a 503 asks a client to wait: the vector database was unreachable or failing (a busy server
-# asks less: admission.ServerBusy).
+# What a 503 asks a client to wait: the vector database was unreachable or failing (a full server
+# asks less: admission.py).
 RETRY_AFTER_SECONDS = 5
-# Searches and queries in flight at once: enough to fill the encoder's batches (32) twice over, few
-# enough that an admitted request waits about 64 / throughput (under a second at 100 requests/s).
-DEFAULT_MAX_IN_FLIGHT = 64
+# Searches and queries worked on at once: one encoder batch (batching.py). More only take turns on
+# the cores: on 2 cores with ViT-B/32's text tower, 32 clients gave the most requests/s.
+DEFAULT_MAX_IN_FLIGHT = 32
+# Admitted requests waiting for a place: an admitted request waits about (32 + 32) / throughput.
+DEFAULT_MAX_QUEUE = 32
+# The routes admission control bounds (server/admission.py): those that encode and search.
+ADMITTED_PATHS = {"/search", "/query"}
 # A request to the vector database that gets no answer in this long fails (a 503), rather than
 # holding its client and a thread for as long as the database is gone.
 DATABASE_TIMEOUT_SECONDS = 10.0
@@ -69,10 +73,9 @@ def _error_answer(metrics: ServerMetrics):
     async def answer(_: Request, error: Exception) -> JSONResponse:
         """One of vidx's errors (errors.KNOWN) as its status and one line."""
         status = http_status(error)
-        if isinstance(error, (Unavailable, VectorStoreError)) and not isinstance(error, ServerBusy):
+        if isinstance(error, (Unavailable, VectorStoreError)):
             metrics.database_errors.labels("unavailable" if status == 503 else "refused").inc()
-        retry_after = getattr(error, "retry_after_seconds", RETRY_AFTER_SECONDS)
-        headers = {"Retry-After": str(retry_after)} if status == 503 else None
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
         return JSONResponse(status_code=status, content={"error": one_line(error)}, headers=headers)
     return answer
 
@@ -101,12 +104,12 @@ def size_torch_threads() -> None:
 
 def create_app(db: str, token: str | None = None, cache_dir: str | Path | None = None,
                max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20), collection: str = VIDEOS,
-               max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, texts: TextEncoding | None = None,
-               database_timeout_s: float = DATABASE_TIMEOUT_SECONDS) -> FastAPI:
+               max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, max_queue: int = DEFAULT_MAX_QUEUE,
+               texts: TextEncoding | None = None, database_timeout_s: float = DATABASE_TIMEOUT_SECONDS) -> FastAPI:
     """The page and API over the videos of alias `collection` in `db`, and their captions; every
     route but /, /static and /healthz needs `token` when one is given. Thumbnails are cached in
     `cache_dir` (default: see media.default_cache_dir). At most `max_in_flight` searches and
-    queries at once. `texts` encodes captions (default: a TextBatcher of this process). A read of
+    queries at once, and `max_queue` waiting (503 beyond). `texts` encodes captions (default: a TextBatcher of this process). A read of
     the database that gets no answer in `database_timeout_s` fails (503)."""
     metrics = ServerMetrics()
     if texts is None:  # a Ray Serve replica brings its own (server/ray_serve.py)
@@ -129,35 +132,37 @@ def create_app(db: str, token: str | None = None, cache_dir: str | Path | None =
     for error_type in KNOWN:  # anything else is a bug: a 500, with its traceback in the log
         app.add_exception_handler(error_type, _error_answer(metrics))
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: it sees every answer, a 413 included
+    app.add_middleware(Admission, paths=ADMITTED_PATHS, max_in_flight=max_in_flight, max_queue=max_queue,
+                       metrics=metrics)
+    app.add_middleware(RequestMetrics, metrics=metrics, early_paths=ADMITTED_PATHS)  # outermost: sees every answer
     app.include_router(documentation_router(app, auth))
     app.include_router(health_router(readiness, metrics, auth))
-    admitted = Depends(Admission(max_in_flight, metrics))
-    app.include_router(api_router(db, store, auth, admitted, collection, texts))
+    app.include_router(api_router(db, store, auth, collection, texts))
     thumbnails = ThumbnailCache(Path(cache_dir or default_cache_dir(db)))
     app.include_router(media_router(store, collection, thumbnails, auth))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
-def check_options(host: str, token: str | None, max_upload_mb: float, max_in_flight: int) -> None:
+def check_options(host: str, token: str | None, max_upload_mb: float, max_in_flight: int, max_queue: int) -> None:
     if host not in LOCAL_HOSTS and not token:
         raise UserError(f"--host {host} exposes the API beyond this machine: give --token or set VIDX_TOKEN")
     if max_upload_mb <= 0:
         raise UserError("--max-upload-mb must be positive")
-    if max_in_flight < 1:
-        raise UserError("--max-in-flight must be at least 1")
+    if max_in_flight < 1 or max_queue < 0:
+        raise UserError("--max-in-flight must be at least 1 and --max-queue at least 0")
 
 
 def serve(db: str, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           cache_dir: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, collection: str = VIDEOS,
-          max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, ray: bool = False, replicas: int = 2,
+          max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, max_queue: int = DEFAULT_MAX_QUEUE, ray: bool = False,
+          replicas: int = 2,
           replica_cpus: float = 1.0, address: str | None = None) -> None:
     """Answer on host:port: one process (uvicorn), or with `ray` `replicas` processes on Ray Serve."""
     token = token or os.environ.get("VIDX_TOKEN")
-    check_options(host, token, max_upload_mb, max_in_flight)
+    check_options(host, token, max_upload_mb, max_in_flight, max_queue)
     app_options = {"token": token, "cache_dir": cache_dir, "max_upload_bytes": int(max_upload_mb * 2**20),
-                   "collection": collection, "max_in_flight": max_in_flight}
+                   "collection": collection, "max_in_flight": max_in_flight, "max_queue": max_queue}
     if ray:
         from .server.ray_serve import serve_on_ray
 

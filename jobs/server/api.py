@@ -189,10 +189,8 @@ async def answered_in_time(call, *args, **kwargs):
                           "answering") from None
 
 
-def api_router(db: str, store: VectorStore, auth, admitted, collection: str, texts: TextEncoding) -> APIRouter:
-    """The API over the videos of alias `collection` and their captions, encoding captions with
-    `texts`. `auth`: the token check of every route; `admitted`: admission control (admission.py),
-    after it, of /search and /query."""
+def api_router(db: str, store: VectorStore, auth, collection: str, texts: TextEncoding) -> APIRouter:
+    """The API over the videos of alias `collection` and their captions, encoding captions with `texts`."""
     router = APIRouter()
     served = {VIDEOS: collection, CAPTIONS: caption_alias(collection)}
 
@@ -201,9 +199,8 @@ def api_router(db: str, store: VectorStore, auth, admitted, collection: str, tex
         """The served collections, their model, and the manifest's metadata columns."""
         return {table: _collection_summary(store, alias) for table, alias in served.items()}
 
-    # `auth` and `admitted` are dependencies of the route, so they run before the body dependency
-    # reads anything.
-    @router.post("/search", dependencies=[auth, admitted], openapi_extra=_request_body(SearchRequest, SearchForm),
+    # `auth` is a dependency of the route, so it runs before the body dependency reads anything.
+    @router.post("/search", dependencies=[auth], openapi_extra=_request_body(SearchRequest, SearchForm),
                  responses=error_responses(400, 401, 404, 413, 422, 503))
     async def search_route(received: SearchBody) -> list[dict]:
         body, clips = received
@@ -212,7 +209,7 @@ def api_router(db: str, store: VectorStore, auth, admitted, collection: str, tex
             where=body.where, store=store, videos=LibraryVideos(store, clips, collection), per_video=body.per_video,
             collection=collection, texts=texts)
 
-    @router.post("/query", dependencies=[auth, admitted], openapi_extra=_request_body(QueryRequest, QueryForm),
+    @router.post("/query", dependencies=[auth], openapi_extra=_request_body(QueryRequest, QueryForm),
                  responses={200: {"model": list[dict[str, Any]] | QueryPlan,
                                   "description": "The rows, or with `explain` the steps the statement becomes"},
                             **error_responses(400, 401, 404, 413, 422, 503)})

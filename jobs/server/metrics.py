@@ -23,8 +23,10 @@ class ServerMetrics:
         self.requests = Histogram(
             "vidx_request_duration_seconds", "Requests by route and status, and how long each took (the _count is "
             "the number of requests)", ["route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.in_flight = Gauge("vidx_requests_in_flight", "Search and query requests admitted and not yet answered",
+        self.in_flight = Gauge("vidx_requests_in_flight", "Searches and queries being answered",
                                registry=self.registry)
+        self.queue_depth = Gauge("vidx_requests_queued", "Searches and queries admitted, waiting for a place",
+                                 registry=self.registry)
         self.rejected = Counter("vidx_requests_rejected_total", "Requests answered 503 because the server was full",
                                 registry=self.registry)
         self.encode_batch = Histogram("vidx_encode_batch_size", "Captions encoded in one forward pass",
@@ -47,10 +49,11 @@ class ServerMetrics:
 
 
 class RequestMetrics:
-    """ASGI middleware: every HTTP request's route, status and duration into `metrics.requests`."""
+    """ASGI middleware: every HTTP request's route, status and duration into `metrics.requests`.
+    `early_paths`: paths a middleware may answer before routing (Admission's 503), named as they are."""
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, early_paths: set[str]):
+        self.app, self.metrics, self.early_paths = app, metrics, early_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,12 +70,12 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.requests.labels(_route(scope), str(status)).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(self._route(scope), str(status)).observe(time.perf_counter() - started)
 
-
-def _route(scope: Scope) -> str:
-    """The template of the route that answered (FastAPI puts it in the scope), else a fixed name."""
-    route = scope.get("route")
-    if route is not None:
-        return route.path
-    return "/static" if scope["path"].startswith("/static/") else "unmatched"
+    def _route(self, scope: Scope) -> str:
+        """The template of the route that answered (FastAPI puts it in the scope), else a fixed name."""
+        if (route := scope.get("route")) is not None:
+            return route.path
+        if scope["path"] in self.early_paths:
+            return scope["path"]
+        return "/static" if scope["path"].startswith("/static/") else "unmatched"

@@ -56,13 +56,14 @@ class VidxReplica:
         return await asyncio.to_thread(encode_grouped, requests)  # the forward pass off the event loop
 
 
-def replicas_application(db: str, app_options: dict, replicas: int, cpus_per_replica: float, max_in_flight: int):
+def replicas_application(db: str, app_options: dict, replicas: int, cpus_per_replica: float):
     """The Serve application: `replicas` of VidxReplica, each on `cpus_per_replica` cores (torch's
-    threads follow: Ray sets OMP_NUM_THREADS to an actor's CPUs). Serve may hand a replica more
-    requests than its admission limit, so the app's own 503 (one line, Retry-After) answers overload."""
-    return VidxReplica.options(
-        num_replicas=replicas, ray_actor_options={"num_cpus": cpus_per_replica},
-        max_ongoing_requests=2 * max_in_flight).bind(db, app_options)
+    threads follow: Ray sets OMP_NUM_THREADS to an actor's CPUs). Serve hands a replica more
+    requests than it admits (in flight and queued), so the app's own 503 (one line, Retry-After)
+    answers overload, as a single `vidx serve` does."""
+    admitted = app_options["max_in_flight"] + app_options["max_queue"]
+    return VidxReplica.options(num_replicas=replicas, ray_actor_options={"num_cpus": cpus_per_replica},
+                               max_ongoing_requests=2 * admitted).bind(db, app_options)
 
 
 def serve_on_ray(db: str, host: str, port: int, app_options: dict, replicas: int, cpus_per_replica: float,
@@ -78,8 +79,7 @@ def serve_on_ray(db: str, host: str, port: int, app_options: dict, replicas: int
         raise UserError("--replicas must be at least 1 and --replica-cpus positive")
     connect(address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(replicas_application(db, app_options, replicas, cpus_per_replica, app_options["max_in_flight"]),
-              name=APP_NAME, route_prefix="/")
+    serve.run(replicas_application(db, app_options, replicas, cpus_per_replica), name=APP_NAME, route_prefix="/")
     logging.getLogger(__name__).warning("vidx on Ray Serve: %d replicas at http://%s:%d", replicas, host, port)
     stopped = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):

@@ -15,6 +15,7 @@ from errors import UserError
 from jobs.search import encode_alone
 from jobs.serve import create_app, serve
 from jobs.server.batching import TextBatcher
+from processes import wait_for
 
 
 def samples(metrics_text: str) -> dict[tuple, float]:
@@ -48,29 +49,32 @@ def test_an_encoder_error_reaches_every_caller_of_its_batch_and_the_batcher_goes
                                atol=1e-5)
 
 
-def test_past_its_limit_a_server_answers_503_with_retry_after_and_counts_it(lite_db):
+def test_past_its_places_and_queue_a_server_answers_503_with_retry_after_and_counts_it(lite_db):
     entered, release = threading.Event(), threading.Event()
 
-    def held(model, text):  # the first request holds the only place in flight
+    def held(model, text):  # the first request holds the only place
         entered.set()
         release.wait(60)
         return encode_alone(model, text)
 
-    with TestClient(create_app(lite_db, max_in_flight=1, texts=held)) as client, ThreadPoolExecutor(1) as pool:
+    count = {"sql": "SELECT count(*) FROM videos"}
+    with TestClient(create_app(lite_db, max_in_flight=1, max_queue=1, texts=held)) as client, \
+            ThreadPoolExecutor(2) as pool:
         first = pool.submit(client.post, "/search", json={"text": "a red circle", "k": 2})
         assert entered.wait(60)
-        busy = client.post("/query", json={"sql": "SELECT count(*) FROM videos"})
+        queued = pool.submit(client.post, "/query", json=count)
+        wait_for(lambda: samples(client.get("/metrics").text)[("vidx_requests_queued", ())] == 1)
+        busy = client.post("/query", json=count)
         release.set()
-        assert first.result().status_code == 200
+        assert first.result().status_code == 200 and queued.result().status_code == 200
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-        assert busy.json()["error"].startswith("the server is busy: 1 searches and queries in flight")
-        assert client.post("/query", json={"sql": "SELECT count(*) FROM videos"}).status_code == 200
+        assert busy.json()["error"].startswith("the server is busy: 1 searches and queries wait for one of its places")
         counted = samples(client.get("/metrics").text)
     assert counted[("vidx_requests_rejected_total", ())] == 1
     assert counted[("vidx_request_duration_seconds_count", (("route", "/search"), ("status", "200")))] == 1
     assert counted[("vidx_request_duration_seconds_count", (("route", "/query"), ("status", "503")))] == 1
     assert counted[("vidx_request_duration_seconds_count", (("route", "/query"), ("status", "200")))] == 1
-    assert counted[("vidx_requests_in_flight", ())] == 0
+    assert counted[("vidx_requests_in_flight", ())] == 0 and counted[("vidx_requests_queued", ())] == 0
 
 
 def test_metrics_name_the_served_versions_and_the_encoder_batches(lite_db):
@@ -100,5 +104,5 @@ def test_a_server_with_nothing_loaded_is_not_ready_and_says_why(lite_db):
 def test_replicas_refuse_a_milvus_lite_database_and_limits_must_be_sane(tmp_path):
     with pytest.raises(UserError, match="milvus-lite .* lets one process own a database: give a Milvus server"):
         serve(str(tmp_path / "vidx.db"), ray=True)
-    with pytest.raises(UserError, match="--max-in-flight must be at least 1"):
+    with pytest.raises(UserError, match="--max-in-flight must be at least 1 and --max-queue at least 0"):
         serve(str(tmp_path / "vidx.db"), max_in_flight=0)
