@@ -118,4 +118,9 @@ class VideoTextEncoder:
         """Captions -> (B, D) unit float32, tokenized as the paper (32 tokens)."""
         if isinstance(texts, str):
             raise TypeError("encode_text takes a list of strings")
-        return self.encode_text_tokens(*tokenize(texts, self.cfg.max_words))
+        ids, mask = tokenize(texts, self.cfg.max_words)
+        # Positions past the longest caption's end token hold padding only: the causal mask hides
+        # them from every real token and the TAB masks them out, so they are not computed (a
+        # six-word caption is 9 tokens of 32: a third of the text tower's work).
+        length = int(mask.sum(dim=1).max())
+        return self.encode_text_tokens(ids[:, :length], mask[:, :length])

@@ -12,7 +12,7 @@ import open_clip
 import pytest
 import torch
 
-from encoders import CheckpointError, list_models, create_model
+from encoders import CheckpointError, create_model, list_models, tokenize
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -77,6 +77,17 @@ def test_vectors_are_unit_float32(official_model, tiny_model, reference):
     for vectors in (video, text):
         assert vectors.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_captions_are_encoded_as_the_paper_pads_them_whatever_their_batch(tiny_model):
+    """encode_text computes no position past the batch's longest caption; the vectors are those of
+    the paper's full 32-token input, a caption alone or beside longer ones."""
+    captions = ["a dog", "a man is playing a guitar on a stage in front of a crowd", "",
+                " ".join(["word"] * 40)]  # cut at 32 tokens, as the paper's tokenizer does
+    for model in (tiny_model, create_model("demo", device="cpu")):
+        padded = model.encode_text_tokens(*tokenize(captions, model.cfg.max_words))
+        np.testing.assert_allclose(model.encode_text(captions), padded, atol=1e-5)
+        np.testing.assert_allclose(model.encode_text(captions[:1]), padded[:1], atol=1e-5)
 
 
 def test_fp16_release_tensors_load_as_fp32(official_model, reference):
