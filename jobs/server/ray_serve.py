@@ -23,12 +23,9 @@ from ray import serve
 from errors import UserError
 from storage.vectorstore import is_server
 
-from .batching import encode_grouped
+from .batching import MAX_BATCH, MAX_WAIT_SECONDS, encode_grouped
 
 APP_NAME = "vidx"
-# Serve's batching: as many captions as the single-process batcher takes, and as short a wait.
-MAX_BATCH = 32
-BATCH_WAIT_SECONDS = 0.002
 
 
 @serve.deployment(name="VidxReplica")
@@ -50,7 +47,7 @@ class VidxReplica:
         """search.TextEncoding, called from a route's worker thread: one caption of the next batch."""
         return asyncio.run_coroutine_threadsafe(self.encode_batch((model, text)), self.loop).result()
 
-    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_SECONDS)
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=MAX_WAIT_SECONDS)  # as TextBatcher's
     async def encode_batch(self, requests: list[tuple[object, str]]) -> list[np.ndarray]:
         self.web_app.state.metrics.encode_batch.observe(len(requests))
         return await asyncio.to_thread(encode_grouped, requests)  # the forward pass off the event loop
