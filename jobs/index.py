@@ -20,7 +20,9 @@ import ray
 from encoders import VideoTextEncoder, create_model
 from encoders.config import DEVICES
 from errors import UserError
-from storage.dataset import compact, conform, read_live, remove_temp_files, write_part
+from storage.compaction import compact
+from storage.dataset import TaggedRows, conform, remove_temp_files, write_part
+from storage.live_rows import rows_of
 from storage.manifest import read_manifest
 from storage.runs import new_run_id, write_run_record
 from storage.schema import (CAPTION_KEY, CAPTIONS, VIDEO_KEY, VIDEOS, caption_schema, metadata_columns,
@@ -124,26 +126,29 @@ def encode_captions(run: IndexRun, plan: Plan) -> dict:
 
 
 def refresh_metadata(run: IndexRun, plan: Plan) -> int:
-    """Rewrite the stored rows of videos whose metadata alone changed; no decoding, no encoding."""
+    """Rewrite the stored rows of videos whose metadata alone changed; no decoding, no encoding.
+    Only the parts holding them are read, a batch of rows at a time."""
     refreshed = run.metadata.take(plan.refresh)
     ids = refreshed["video_id"].combine_chunks()
-    stored = read_live(run.videos_dir)
-    stored = stored.filter(pc.is_in(stored["video_id"], value_set=ids))
-    taken = refreshed.take(pc.index_in(stored["video_id"], value_set=ids))
-    columns = {name: stored[name] for name in stored.column_names}
-    columns.update({name: taken[name] for name in metadata_columns(run.metadata.column_names)})
-    columns["run_id"] = pa.array([run.run_id] * stored.num_rows, pa.string())
-    rows = conform(columns, stored.num_rows, run.video_schema())
-    for start in range(0, rows.num_rows, run.rows_per_part):
-        write_part(rows.slice(start, run.rows_per_part), run.videos_dir, VIDEO_KEY)
-    return rows.num_rows
+    stored = rows_of(plan.videos_read, plan.refresh_rows, run.videos_dir, VIDEO_KEY)
+    schema, written = run.video_schema(), 0
+    for batch in stored.batches(stored.schema.names, run.rows_per_part):
+        taken = refreshed.take(pc.index_in(batch["video_id"], value_set=ids))
+        columns = {name: batch[name] for name in batch.column_names}
+        columns.update({name: taken[name] for name in metadata_columns(run.metadata.column_names)})
+        columns["run_id"] = pa.array([run.run_id] * batch.num_rows, pa.string())
+        write_part(conform(columns, batch.num_rows, schema), run.videos_dir, VIDEO_KEY)
+        written += batch.num_rows
+    return written
 
 
-def compact_dataset(run: IndexRun, manifest: pa.Table) -> dict:
-    """Drop the rows no reader should see: superseded, deleted, and captions no longer given."""
+def compact_dataset(run: IndexRun, manifest: pa.Table, plan: Plan) -> tuple[dict, dict[str, TaggedRows | None]]:
+    """Drop the rows no reader should see: superseded, deleted, and captions no longer given. Parts
+    the plan read are not read again. Returns the stats and each table's small columns after."""
     captioned = manifest.filter(pc.greater(pc.list_value_length(manifest["captions"]), 0))
-    return {VIDEOS: compact(run.videos_dir, set(manifest["video_id"].to_pylist()), VIDEO_KEY),
-            CAPTIONS: compact(run.captions_dir, set(captioned["video_id"].to_pylist()), CAPTION_KEY)}
+    videos = compact(run.videos_dir, manifest["video_id"].combine_chunks(), VIDEO_KEY, plan.videos_read)
+    captions = compact(run.captions_dir, captioned["video_id"].combine_chunks(), CAPTION_KEY, plan.captions_read)
+    return {VIDEOS: videos[0], CAPTIONS: captions[0]}, {VIDEOS: videos[1], CAPTIONS: captions[1]}
 
 
 def connect_checked(address: str | None, output: str, manifest: pa.Table, shared_dirs: list[str],
@@ -181,16 +186,26 @@ def run_steps(run: IndexRun, plan: Plan, batch_size: int,
     timings["videos_s"] = time.perf_counter() - step
     step = time.perf_counter()
     refreshed = refresh_metadata(run, plan) if len(plan.refresh) else 0
+    timings["refresh_s"] = time.perf_counter() - step
+    step = time.perf_counter()
     caption_stats = encode_captions(run, plan) if plan.captions.num_rows else {}
     timings["captions_s"] = time.perf_counter() - step
     return video_stats, caption_stats, refreshed, timings
 
 
-def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str | None = None,
-          workers: int = 1, batch_size: int = DEFAULT_BATCH_SIZE, segment_seconds: float | None = None,
-          seek: str = "exact", address: str | None = None, rows_per_part: int = ROWS_PER_PART,
-          device: str = "auto", shared_dirs: list[str] | None = None, retry_errors: bool = False) -> dict:
-    """Index a manifest into OUTPUT/videos and OUTPUT/captions; returns the run's stats.
+def index(manifest: str, output: str, **options) -> dict:
+    """Index a manifest into OUTPUT/videos and OUTPUT/captions; returns the run's stats (see
+    run_index for the options)."""
+    return run_index(manifest, output, **options)[0]
+
+
+def run_index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str | None = None,
+              workers: int = 1, batch_size: int = DEFAULT_BATCH_SIZE, segment_seconds: float | None = None,
+              seek: str = "exact", address: str | None = None, rows_per_part: int = ROWS_PER_PART,
+              device: str = "auto", shared_dirs: list[str] | None = None,
+              retry_errors: bool = False) -> tuple[dict, dict[str, TaggedRows | None]]:
+    """Index a manifest into OUTPUT/videos and OUTPUT/captions. Returns the run's stats, and each
+    table's small columns as the run leaves them (a load that follows need not read them again).
 
     `device`: "auto" encodes on the GPUs Ray assigns (a GPU node whose torch sees none is refused),
     "cpu" in fp32 on CPU wherever the actors land. `shared_dirs`: local directories every node
@@ -218,7 +233,7 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
         connect_checked(address, output, table, shared_dirs, device)
     video_stats, caption_stats, refreshed, timings = run_steps(run, plan, batch_size, segment_seconds)
     step = time.perf_counter()
-    compaction = compact_dataset(run, table)
+    compaction, tables_read = compact_dataset(run, table, plan)
     timings.update(plan_s=plan_s, compact_s=time.perf_counter() - step, total_s=time.perf_counter() - started)
 
     stats = _run_stats(plan, video_stats, caption_stats, refreshed, timings)
@@ -228,7 +243,7 @@ def index(manifest: str, output: str, model: str = "clip-meanp", checkpoint: str
                          "segment_seconds": segment_seconds, "seek": seek, "rows_per_part": rows_per_part,
                          "device": device, "shared_dirs": shared_dirs, "retry_errors": retry_errors}}
     stats["stats_file"] = write_run_record(output, run.run_id, record)
-    return stats
+    return stats, tables_read
 
 
 def _nodes(video_stats: dict) -> dict:

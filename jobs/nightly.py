@@ -24,7 +24,7 @@ from storage.runs import new_run_id, write_run_record
 from storage.vectorstore import VectorStore
 from storage.versions import retire_versions
 
-from .index import index
+from .index import run_index
 from .load import load
 
 logger = logging.getLogger(__name__)
@@ -74,10 +74,10 @@ def nightly(manifest: str, workdir: str, db: str, keep: int = DEFAULT_KEEP, **in
     run_id = new_run_id()
     durations, started = {}, time.perf_counter()
     with workdir_lock(workdir):
-        indexed = index(manifest, workdir, **index_options)
+        indexed, tables_read = run_index(manifest, workdir, **index_options)
         durations["index_s"] = time.perf_counter() - started
         step = time.perf_counter()
-        loaded = load(workdir, db, skip_unchanged=True)
+        loaded = load(workdir, db, skip_unchanged=True, known=tables_read)
         durations["load_s"] = time.perf_counter() - step
         step = time.perf_counter()
         store = VectorStore(db)

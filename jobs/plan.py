@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.dataset import nan_as_null, read_live
+from storage.dataset import TaggedRows, live_mask, nan_as_null, read_tagged_rows
 from storage.files import list_stamps
 from storage.schema import CAPTION_KEY, KEY_SEPARATOR, VIDEO_KEY, metadata_columns
 
@@ -39,8 +39,11 @@ class Plan:
     changed: int  # videos in `encode` that had rows before
     errors_retried: int  # of those, videos whose rows were errors
     deleted: list[str]  # video_ids with rows, gone from the manifest
+    refresh_rows: pa.Table  # the stored live rows of the `refresh` videos (key, run_id, _part of videos_read)
+    videos_read: TaggedRows | None  # the stored videos' planning columns, every part's
     captions: pa.Table  # caption_id, video_id, text: captions to encode
     captions_reused: int
+    captions_read: TaggedRows | None
 
 
 def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -64,13 +67,18 @@ def _ids(table: pa.Table, mask=None) -> pa.Array:
     return pc.unique(ids)
 
 
-def _stored_rows(directory: str, columns: list[str], key_column: str) -> pa.Table | None:
-    stored = read_live(directory, key_column=key_column, columns=columns)
-    if stored is None or stored.num_rows == 0:
-        return None
+def _stored_rows(directory: str, columns: list[str], key_column: str) -> tuple[TaggedRows | None, pa.Table | None]:
+    """Every part's `columns` (kept for the steps after the plan: no part is read twice), and the
+    live rows among them, with their `_part`."""
+    tagged = read_tagged_rows(directory, columns)
+    if tagged is None:
+        return None, None
+    stored = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
+    if stored.num_rows == 0:
+        return tagged, None
     if "error_kind" in columns and "error_kind" not in stored.column_names:  # written before error kinds
         stored = stored.append_column("error_kind", pa.nulls(stored.num_rows, pa.string()))
-    return stored
+    return tagged, stored
 
 
 def _current_rows(manifest: pa.Table) -> pa.Table:
@@ -106,10 +114,12 @@ def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, seg
     """The video half of a Plan, as keyword arguments."""
     meta = metadata_columns(manifest.column_names)
     current = _current_rows(manifest)
-    stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, VIDEO_KEY)
+    tagged, stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, VIDEO_KEY)
     if stored is None:
         return {"encode": current.select(ENCODE_COLUMNS), "refresh": pa.array([], pa.int64()), "reused": 0,
-                "changed": 0, "errors_retried": 0, "deleted": []}
+                "changed": 0, "errors_retried": 0, "deleted": [], "videos_read": tagged,
+                "refresh_rows": pa.table({VIDEO_KEY: pa.array([], pa.string()), "run_id": pa.array([], pa.string()),
+                                          "_part": pa.array([], pa.int32())})}
 
     # Each stored row beside the manifest's row for its video (none: the video was deleted).
     position = pc.index_in(stored["video_id"], value_set=current["video_id"].combine_chunks())
@@ -126,9 +136,13 @@ def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, seg
     # Reused videos whose metadata differs are only rewritten.
     refresh = pc.and_(pc.invert(encode),
                       pc.is_in(current["video_id"], value_set=_ids(stored, _metadata_differs(stored, now, meta))))
+    refresh_ids = current["video_id"].filter(refresh).combine_chunks()
     return {
         "encode": current.filter(encode).select(ENCODE_COLUMNS),
         "refresh": current["_row"].filter(refresh).combine_chunks(),
+        "refresh_rows": stored.filter(pc.is_in(stored["video_id"], value_set=refresh_ids))
+                              .select([VIDEO_KEY, "run_id", "_part"]),
+        "videos_read": tagged,
         "reused": pc.sum(pc.and_(pc.invert(encode), pc.invert(refresh))).as_py() or 0,
         "changed": pc.sum(pc.and_(had_rows, redo)).as_py() or 0,
         "errors_retried": len(_ids(stored, retry)),
@@ -148,9 +162,9 @@ def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str)
         CAPTION_KEY: pc.binary_join_element_wise(
             video_ids, pc.subtract(pa.array(np.arange(len(parent))), first).cast(pa.string()), KEY_SEPARATOR),
         "video_id": video_ids, "text": pc.list_flatten(texts)})
-    stored = _stored_rows(captions_dir, CAPTION_PLAN_COLUMNS, CAPTION_KEY)
+    tagged, stored = _stored_rows(captions_dir, CAPTION_PLAN_COLUMNS, CAPTION_KEY)
     if stored is None:
-        return {"captions": wanted, "captions_reused": 0}
+        return {"captions": wanted, "captions_reused": 0, "captions_read": tagged}
     position = pc.index_in(wanted[CAPTION_KEY], value_set=stored[CAPTION_KEY].combine_chunks())
     found = stored.take(pc.fill_null(position, 0))
     same = pc.and_(pc.is_valid(position), pc.and_(_same(found["text"], wanted["text"]),
@@ -162,7 +176,7 @@ def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str)
                      pc.invert(pc.is_in(manifest["video_id"], value_set=_ids(wanted, pc.invert(same)))))
     reused_ids = manifest["video_id"].filter(reused).combine_chunks()
     return {"captions": wanted.filter(pc.invert(pc.is_in(wanted["video_id"], value_set=reused_ids))),
-            "captions_reused": pc.sum(counts.filter(reused)).as_py() or 0}
+            "captions_reused": pc.sum(counts.filter(reused)).as_py() or 0, "captions_read": tagged}
 
 
 def make_plan(manifest: pa.Table, videos_dir: str, captions_dir: str, model_fingerprint: str,

@@ -9,18 +9,18 @@ wrote it; for every video the rows of the newest run win, and `compact` removes 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from errors import UserError
@@ -30,12 +30,16 @@ from .schema import MODEL_KEY, VIDEO_KEY
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 class DatasetError(UserError):
     """An embeddings dataset vidx cannot use as it is (not made by vidx, mixed models); one line."""
 
 
-def _fs(directory: str):
+def filesystem(directory: str):
+    """The fsspec file system of `directory` (a path or URL) and its path there."""
     return fsspec.core.url_to_fs(directory)
 
 
@@ -65,7 +69,7 @@ def conform(columns: Mapping[str, pa.Array | pa.ChunkedArray], num_rows: int, sc
 
 def write_part(table: pa.Table, directory: str, key_column: str) -> str:
     """Write atomically; a reader sees the whole part or nothing. Returns the part's path."""
-    fs, root = _fs(directory)
+    fs, root = filesystem(directory)
     fs.makedirs(root, exist_ok=True)
     final = f"{root.rstrip('/')}/{part_name(table, key_column)}"
     buffer = pa.BufferOutputStream()  # a part is bounded by rows_per_part: about 1 MB at D = 1024
@@ -84,7 +88,7 @@ def _listing(fs, root: str) -> list[str]:
 
 
 def list_parts(directory: str) -> list[str]:
-    fs, root = _fs(directory)
+    fs, root = filesystem(directory)
     return sorted(p for p in _listing(fs, root) if os.path.basename(p).startswith("part-"))
 
 
@@ -92,7 +96,7 @@ def remove_temp_files(directory: str) -> int:
     """What interrupted writes left behind, never read: temporary files locally, unfinished
     multipart uploads on S3 (invisible, but stored and billed until aborted). Called as a run
     starts, when no writer of this dataset is active."""
-    fs, root = _fs(directory)
+    fs, root = filesystem(directory)
     if hasattr(fs, "list_multipart_uploads"):  # s3fs
         bucket, _, prefix = root.partition("/")
         try:
@@ -113,46 +117,124 @@ def remove_temp_files(directory: str) -> int:
 PART_READERS = 8
 
 
-def _footer_and_columns(fs, path: str, columns: list[str] | None) -> tuple[pa.Schema, pa.Table]:
-    """One part's schema and those of `columns` it has (all when None), through a reader that ends
+@dataclass
+class PartColumns:
+    """What reading one part's small columns gives: its footer's schema, its size, the columns."""
+
+    schema: pa.Schema
+    nbytes: int  # its rows uncompressed, all columns (the footer's row group sizes)
+    table: pa.Table
+
+
+def _footer_and_columns(fs, path: str, columns: list[str] | None) -> PartColumns:
+    """One part's footer and those of `columns` it has (all when None), through a reader that ends
     with the call: a pyarrow dataset's fragments would keep every part's footer once read."""
     with fs.open(path, "rb") as f:
         part = pq.ParquetFile(f)
-        schema = part.schema_arrow
-        return schema, part.read(columns=[c for c in columns if c in schema.names] if columns else None)
+        schema, meta = part.schema_arrow, part.metadata
+        nbytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return PartColumns(schema, nbytes,
+                           part.read(columns=[c for c in columns if c in schema.names] if columns else None))
 
 
-def read_parts(paths: list[str], fs, columns: list[str] | None) -> Iterator[tuple[pa.Schema, pa.Table]]:
-    """Each part's schema and `columns`, in the order of `paths`, PART_READERS parts at a time."""
-    with ThreadPoolExecutor(PART_READERS, thread_name_prefix="part-reader") as pool:
-        yield from pool.map(lambda path: _footer_and_columns(fs, path, columns), paths)
+def read_ahead(read: Callable[[T], R], items: Iterable[T], readers: int) -> Iterator[R]:
+    """read(item) for each item, in order, by `readers` threads; at most `readers` results are
+    held before they are taken (Executor.map would read everything ahead of a slow consumer)."""
+    with ThreadPoolExecutor(readers, thread_name_prefix="part-reader") as pool:
+        ahead: deque = deque()
+        for item in items:
+            ahead.append(pool.submit(read, item))
+            if len(ahead) == readers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def read_parts(paths: list[str], fs, columns: list[str] | None) -> Iterator[PartColumns]:
+    """Each part's footer and `columns`, in the order of `paths`, PART_READERS parts at a time."""
+    return read_ahead(lambda path: _footer_and_columns(fs, path, columns), paths, PART_READERS)
 
 
 @dataclass
 class TaggedRows:
-    """The rows of every part of a dataset, read in parallel, with `_part`: the index of each row's
-    part in `paths`. Parts of different runs may differ in metadata columns or D: columns are
-    unified permissively (a part without one reads null)."""
+    """The rows of every part of a dataset with `_part`, the index of each row's part in `paths`;
+    rows are in part order, and in file order within a part. Parts of different runs may differ in
+    metadata columns or D: columns are unified permissively (a part without one reads null)."""
 
     paths: list[str]
-    schemas: list[pa.Schema]  # the distinct part schemas: parts of one run share one
+    schemas: list[pa.Schema]  # each part's; parts of one run share one object
     models: list[bytes | None]  # each part's footer record of the model that made it
+    nbytes: list[int]  # each part's size uncompressed
     rows: pa.Table
 
+    def bounds(self) -> np.ndarray:
+        """The rows of part i are rows[bounds[i]:bounds[i + 1]]."""
+        return np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(self.paths) + 1))
 
-def read_tagged_rows(directory: str, columns: list[str] | None) -> TaggedRows | None:
-    """`columns` (all when None) of every part; None when there is no part."""
+    def unified_schema(self, parts: Iterable[int] | None = None) -> pa.Schema:
+        """The schemas of `parts` (all when None or none) unified."""
+        parts = list(range(len(self.paths)) if parts is None else parts) or range(len(self.paths))
+        distinct = {id(self.schemas[i]): self.schemas[i] for i in parts}
+        return pa.unify_schemas(list(distinct.values()), promote_options="permissive")
+
+    def parts(self, chosen: np.ndarray, rows: np.ndarray | None = None, renamed: dict[int, str] | None = None) -> TaggedRows:
+        """The parts `chosen` (indices, ascending), numbered anew: only `rows` of them when given (a
+        mask over self.rows), and under a new path where `renamed` says so."""
+        renamed = renamed or {}
+        bounds = self.bounds()
+        taken = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in chosen]) if len(chosen) else np.array([], int)
+        renumber = np.full(len(self.paths), -1, np.int32)
+        renumber[chosen] = np.arange(len(chosen), dtype=np.int32)
+        if rows is not None:
+            taken = taken[rows[taken]]
+        table = self.rows.take(pa.array(taken, pa.int64()))
+        table = table.set_column(table.schema.get_field_index("_part"), "_part",
+                                 pa.array(renumber[table["_part"].to_numpy()]))
+        return TaggedRows([renamed.get(i, self.paths[i]) for i in chosen], [self.schemas[i] for i in chosen],
+                          [self.models[i] for i in chosen], [self.nbytes[i] for i in chosen], table)
+
+
+def _tag(paths: list[str], read: Iterable[PartColumns]) -> TaggedRows:
+    distinct, schemas, models, nbytes, tables = [], [], [], [], []
+    for i, part in enumerate(read):
+        # Parts of one run share a schema: keep one object of it, not one per part.
+        shared = next((seen for seen in distinct if part.schema.equals(seen, check_metadata=True)), None)
+        if shared is None:
+            distinct.append(shared := part.schema)
+        schemas.append(shared)
+        models.append((part.schema.metadata or {}).get(MODEL_KEY.encode()))
+        nbytes.append(part.nbytes)
+        tables.append(part.table.append_column("_part", pa.array(np.full(part.table.num_rows, i, np.int32))))
+    return TaggedRows(paths, schemas, models, nbytes, pa.concat_tables(tables, promote_options="permissive"))
+
+
+def _concat(first: TaggedRows, second: TaggedRows) -> TaggedRows:
+    rows = second.rows.set_column(second.rows.schema.get_field_index("_part"), "_part",
+                                  pc.add(second.rows["_part"], pa.scalar(len(first.paths), pa.int32())))
+    return TaggedRows(first.paths + second.paths, first.schemas + second.schemas, first.models + second.models,
+                      first.nbytes + second.nbytes, pa.concat_tables([first.rows, rows], promote_options="permissive"))
+
+
+def read_tagged_rows(directory: str, columns: list[str] | None, known: TaggedRows | None = None) -> TaggedRows | None:
+    """`columns` (all when None) of every part; None when there is no part. Parts in `known` (read
+    earlier with these columns) are taken from it, not read again: a part's name is derived from
+    its rows, so the same name holds the same rows."""
     paths = list_parts(directory)
     if not paths:
         return None
-    fs, _ = _fs(directory)
-    schemas, models, tables = [], [], []
-    for i, (schema, table) in enumerate(read_parts(paths, fs, columns)):
-        if not any(schema.equals(seen, check_metadata=True) for seen in schemas):
-            schemas.append(schema)
-        models.append((schema.metadata or {}).get(MODEL_KEY.encode()))
-        tables.append(table.append_column("_part", pa.array(np.full(table.num_rows, i, np.int32))))
-    return TaggedRows(paths, schemas, models, pa.concat_tables(tables, promote_options="permissive"))
+    if known is not None and columns is not None and set(columns) <= set(known.rows.column_names):
+        index = {path: i for i, path in enumerate(known.paths)}
+        reused = known.parts(np.array(sorted(index[p] for p in paths if p in index), int))
+        reused = TaggedRows(reused.paths, reused.schemas, reused.models, reused.nbytes,
+                            reused.rows.select([*columns, "_part"]))
+        paths = [p for p in paths if p not in index]
+    else:
+        reused = None
+    fs, _ = filesystem(directory)
+    read = _tag(paths, read_parts(paths, fs, columns)) if paths else None
+    if reused is None or read is None:
+        return reused or read
+    return _concat(reused, read)
 
 
 def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -162,7 +244,7 @@ def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.dictionary_encode(values).indices.to_numpy()
 
 
-def live_mask(rows: pa.Table, wanted_video_ids: set[str] | None, key_column: str) -> pa.Array:
+def live_mask(rows: pa.Table, wanted_video_ids: pa.Array | None, key_column: str) -> pa.Array:
     """Rows to keep: videos still wanted (all when None), only the newest run's rows per video, one
     row per key. Array kernels and numpy, not Python loops (a library's keys are millions of
     strings), and not a join: Acero's hash join kept ~450 bytes per row after it returned."""
@@ -172,40 +254,21 @@ def live_mask(rows: pa.Table, wanted_video_ids: set[str] | None, key_column: str
     np.maximum.at(newest_run, video, run)
     newest = run == newest_run[video]
     if wanted_video_ids is not None:
-        wanted = pa.array(sorted(wanted_video_ids), pa.string())
-        newest &= pc.is_in(rows["video_id"], wanted).to_numpy(zero_copy_only=False)
-    # A crash between writing a compacted part and deleting its original can leave a key twice.
+        newest &= pc.is_in(rows["video_id"], wanted_video_ids).to_numpy(zero_copy_only=False)
     candidates = np.flatnonzero(newest)
-    _, first = np.unique(_codes(rows[key_column])[candidates], return_index=True)
+    keys = _codes(rows[key_column])[candidates]
+    _, first = np.unique(keys, return_index=True)
+    if len(first) < len(candidates) and "_part" in rows.column_names:
+        # A crash between writing a compacted part and deleting its original leaves a key in both;
+        # the compacted part holds fewer rows. Keeping its copy leaves it whole (compaction then
+        # deletes the original) where keeping the other would rewrite the original onto its name.
+        part = rows["_part"].to_numpy()
+        by_part_size = np.argsort(np.bincount(part)[part[candidates]], kind="stable")
+        _, first = np.unique(keys[by_part_size], return_index=True)
+        first = by_part_size[first]
     keep = np.zeros(rows.num_rows, bool)
     keep[candidates[first]] = True
     return pa.array(keep)
-
-
-def compact(directory: str, wanted_video_ids: set[str], key_column: str) -> dict[str, int]:
-    """Drop superseded, deleted and duplicated rows; parts with nothing to drop are untouched."""
-    tagged = read_tagged_rows(directory, columns=[key_column, "video_id", "run_id"])
-    stats = {"parts_rewritten": 0, "parts_deleted": 0, "rows_dropped": 0}
-    if tagged is None:
-        return stats
-    rows = tagged.rows.append_column("_keep", live_mask(tagged.rows, wanted_video_ids, key_column))
-    fs, _ = _fs(directory)
-    for i, part in enumerate(tagged.paths):
-        in_part = rows.filter(pc.equal(rows["_part"], i))
-        dropped = in_part.num_rows - pc.sum(in_part["_keep"]).as_py()
-        if dropped == 0:
-            continue
-        stats["rows_dropped"] += dropped
-        keep_keys = set(in_part.filter(in_part["_keep"])[key_column].to_pylist())
-        if keep_keys:
-            with fs.open(part, "rb") as f:
-                table = pq.read_table(f)
-            write_part(table.filter(pc.is_in(table[key_column], pa.array(sorted(keep_keys)))), directory, key_column)
-            stats["parts_rewritten"] += 1
-        else:
-            stats["parts_deleted"] += 1
-        fs.rm(part)  # only after its surviving rows are safely in a new part
-    return stats
 
 
 def read_live(directory: str, key_column: str = VIDEO_KEY, columns: list[str] | None = None) -> pa.Table | None:
@@ -215,70 +278,3 @@ def read_live(directory: str, key_column: str = VIDEO_KEY, columns: list[str] | 
     if tagged is None:
         return None
     return tagged.rows.filter(live_mask(tagged.rows, None, key_column)).drop_columns(["_part"])
-
-
-# Parts scanned by one dataset. A dataset's fragments keep each part's Parquet footer once read
-# (~60 KB at D = 1024, 256 rows a part: 240 MB for a million rows), so a scan over all parts at
-# once would hold memory per row; a group holds a few MB and is dropped when scanned.
-PARTS_PER_SCAN = 64
-
-
-@dataclass
-class LiveRows:
-    """The live rows of a dataset, found from its small columns; the wide ones are read in batches.
-
-    `rows` holds the key column and `run_id` of every live row, in read order, and `_part` (the
-    index of its part in `paths`): a few bytes per row, where the vectors are kilobytes."""
-
-    paths: list[str]
-    filesystem: fsspec.AbstractFileSystem
-    schema: pa.Schema  # the parts' schemas unified
-    rows: pa.Table
-    key_column: str
-    models: list[bytes | None]  # each part's footer record of the model that made it
-
-    def model(self) -> dict:
-        """The model record in the footers of the parts holding live rows; they must all agree."""
-        records = {self.models[i] for i in np.unique(self.rows["_part"].to_numpy())}
-        if None in records:
-            raise DatasetError("the embeddings carry no model record (not written by vidx index?)")
-        if len(records) > 1:
-            raise DatasetError(f"the live rows were made by {len(records)} different models; run vidx index again")
-        return json.loads(records.pop())
-
-    def batches(self, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:
-        """The live rows' `columns`, about `rows_per_batch` rows at a time (parts are often smaller)."""
-        bounds = np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(self.paths) + 1))
-        keys = self.rows[self.key_column]
-        pending, pending_rows = [], 0
-        for first in range(0, len(self.paths), PARTS_PER_SCAN):
-            group = self.paths[first:first + PARTS_PER_SCAN]
-            part_index = {path: first + i for i, path in enumerate(group)}
-            parts = ds.dataset(group, schema=self.schema, filesystem=self.filesystem, format="parquet")
-            scanner = parts.scanner(columns=columns, batch_size=rows_per_batch, fragment_readahead=2)
-            for tagged in scanner.scan_batches():
-                i = part_index[tagged.fragment.path]
-                live = keys[bounds[i]:bounds[i + 1]]
-                batch = tagged.record_batch.filter(pc.is_in(tagged.record_batch[self.key_column], live))
-                pending.append(batch)
-                pending_rows += batch.num_rows
-                if pending_rows >= rows_per_batch:
-                    yield pa.Table.from_batches(pending)
-                    pending, pending_rows = [], 0
-        if pending_rows:
-            yield pa.Table.from_batches(pending)
-
-
-def scan_live(directory: str, key_column: str = VIDEO_KEY, status: str | None = None) -> LiveRows | None:
-    """The rows `read_live` returns (only those with `status`, when given and the dataset has that
-    column), without reading the vectors yet: memory grows by a few bytes per row, not by the width
-    of a row. None when empty."""
-    tagged = read_tagged_rows(directory, columns=[key_column, "video_id", "run_id", "status"])
-    if tagged is None:
-        return None
-    rows = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
-    if status and "status" in rows.column_names:  # a part without `status` reads it as null
-        rows = rows.filter(pc.equal(rows["status"], status))
-    fs, _ = _fs(directory)
-    return LiveRows(tagged.paths, fs, pa.unify_schemas(tagged.schemas, promote_options="permissive"),
-                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, tagged.models)

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from errors import IntegrityError
 
-from .dataset import LiveRows
+from .live_rows import LiveRows
 from .schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
 from .vectorstore import VectorStore, VectorStoreError, collection_fields
 

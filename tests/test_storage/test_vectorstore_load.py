@@ -3,7 +3,6 @@ retire, exact answers, and the places where the two engines differ."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -13,41 +12,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from embeddings import DIM, MODEL, embeddings_table, write
 from errors import IntegrityError
-from storage import dataset
-from storage.dataset import read_live, scan_live, write_part
+from storage import live_rows
+from storage.dataset import read_live
+from storage.live_rows import scan_live
 from storage.filters import equals
 from storage.flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path
 from storage.vectorstore import VectorStore, VectorStoreError
 from storage.versions import build_and_swap, inserted_batches, retire_versions, served_fields
-
-DIM = 16
-MODEL = {"spec": {"name": "tiny"}, "fingerprint": "a"}
-
-
-def embeddings_table(n: int, seed: int = 0, run_id: str = "run-1", tags=("news", "sport"), model=MODEL) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((n, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    table = pa.table({
-        "key": [f"v{i}#0" for i in range(n)],
-        "video_id": [f"v{i}" for i in range(n)],
-        "duration_s": rng.uniform(1, 60, n),
-        "segment_seconds": pa.nulls(n, pa.float64()),  # whole videos
-        "status": ["ok"] * n,
-        "error": pa.nulls(n, pa.string()),
-        "run_id": [run_id] * n,
-        "tag": rng.choice(list(tags), n).tolist(),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIM),
-    })
-    return table.replace_schema_metadata({b"vidx.model": json.dumps(model).encode()})
-
-
-def write(directory: Path, *tables: pa.Table) -> str:
-    for table in tables:
-        write_part(table, str(directory), "key")
-    return str(directory)
-
 
 def load(store: VectorStore, directory: str, version: str, skip_unchanged: bool = False) -> dict:
     return build_and_swap(store, scan_live(directory, status="ok"), "videos", version, skip_unchanged)
@@ -228,8 +201,10 @@ def test_nulls_are_stored_where_the_engine_can_or_refused_with_the_rule(store, t
         assert store.versions("videos") == []  # nothing half-built is left
 
 
-def test_live_rows_stream_in_batches_equal_to_a_whole_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset, "PARTS_PER_SCAN", 2)  # batches span the scans of groups of parts
+@pytest.mark.parametrize("read_ahead_bytes", [1 << 30, 1], ids=["parts-read-ahead", "parts-streamed-alone"])
+def test_live_rows_stream_in_batches_equal_to_a_whole_read(tmp_path, monkeypatch, read_ahead_bytes):
+    monkeypatch.setattr(live_rows, "READ_AHEAD_BYTES", read_ahead_bytes)
+    monkeypatch.setattr(live_rows, "STREAM_BUFFER", 256)  # a column's pages read a few at a time
     first = embeddings_table(40, run_id="run-1")
     second = embeddings_table(10, seed=5, run_id="run-2")  # videos 0-9 again, newer
     parts = write(tmp_path / "videos", first, second, first.slice(20, 5).replace_schema_metadata(first.schema.metadata))

@@ -1,0 +1,71 @@
+"""Compaction: drop the rows no reader should see (superseded, deleted, duplicated), so that a plain
+read of the dataset (pyarrow, DuckDB) sees what `read_live` sees.
+
+Linear in the rows: the live mask is computed once over every part's small columns, the rows each
+part loses are counted in one pass, and only parts that lose rows are read whole and rewritten.
+A night that drops nothing reads no vectors, and no part the plan already read.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .dataset import PART_READERS, TaggedRows, filesystem, live_mask, read_tagged_rows, write_part
+
+# Bytes of parts (uncompressed) rewritten at once: each rewrite holds its part and the part it
+# writes. Parts of 256 rows at D = 1024 (1 MB) go PART_READERS at a time; parts of 20,000 (80 MB)
+# one or two.
+REWRITE_BYTES = 256 << 20
+
+
+def _rewrite(fs, path: str, keep: np.ndarray, directory: str, key_column: str) -> str | None:
+    """Write the rows of the part at `path` that `keep` (a mask in file order) keeps as a new part,
+    then delete the old one; the new part's path, None when nothing was kept."""
+    written = None
+    if keep.any():
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        written = write_part(table.filter(pa.array(keep)), directory, key_column)
+    fs.rm(path)  # only after its surviving rows are safely in a new part
+    return written
+
+
+def compact(directory: str, wanted_video_ids: pa.Array | None, key_column: str,
+            known: TaggedRows | None = None) -> tuple[dict[str, int], TaggedRows | None]:
+    """Drop superseded, deleted and duplicated rows; parts with nothing to drop are untouched.
+    `known`: the parts' small columns as the plan read them (only parts written since are read).
+    Returns the stats, and the dataset's small columns after compaction (None when it is empty)."""
+    columns = [key_column, "video_id", "run_id"]
+    if known is not None:  # keep what it holds, for the next reader (vidx nightly's load)
+        columns += [c for c in known.rows.column_names if c not in columns and c != "_part"]
+    tagged = read_tagged_rows(directory, columns, known)
+    stats = {"parts_rewritten": 0, "parts_deleted": 0, "rows_dropped": 0}
+    if tagged is None:
+        return stats, None
+    keep = live_mask(tagged.rows, wanted_video_ids, key_column).to_numpy(zero_copy_only=False)
+    bounds = tagged.bounds()
+    kept_per_part = np.bincount(tagged.rows["_part"].to_numpy(), weights=keep, minlength=len(tagged.paths))
+    losing = np.flatnonzero(kept_per_part < np.diff(bounds))
+    stats["rows_dropped"] = int(tagged.rows.num_rows - keep.sum())
+    renamed: dict[int, str] = {}
+    if len(losing):
+        fs, _ = filesystem(directory)
+        largest = max(tagged.nbytes[i] for i in losing)
+        workers = int(np.clip(REWRITE_BYTES // max(2 * largest, 1), 1, PART_READERS))
+        with ThreadPoolExecutor(workers, thread_name_prefix="compact") as pool:
+            written = pool.map(lambda i: _rewrite(fs, tagged.paths[i], keep[bounds[i]:bounds[i + 1]], directory,
+                                                  key_column), losing)
+            for i, path in zip(losing, written):
+                if path is None:
+                    stats["parts_deleted"] += 1
+                else:
+                    renamed[i] = path
+                    stats["parts_rewritten"] += 1
+    deleted = np.zeros(len(tagged.paths), bool)
+    deleted[losing] = True
+    deleted[list(renamed)] = False
+    return stats, tagged.parts(np.flatnonzero(~deleted), rows=keep, renamed=renamed)

@@ -1,0 +1,114 @@
+"""The live rows of a dataset for a load: found from the parts' small columns, then read a batch at
+a time with their vectors, holding a bounded number of bytes whatever the size of a part.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .dataset import PART_READERS, DatasetError, TaggedRows, filesystem, live_mask, read_ahead, read_tagged_rows
+from .schema import VIDEO_KEY
+
+# Bytes of parts (uncompressed) read ahead at once. Small parts (256 rows at D = 1024: 1 MB) are
+# read PART_READERS at a time, which hides an object store's round trips; a part larger than this
+# is streamed alone, STREAM_BUFFER bytes of a column at a time.
+READ_AHEAD_BYTES = 64 << 20
+STREAM_BUFFER = 1 << 20
+
+
+@dataclass
+class LiveRows:
+    """The live rows of a dataset, found from its small columns; the wide ones are read in batches.
+
+    `rows` holds the key column and `run_id` of every live row, in part order, and `_part` (the
+    index of its part in `paths`): a few bytes per row, where the vectors are kilobytes."""
+
+    paths: list[str]
+    filesystem: fsspec.AbstractFileSystem
+    schema: pa.Schema  # the schemas of the parts holding live rows, unified
+    rows: pa.Table
+    key_column: str
+    models: list[bytes | None]  # each part's footer record of the model that made it
+    nbytes: list[int]  # each part's size uncompressed
+
+    def model(self) -> dict:
+        """The model record in the footers of the parts holding live rows; they must all agree."""
+        records = {self.models[i] for i in np.unique(self.rows["_part"].to_numpy())}
+        if None in records:
+            raise DatasetError("the embeddings carry no model record (not written by vidx index?)")
+        if len(records) > 1:
+            raise DatasetError(f"the live rows were made by {len(records)} different models; run vidx index again")
+        return json.loads(records.pop())
+
+    def _part_batches(self, i: int, live: pa.Array, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:
+        """The live rows of part i, `columns` in the unified schema, streamed from the file."""
+        with self.filesystem.open(self.paths[i], "rb") as f:
+            part = pq.ParquetFile(f, buffer_size=STREAM_BUFFER, pre_buffer=False)
+            present = [c for c in columns if c in part.schema_arrow.names]
+            for batch in part.iter_batches(batch_size=rows_per_batch, columns=present):
+                batch = batch.filter(pc.is_in(batch[self.key_column], live))
+                yield pa.table([batch[c].cast(self.schema.field(c).type) if c in present
+                                else pa.nulls(batch.num_rows, self.schema.field(c).type) for c in columns],
+                               names=columns)
+
+    def _tables(self, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:
+        """The live rows of each part holding any, in part order: small parts read ahead in
+        parallel, large ones streamed."""
+        bounds = np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(self.paths) + 1))
+        keys = self.rows[self.key_column]
+        parts = [(i, keys[bounds[i]:bounds[i + 1]]) for i in np.flatnonzero(np.diff(bounds))]
+        largest = max((self.nbytes[i] for i, _ in parts), default=0)
+        readers = int(np.clip(READ_AHEAD_BYTES // max(largest, 1), 1, PART_READERS))
+        if readers == 1:
+            for i, live in parts:
+                yield from self._part_batches(i, live, columns, rows_per_batch)
+            return
+        for tables in read_ahead(lambda part: list(self._part_batches(*part, columns, rows_per_batch)), parts, readers):
+            yield from tables
+
+    def batches(self, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:
+        """The live rows' `columns`, about `rows_per_batch` rows at a time (parts are often smaller)."""
+        pending, pending_rows = [], 0
+        for table in self._tables(columns, rows_per_batch):
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= rows_per_batch:
+                yield pa.concat_tables(pending)
+                pending, pending_rows = [], 0
+        if pending_rows:
+            yield pa.concat_tables(pending)
+
+
+def rows_of(tagged: TaggedRows, rows: pa.Table, directory: str, key_column: str) -> LiveRows:
+    """`rows` (some of tagged.rows, in their order) as LiveRows, to read whole."""
+    fs, _ = filesystem(directory)
+    holding = np.unique(rows["_part"].to_numpy())
+    return LiveRows(tagged.paths, fs, tagged.unified_schema(holding),
+                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, tagged.models,
+                    tagged.nbytes)
+
+
+def live_rows(tagged: TaggedRows, directory: str, key_column: str, status: str | None) -> LiveRows:
+    """The live rows of `tagged` (only those with `status`, when given and the dataset has that column)."""
+    rows = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
+    if status and "status" in rows.column_names:  # a part without `status` reads it as null
+        rows = rows.filter(pc.equal(rows["status"], status))
+    return rows_of(tagged, rows, directory, key_column)
+
+
+def scan_live(directory: str, key_column: str = VIDEO_KEY, status: str | None = None,
+              known: TaggedRows | None = None) -> LiveRows | None:
+    """The rows `read_live` returns (only those with `status`, when given), without reading the
+    vectors yet: memory grows by a few bytes per row, not by the width of a row. `known`: the
+    parts' small columns as read earlier (only parts not in it are read). None when empty."""
+    columns = [key_column, "video_id", "run_id", *(["status"] if status else [])]
+    tagged = read_tagged_rows(directory, columns, known)
+    return None if tagged is None else live_rows(tagged, directory, key_column, status)
