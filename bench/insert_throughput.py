@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from query_latency import clustered_vectors, write_dataset  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
-from storage.dataset import scan_live  # noqa: E402
+from storage.live_rows import scan_live  # noqa: E402
 from storage.versions import insert_batches, inserted_batches, served_fields  # noqa: E402
 from storage.vectorstore import VectorStore  # noqa: E402
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,8 @@ def clustered_vectors(rows: int, dim: int, rng: np.random.Generator, chunk: int 
     return vectors
 
 
-def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator) -> pa.Table:
+def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator,
+                  rows_per_part: int = ROWS_PER_PART) -> pa.Table:
     """An index run's videos/ parts: SEGMENTS segments per video, a `channel` of 100 values and a
     `duration_s` of 0-59 drawn at random (the filters' columns); returns the scalar columns."""
     n, dim = vectors.shape
@@ -97,20 +99,22 @@ def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator
         "status": ["ok"] * n,
         "run_id": ["bench"] * n,
     })
-    for start in range(0, n, ROWS_PER_PART):
-        part = scalars.slice(start, ROWS_PER_PART)
+    for start in range(0, n, rows_per_part):
+        part = scalars.slice(start, rows_per_part)
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors[start:start + part.num_rows].reshape(-1)), dim)
         write_part(part.append_column("embedding", embedding).replace_schema_metadata(metadata),
                    str(directory / "videos"), "key")
     return scalars
 
 
-def load_in_child(embeddings: Path, db: str) -> tuple[dict, float]:
+def load_in_child(embeddings: Path, db: str, code: Path = ROOT) -> tuple[dict, float]:
     """`vidx load` as its own process: (its result, its peak RSS in MB). The peak is the child's
     VmHWM, read while it runs: the kernel's ru_maxrss of a spawned child counts the parent's
-    memory up to the exec (the 4 GB of vectors this process holds at 1M rows)."""
+    memory up to the exec (the 4 GB of vectors this process holds at 1M rows). `code`: the root of
+    the code that loads."""
     child = subprocess.Popen([sys.executable, "-m", "jobs", "load", "--embeddings", str(embeddings), "--db", db,
-                              "--collection", "bench"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                              "--collection", "bench"], cwd=code, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(code)})
     peak_kb = 0
     while child.poll() is None:
         peak_kb = max(peak_kb, _peak_rss_kb(child.pid))

@@ -46,7 +46,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -56,6 +55,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().par
 
 from jobs.synth import COLOURS, DIRECTIONS, SHAPES, synth  # noqa: E402
 from http_load import WARMUP_S, closed_level, open_level  # noqa: E402
+from code_versions import Version, code_versions  # noqa: E402
 from random_checkpoint import random_vitb32_checkpoint  # noqa: E402
 from servers import MilvusStandalone, free_port, server_database  # noqa: E402
 
@@ -65,13 +65,6 @@ STOP_TIMEOUT_S = 30.0
 K = 10
 ADVERBS = ("slowly", "quickly", "smoothly", "steadily")
 QUERY_SQL = "SELECT video_id, score FROM videos WHERE colour = :c ORDER BY similarity(TEXT(:t)) DESC LIMIT 10"
-
-
-@dataclass(frozen=True)
-class Version:
-    name: str  # "before" or "after"
-    rev: str
-    code: Path  # the code's root: the server runs there, with it on PYTHONPATH
 
 
 # --- setup: library, index, databases, code versions ---------------------------------------------
@@ -123,25 +116,6 @@ def engine_database(engine: str, work: Path, embeddings: Path):
         yield db, {"milvus": milvus.pid}
     finally:
         milvus.stop()
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-@contextlib.contextmanager
-def code_versions(before: str | None, work: Path):
-    """[before (a detached worktree of REV, removed on exit)], after (this tree, uncommitted changes included)."""
-    after = Version("after", git("describe", "--always", "--dirty"), ROOT)
-    if before is None:
-        yield [after]
-        return
-    tree = work / "before"
-    git("worktree", "add", "--detach", str(tree), before)
-    try:
-        yield [Version("before", git("rev-parse", "--short", before), tree), after]
-    finally:
-        git("worktree", "remove", "--force", str(tree))
 
 
 # --- the server ------------------------------------------------------------------------------------

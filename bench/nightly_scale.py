@@ -1,0 +1,355 @@
+"""The nightly at scale: each step's wall time and the driver's peak RSS over a library of 10^5 and
+10^6 already-indexed videos, three kinds of night, before and after a change, in one run; then
+the peak RSS of `vidx load` with large parts at two sizes.
+
+Usage: python bench/nightly_scale.py [--sizes 100000 1000000] [--before REV] [--work DIR]
+           [--load-rows 100000 400000] [--load-part-rows 20000] [--out nightly_scale.json]
+
+Nights, each a `jobs.nightly.nightly` in a fresh process on a fresh copy of the same index:
+  noop      nothing changed;
+  change    1 % of the videos added, 1 % changed (a new file), 1 % deleted;
+  metadata  1 % of the videos with a new `tag`.
+Each step's time and peak RSS (VmHWM, reset through /proc/self/clear_refs as the step starts) are
+taken by wrapping the functions the night calls: plan, encode, refresh, compaction, load (digest,
+and on a night with changes the new version's build and swap), retention.
+
+What is real: the night's own code (index planning, metadata refresh, compaction, load, alias
+swap, retention) on local files, a Milvus 2.3.5 server (one database per size) and Parquet parts
+of 256 rows as `vidx index` writes them. What is not: the videos are empty files (the plan stamps
+files, it never opens them); decoding and encoding are replaced by writing the rows the encoder
+would write (their cost per video is bench/index_throughput.py's, and it does not depend on the
+library's size); Ray is not started; vectors are the `tiny` model's 256 dimensions (compaction,
+refresh and load read them; planning and the digest never do).
+
+The load's memory: an index of `--load-rows` rows at D = 1024 in parts of `--load-part-rows`
+rows, loaded by `python -m jobs load` of each revision into the same server, its peak RSS read
+from the kernel while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
+
+NIGHTS = ("noop", "change", "metadata")
+CHANGED = 0.01  # of the library, for each kind of change
+VIDEOS_PER_DIRECTORY = 1000
+BASE_RUN = "20260101T000000000000Z-bench0"  # sorts before every run a night makes
+MODEL = "tiny"
+ALIAS = "videos"
+STEPS = ("plan", "encode", "refresh", "compaction", "load", "retention")
+# A 10 s clip's figures, in every row.
+FILLED = {"segment": 0, "start_s": 0.0, "end_s": 10.0, "duration_s": 10.0, "fps": 25.0, "width": 320, "height": 240,
+          "num_frames": 250, "sampled_frames": 12}
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # it has just ended
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)
+
+
+# --- one night, in its own process (the code of one revision) --------------------------------------
+
+class Steps:
+    """Wall time and peak RSS of each call of the wrapped functions, by step name."""
+
+    def __init__(self):
+        self.figures: dict[str, dict] = {}
+
+    def wrap(self, module, name: str, step: str, replacement=None) -> None:
+        call = replacement or getattr(module, name)
+
+        def timed(*args, **kwargs):
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := the RSS now
+            started = time.perf_counter()
+            result = call(*args, **kwargs)
+            figures = self.figures.setdefault(step, {"s": 0.0, "peak_rss_mb": 0.0})
+            figures["s"] = round(figures["s"] + time.perf_counter() - started, 3)
+            figures["peak_rss_mb"] = round(max(figures["peak_rss_mb"], peak_rss_mb()), 1)
+            return result
+
+        setattr(module, name, timed)
+
+
+def write_encoded_rows(run, videos, rng) -> None:
+    """What the encoder writes for `videos` (video_id, uri, file_stat, _row: their manifest row),
+    in parts of the run's size: one whole-video row each, a unit vector of the model's width, every
+    served column filled (Milvus 2.3 has no nullable fields)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from storage.dataset import conform, write_part
+
+    dim, schema = run.encoder.dim, run.video_schema()
+    for start in range(0, videos.num_rows, run.rows_per_part):
+        rows = videos.slice(start, run.rows_per_part)
+        m = rows.num_rows
+        vectors = rng.standard_normal((m, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        columns = {name: pa.array(np.full(m, value)) for name, value in FILLED.items()}
+        columns.update({"key": pa.array([f"{v}#0" for v in rows["video_id"].to_pylist()]), "video_id": rows["video_id"],
+                        "uri": rows["uri"], "file_stat": rows["file_stat"], "content_fingerprint": rows["file_stat"],
+                        "status": pa.array(["ok"] * m),
+                        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+                        **{k: pa.array([v] * m, pa.string()) for k, v in run.constants.items()}})
+        metadata = run.metadata.take(rows["_row"])
+        columns.update({c: metadata[c] for c in metadata.column_names if c not in columns})
+        write_part(conform(columns, m, schema), run.videos_dir, "key")
+
+
+def encode_by_writing_rows(run, plan, batch_size, segment_seconds) -> dict:
+    """In place of jobs.index.encode_videos: its rows written, nothing decoded or encoded."""
+    import numpy as np
+
+    write_encoded_rows(run, plan.encode, np.random.default_rng(0))
+    return {"rows": plan.encode.num_rows, "status_ok": plan.encode.num_rows}
+
+
+def night(args: argparse.Namespace) -> None:
+    """One nightly run of the code of args.code; prints its steps' figures as one JSON line."""
+    sys.path.insert(0, str(args.code))
+    import jobs.index
+    import jobs.nightly
+    from storage.vectorstore import VectorStore
+
+    started_rss = peak_rss_mb()
+    steps = Steps()
+    steps.wrap(jobs.index, "make_plan", "plan")
+    steps.wrap(jobs.index, "encode_videos", "encode", encode_by_writing_rows)
+    steps.wrap(jobs.index, "refresh_metadata", "refresh")
+    steps.wrap(jobs.index, "compact_dataset", "compaction")
+    steps.wrap(jobs.nightly, "load", "load")
+    steps.wrap(jobs.nightly, "retire_versions", "retention")
+    jobs.index.connect_checked = lambda *a, **k: None  # no Ray: nothing is decoded
+    # Every night starts from the same version, which the default retention (2) keeps as the previous.
+    VectorStore(args.db).swap_alias(ALIAS, args.baseline)
+    Path("/proc/self/clear_refs").write_text("5")
+    started = time.perf_counter()
+    stats = jobs.nightly.nightly(args.manifest, args.workdir, args.db, model=MODEL)
+    total = {"s": round(time.perf_counter() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    print(json.dumps({"steps": steps.figures, "total": total, "rss_at_start_mb": round(started_rss, 1),
+                      "unchanged": stats["unchanged"], "retired": stats["retired"],
+                      "counts": {k: stats[k] for k in ("added", "changed", "deleted", "reused", "metadata_updated")}}))
+
+
+# --- setup: the library, its index and manifests, the baseline version ------------------------------
+
+def video_path(root: Path, i: int, kind: str = "videos") -> Path:
+    return root / kind / f"{i // VIDEOS_PER_DIRECTORY:04d}" / f"{i:07d}.mp4"
+
+
+def make_library(root: Path, largest: int) -> None:
+    """Empty files: the library, the added videos of the largest night, and new files of changed ones."""
+    extra = int(largest * CHANGED)
+    for kind, ids in (("videos", range(largest + extra)), ("changed", range(largest))):
+        for i in ids:
+            path = video_path(root, i, kind)
+            if i % VIDEOS_PER_DIRECTORY == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "videos" or i % 100 == 3:
+                path.touch()
+
+
+def manifests(library: Path, n: int, out: Path) -> dict[str, Path]:
+    """The baseline manifest of n videos, and each night's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = range(n)
+    base = {"uri": [str(video_path(library, i)) for i in ids], "video_id": [f"v{i:07d}" for i in ids],
+            "tag": ["library"] * n}
+    picked = {kind: {i for i in ids if i % 100 == offset} for kind, offset in (("deleted", 2), ("changed", 3),
+                                                                                ("edited", 1))}
+    added = range(n, n + int(n * CHANGED))
+    change = {"uri": [str(video_path(library, i, "changed" if i in picked["changed"] else "videos"))
+                      for i in ids if i not in picked["deleted"]] + [str(video_path(library, i)) for i in added],
+              "video_id": [f"v{i:07d}" for i in ids if i not in picked["deleted"]] + [f"v{i:07d}" for i in added]}
+    change["tag"] = ["library"] * len(change["uri"])
+    metadata = {**base, "tag": ["edited" if i in picked["edited"] else "library" for i in ids]}
+    paths = {}
+    for name, columns in (("base", base), ("noop", base), ("change", change), ("metadata", metadata)):
+        paths[name] = out / f"manifest-{name}.parquet"
+        pq.write_table(pa.table(columns), paths[name])
+    return paths
+
+
+def write_baseline_index(manifest: Path, output: Path) -> None:
+    """The index as a night of the code under test leaves it: every video encoded by the `tiny`
+    model in one run, in parts of 256 rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.index import IndexRun, create_driver_model
+    from jobs.sink import ROWS_PER_PART
+    from storage.files import list_stamps
+
+    table = pq.read_table(manifest)
+    encoder = create_driver_model(MODEL, None, "exact")
+    run = IndexRun(BASE_RUN, encoder, table, str(output / "videos"), str(output / "captions"), 1, ROWS_PER_PART, None)
+    videos = table.select(["video_id", "uri"]).append_column("file_stat", list_stamps(table["uri"]))
+    write_encoded_rows(run, videos.append_column("_row", pa.array(np.arange(table.num_rows))), np.random.default_rng(1))
+
+
+def load_baseline(index: Path, db: str) -> str:
+    """The baseline index served under ALIAS; the name of its version."""
+    from jobs.load import load
+
+    return load(str(index), db, collection=ALIAS)[ALIAS]["collection"]
+
+
+# --- the parent: every size, revision and night ------------------------------------------------------
+
+def run_night(version, kind: str, manifest: Path, base_index: Path, work: Path, db: str, baseline: str) -> dict:
+    workdir = work / "night"
+    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.copytree(base_index, workdir)
+    command = [sys.executable, str(Path(__file__).resolve()), "night", "--manifest", str(manifest),
+               "--workdir", str(workdir), "--db", db, "--baseline", baseline, "--code", str(version.code)]
+    done = subprocess.run(command, cwd=version.code, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(version.code)})
+    if done.returncode:
+        raise SystemExit(f"{version.name} {kind} night failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def nights(args: argparse.Namespace, versions, server: str, record) -> None:
+    from servers import server_database
+
+    library = args.work / "library"
+    started = time.perf_counter()
+    make_library(library, max(args.sizes))
+    progress(f"library of {max(args.sizes)} empty files in {time.perf_counter() - started:.0f} s")
+    for n in args.sizes:
+        size_dir = args.work / f"n{n}"
+        size_dir.mkdir(parents=True, exist_ok=True)
+        paths = manifests(library, n, size_dir)
+        started = time.perf_counter()
+        write_baseline_index(paths["base"], size_dir / "index")
+        db = server_database(server, f"nightly{n}")
+        baseline = load_baseline(size_dir / "index", db)
+        progress(f"{n} videos: baseline index written and served in {time.perf_counter() - started:.0f} s")
+        for version in versions:
+            for kind in NIGHTS:
+                figures = run_night(version, kind, paths[kind], size_dir / "index", args.work, db, baseline)
+                record({"videos": n, "version": version.name, "night": kind, **figures})
+        shutil.rmtree(size_dir)
+
+
+def load_memory(args: argparse.Namespace, versions, server: str, record) -> None:
+    """Peak RSS of `vidx load` of each revision, with parts of args.load_part_rows rows at D = 1024."""
+    import numpy as np
+
+    from query_latency import load_in_child, write_dataset
+    from servers import server_database
+
+    for rows in args.load_rows:
+        index = args.work / f"load{rows}"
+        rng = np.random.default_rng(2)
+        vectors = rng.standard_normal((rows, 1024)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        write_dataset(vectors, index, rng, rows_per_part=args.load_part_rows)
+        del vectors
+        for version in versions:
+            db = server_database(server, f"load{rows}{version.name}")
+            result, peak = load_in_child(index, db, code=version.code)
+            record({"load_rows": rows, "part_rows": args.load_part_rows, "version": version.name,
+                    "peak_rss_mb": round(peak, 1), "seconds": result["bench"]["seconds"]})
+        shutil.rmtree(index)
+
+
+def main() -> None:
+    from code_versions import code_versions
+    from servers import MilvusStandalone
+
+    args = parse_args()
+    if args.command == "night":
+        night(args)
+        return
+    shutil.rmtree(args.work, ignore_errors=True)  # the server's data of an earlier run included
+    args.work.mkdir(parents=True)
+    results: list[dict] = []
+
+    def record(result: dict) -> None:
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        args.out.write_text(json.dumps({"config": {"sizes": args.sizes, "before": args.before, "cpus": os.cpu_count(),
+                                                   "load_rows": args.load_rows, "load_part_rows": args.load_part_rows},
+                                        "results": results}, indent=1))
+
+    milvus = MilvusStandalone(args.work / "milvus")
+    try:
+        server = milvus.start()
+        with code_versions(args.before, args.work) as versions:
+            nights(args, versions, server, record)
+            load_memory(args, versions, server, record)
+    finally:
+        milvus.stop()
+    print(report(results), file=sys.stderr)
+
+
+def report(results: list[dict]) -> str:
+    """Markdown: each night's steps by size and version, and the ratio of the largest size to the smallest."""
+    lines = []
+    sizes = sorted({r["videos"] for r in results if "videos" in r})
+    for kind in NIGHTS:
+        rows = {(r["videos"], r["version"]): r for r in results if r.get("night") == kind}
+        lines += [f"\n{kind} night: seconds (driver peak RSS, MB)",
+                  "| step | version | " + " | ".join(f"{n:,}" for n in sizes) + " | ratio |", "|---|---|" + "---|" * (len(sizes) + 1)]
+        for step in [*STEPS, "total"]:
+            for version in sorted({v for _, v in rows}, reverse=True):
+                cells = [rows[n, version]["total"] if step == "total" else rows[n, version]["steps"].get(step)
+                         if (n, version) in rows else None for n in sizes]
+                if not any(cells):
+                    continue
+                text = [f"{c['s']:.2f} ({c['peak_rss_mb']:.0f})" if c else "-" for c in cells]
+                first, last = cells[0], cells[-1]
+                ratio = (f"{last['s'] / max(first['s'], 1e-3):.1f}x ({last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x)"
+                         if len(cells) > 1 and first and last else "-")
+                lines.append(f"| {step} | {version} | " + " | ".join(text) + f" | {ratio} |")
+    loads = [r for r in results if "load_rows" in r]
+    if loads:
+        lines += ["\nvidx load, peak RSS", "| rows | part rows | version | peak RSS MB | seconds |", "|---|---|---|---|---|"]
+        lines += [f"| {r['load_rows']:,} | {r['part_rows']:,} | {r['version']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |"
+                  for r in loads]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=["run", "night"], default="run")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--before", metavar="REV", help="also measure the code of commit REV, first")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vidx-nightly-scale",
+                        help="scratch directory, emptied first")
+    parser.add_argument("--load-rows", type=int, nargs="*", default=[100_000, 400_000])
+    parser.add_argument("--load-part-rows", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=Path("nightly_scale.json"))
+    # A night's own arguments (the parent passes them):
+    parser.add_argument("--manifest")
+    parser.add_argument("--workdir")
+    parser.add_argument("--db")
+    parser.add_argument("--baseline", help="the collection every night starts from")
+    parser.add_argument("--code", type=Path, help="the root of the code a night runs")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()
