@@ -2,8 +2,9 @@
 10^6 already-indexed videos, three kinds of night, before and after a change, in one run; then
 the peak RSS of `vidx load` with large parts at two sizes.
 
-Usage: python bench/nightly_scale.py [--sizes 100000 1000000] [--before REV] [--work DIR]
-           [--load-rows 100000 400000] [--load-part-rows 20000] [--out nightly_scale.json]
+Usage: python bench/nightly_scale.py [--sizes 100000 1000000] [--s3-sizes 100000] [--before REV]
+           [--compact-rows 600000] [--load-rows 100000 400000] [--load-part-rows 20000]
+           [--work DIR] [--out nightly_scale.json]
 
 Nights, each a `jobs.nightly.nightly` in a fresh process on a fresh copy of the same index:
   noop      nothing changed;
@@ -14,12 +15,16 @@ taken by wrapping the functions the night calls: plan, encode, refresh, compacti
 and on a night with changes the new version's build and swap), retention.
 
 What is real: the night's own code (index planning, metadata refresh, compaction, load, alias
-swap, retention) on local files, a Milvus 2.3.5 server (one database per size) and Parquet parts
-of 256 rows as `vidx index` writes them. What is not: the videos are empty files (the plan stamps
+swap, retention) over an index on local disk (or, for `--s3-sizes`, on the S3 test server, moto),
+a Milvus 2.3.5 server (one database per size) and Parquet parts of 256 rows as `vidx index` writes
+them. What is not: the videos are empty files (the plan stamps
 files, it never opens them); decoding and encoding are replaced by writing the rows the encoder
 would write (their cost per video is bench/index_throughput.py's, and it does not depend on the
 library's size); Ray is not started; vectors are the `tiny` model's 256 dimensions (compaction,
 refresh and load read them; planning and the digest never do).
+
+Compaction alone: over `--compact-rows` rows in parts of 256 rows, nothing to drop, every part's
+small columns read (no plan before it), each revision in a fresh process.
 
 The load's memory: an index of `--load-rows` rows at D = 1024 in parts of `--load-part-rows`
 rows, loaded by `python -m jobs load` of each revision into the same server, its peak RSS read
@@ -29,6 +34,7 @@ from the kernel while it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -149,6 +155,21 @@ def night(args: argparse.Namespace) -> None:
                       "counts": {k: stats[k] for k in ("added", "changed", "deleted", "reused", "metadata_updated")}}))
 
 
+def compaction_alone(args: argparse.Namespace) -> None:
+    """One compaction that finds nothing to drop, reading every part (no plan before it), by the
+    code of args.code; prints its seconds and peak RSS as one JSON line."""
+    sys.path.insert(0, str(args.code))
+    try:
+        from storage.compaction import compact
+    except ImportError:  # before storage/compaction.py
+        from storage.dataset import compact
+
+    Path("/proc/self/clear_refs").write_text("5")
+    started = time.perf_counter()
+    compact(args.workdir, None, "key")
+    print(json.dumps({"s": round(time.perf_counter() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}))
+
+
 # --- setup: the library, its index and manifests, the baseline version ------------------------------
 
 def video_path(root: Path, i: int, kind: str = "videos") -> Path:
@@ -217,40 +238,104 @@ def load_baseline(index: Path, db: str) -> str:
 
 # --- the parent: every size, revision and night ------------------------------------------------------
 
-def run_night(version, kind: str, manifest: Path, base_index: Path, work: Path, db: str, baseline: str) -> dict:
-    workdir = work / "night"
-    shutil.rmtree(workdir, ignore_errors=True)
-    shutil.copytree(base_index, workdir)
+def night_workdir(base_index: Path, work: Path, s3: bool) -> str:
+    """A fresh copy of the baseline index: a local directory, or a new bucket on the S3 server."""
+    if not s3:
+        workdir = work / "night"
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.copytree(base_index, workdir)
+        return str(workdir)
+    import fsspec
+
+    from object_store import new_bucket
+
+    url = f"s3://{new_bucket()}/index"
+    fsspec.filesystem("s3").put(f"{base_index}/", url, recursive=True)
+    return url
+
+
+def run_night(version, kind: str, manifest: Path, workdir: str, db: str, baseline: str, env: dict) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "night", "--manifest", str(manifest),
-               "--workdir", str(workdir), "--db", db, "--baseline", baseline, "--code", str(version.code)]
+               "--workdir", workdir, "--db", db, "--baseline", baseline, "--code", str(version.code)]
     done = subprocess.run(command, cwd=version.code, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(version.code)})
+                          env={**os.environ, **env, "PYTHONPATH": str(version.code)})
     if done.returncode:
         raise SystemExit(f"{version.name} {kind} night failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def nights(args: argparse.Namespace, versions, server: str, record) -> None:
+    """Every night kind of every version at each size: local sizes, then S3 sizes."""
     from servers import server_database
 
+    runs = [(n, False) for n in args.sizes] + [(n, True) for n in args.s3_sizes]
+    if not runs:
+        return
     library = args.work / "library"
     started = time.perf_counter()
-    make_library(library, max(args.sizes))
-    progress(f"library of {max(args.sizes)} empty files in {time.perf_counter() - started:.0f} s")
-    for n in args.sizes:
-        size_dir = args.work / f"n{n}"
-        size_dir.mkdir(parents=True, exist_ok=True)
-        paths = manifests(library, n, size_dir)
-        started = time.perf_counter()
-        write_baseline_index(paths["base"], size_dir / "index")
-        db = server_database(server, f"nightly{n}")
-        baseline = load_baseline(size_dir / "index", db)
-        progress(f"{n} videos: baseline index written and served in {time.perf_counter() - started:.0f} s")
+    make_library(library, max(n for n, _ in runs))
+    progress(f"library of {max(n for n, _ in runs)} empty files in {time.perf_counter() - started:.0f} s")
+    with s3_server(args.work, bool(args.s3_sizes)) as env:
+        for n, s3 in runs:
+            store = "s3" if s3 else "local"
+            size_dir = args.work / f"n{n}"
+            size_dir.mkdir(parents=True, exist_ok=True)
+            paths = manifests(library, n, size_dir)
+            started = time.perf_counter()
+            write_baseline_index(paths["base"], size_dir / "index")
+            db = server_database(server, f"nightly{n}{store}")
+            baseline = load_baseline(size_dir / "index", db)
+            progress(f"{n} videos: baseline index written and served in {time.perf_counter() - started:.0f} s")
+            for version in versions:
+                for kind in NIGHTS:
+                    with_env = env if s3 else {}
+                    workdir = night_workdir(size_dir / "index", args.work, s3)
+                    figures = run_night(version, kind, paths[kind], workdir, db, baseline, with_env)
+                    record({"videos": n, "store": store, "version": version.name, "night": kind, **figures})
+                    progress(f"{n} videos ({store}), {version.name}, {kind} night: {figures['total']['s']:.1f} s")
+            shutil.rmtree(size_dir)
+
+
+@contextlib.contextmanager
+def s3_server(work: Path, wanted: bool):
+    """The S3 test server (moto) when `wanted`, this process's environment pointed at it; yields
+    that environment ({} when not wanted). Stopped by its process id."""
+    if not wanted:
+        yield {}
+        return
+    from object_store import aws_environment, start_moto_server
+
+    process, endpoint = start_moto_server(work / "moto.log")
+    env = aws_environment(endpoint)
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def compactions(args: argparse.Namespace, versions, record) -> None:
+    """Compaction alone over args.compact_rows rows in 256-row parts (narrow vectors: it reads none
+    when nothing is dropped), each version in a fresh process."""
+    import numpy as np
+
+    from storage.dataset import write_part
+    from table_formats import ROWS_PER_PART, video_rows
+
+    for rows in args.compact_rows:
+        directory = args.work / f"compact{rows}" / "videos"
+        rng = np.random.default_rng(4)
+        for start in range(0, rows, 65_536):
+            table = video_rows(np.arange(start, min(start + 65_536, rows)), "run-1", 8, rng)
+            for offset in range(0, table.num_rows, ROWS_PER_PART):
+                write_part(table.slice(offset, ROWS_PER_PART), str(directory), "key")
         for version in versions:
-            for kind in NIGHTS:
-                figures = run_night(version, kind, paths[kind], size_dir / "index", args.work, db, baseline)
-                record({"videos": n, "version": version.name, "night": kind, **figures})
-        shutil.rmtree(size_dir)
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "compact", "--workdir", str(directory),
+                                   "--code", str(version.code)], cwd=version.code, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(version.code)}, check=True)
+            record({"compact_rows": rows, "version": version.name, **json.loads(done.stdout.splitlines()[-1])})
+        shutil.rmtree(directory.parent)
 
 
 def load_memory(args: argparse.Namespace, versions, server: str, record) -> None:
@@ -283,6 +368,9 @@ def main() -> None:
     if args.command == "night":
         night(args)
         return
+    if args.command == "compact":
+        compaction_alone(args)
+        return
     shutil.rmtree(args.work, ignore_errors=True)  # the server's data of an earlier run included
     args.work.mkdir(parents=True)
     results: list[dict] = []
@@ -298,6 +386,7 @@ def main() -> None:
     try:
         server = milvus.start()
         with code_versions(args.before, args.work) as versions:
+            compactions(args, versions, record)
             nights(args, versions, server, record)
             load_memory(args, versions, server, record)
     finally:
@@ -305,17 +394,19 @@ def main() -> None:
     print(report(results), file=sys.stderr)
 
 
-def report(results: list[dict]) -> str:
+def night_tables(results: list[dict], store: str) -> list[str]:
     """Markdown: each night's steps by size and version, and the ratio of the largest size to the smallest."""
-    lines = []
-    sizes = sorted({r["videos"] for r in results if "videos" in r})
+    lines, sizes = [], sorted({r["videos"] for r in results})
     for kind in NIGHTS:
-        rows = {(r["videos"], r["version"]): r for r in results if r.get("night") == kind}
-        lines += [f"\n{kind} night: seconds (driver peak RSS, MB)",
-                  "| step | version | " + " | ".join(f"{n:,}" for n in sizes) + " | ratio |", "|---|---|" + "---|" * (len(sizes) + 1)]
+        rows = {(r["videos"], r["version"]): r for r in results if r["night"] == kind}
+        if not rows:
+            continue
+        lines += [f"\n{kind} night, index on {store} storage: seconds (driver peak RSS, MB)",
+                  "| step | version | " + " | ".join(f"{n:,}" for n in sizes) + " | ratio |",
+                  "|---|---|" + "---|" * (len(sizes) + 1)]
         for step in [*STEPS, "total"]:
             for version in sorted({v for _, v in rows}, reverse=True):
-                cells = [rows[n, version]["total"] if step == "total" else rows[n, version]["steps"].get(step)
+                cells = [(rows[n, version]["total"] if step == "total" else rows[n, version]["steps"].get(step))
                          if (n, version) in rows else None for n in sizes]
                 if not any(cells):
                     continue
@@ -324,6 +415,18 @@ def report(results: list[dict]) -> str:
                 ratio = (f"{last['s'] / max(first['s'], 1e-3):.1f}x ({last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x)"
                          if len(cells) > 1 and first and last else "-")
                 lines.append(f"| {step} | {version} | " + " | ".join(text) + f" | {ratio} |")
+    return lines
+
+
+def report(results: list[dict]) -> str:
+    """Markdown: each night's steps by store, size and version; the load's peak RSS."""
+    lines = []
+    for store in ("local", "s3"):
+        lines += night_tables([r for r in results if r.get("store") == store], store)
+    compacted = [r for r in results if "compact_rows" in r]
+    if compacted:
+        lines += ["\ncompaction alone, nothing to drop", "| rows | version | seconds | peak RSS MB |", "|---|---|---|---|"]
+        lines += [f"| {r['compact_rows']:,} | {r['version']} | {r['s']:.2f} | {r['peak_rss_mb']:.0f} |" for r in compacted]
     loads = [r for r in results if "load_rows" in r]
     if loads:
         lines += ["\nvidx load, peak RSS", "| rows | part rows | version | peak RSS MB | seconds |", "|---|---|---|---|---|"]
@@ -334,11 +437,14 @@ def report(results: list[dict]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", choices=["run", "night"], default="run")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("command", nargs="?", choices=["run", "night", "compact"], default="run")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--s3-sizes", type=int, nargs="*", default=[100_000],
+                        help="sizes whose index lives on the S3 test server (moto)")
     parser.add_argument("--before", metavar="REV", help="also measure the code of commit REV, first")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vidx-nightly-scale",
                         help="scratch directory, emptied first")
+    parser.add_argument("--compact-rows", type=int, nargs="*", default=[600_000])
     parser.add_argument("--load-rows", type=int, nargs="*", default=[100_000, 400_000])
     parser.add_argument("--load-part-rows", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=Path("nightly_scale.json"))

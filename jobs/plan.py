@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 PLAN_COLUMNS = [VIDEO_KEY, "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",
                 "error_kind", "run_id"]
 CAPTION_PLAN_COLUMNS = [CAPTION_KEY, "video_id", "text", "model_fingerprint", "run_id"]
+# What the steps after the plan (compaction, then the nightly's load) take from what it read.
+KEPT_COLUMNS = [VIDEO_KEY, CAPTION_KEY, "video_id", "run_id", "status"]
 ENCODE_COLUMNS = ["_row", "video_id", "uri", "file_stat"]
 
 
@@ -74,6 +76,7 @@ def _stored_rows(directory: str, columns: list[str], key_column: str) -> tuple[T
     if tagged is None:
         return None, None
     stored = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
+    tagged = tagged.select(KEPT_COLUMNS)
     if stored.num_rows == 0:
         return tagged, None
     if "error_kind" in columns and "error_kind" not in stored.column_names:  # written before error kinds

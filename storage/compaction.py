@@ -40,8 +40,8 @@ def compact(directory: str, wanted_video_ids: pa.Array | None, key_column: str,
     `known`: the parts' small columns as the plan read them (only parts written since are read).
     Returns the stats, and the dataset's small columns after compaction (None when it is empty)."""
     columns = [key_column, "video_id", "run_id"]
-    if known is not None:  # keep what it holds, for the next reader (vidx nightly's load)
-        columns += [c for c in known.rows.column_names if c not in columns and c != "_part"]
+    if known is not None and "status" in known.rows.column_names:  # kept for the load that follows
+        columns.append("status")
     tagged = read_tagged_rows(directory, columns, known)
     stats = {"parts_rewritten": 0, "parts_deleted": 0, "rows_dropped": 0}
     if tagged is None:

@@ -3,7 +3,10 @@
 Parts are published atomically (locally a temporary name, then a rename; on object stores, which
 have no rename, one PUT of the finished bytes) under names derived from their rows, so a retried
 write replaces and never duplicates. Each row carries the `run_id` of the run that
-wrote it; for every video the rows of the newest run win, and `compact` removes the rest.
+wrote it; for every video the rows of the newest run win, and compaction (storage.compaction)
+removes the rest. Every part's small columns are read once per run (TaggedRows) and handed on, so
+a night reads no part twice; the vectors are read only where rows are rewritten or loaded
+(storage.live_rows).
 """
 
 from __future__ import annotations
@@ -177,6 +180,11 @@ class TaggedRows:
         distinct = {id(self.schemas[i]): self.schemas[i] for i in parts}
         return pa.unify_schemas(list(distinct.values()), promote_options="permissive")
 
+    def select(self, columns: list[str]) -> TaggedRows:
+        """Only `columns` (those it has) of the rows: the others' memory goes with the original."""
+        kept = [c for c in columns if c in self.rows.column_names]
+        return TaggedRows(self.paths, self.schemas, self.models, self.nbytes, self.rows.select([*kept, "_part"]))
+
     def parts(self, chosen: np.ndarray, rows: np.ndarray | None = None, renamed: dict[int, str] | None = None) -> TaggedRows:
         """The parts `chosen` (indices, ascending), numbered anew: only `rows` of them when given (a
         mask over self.rows), and under a new path where `renamed` says so."""
@@ -224,9 +232,7 @@ def read_tagged_rows(directory: str, columns: list[str] | None, known: TaggedRow
         return None
     if known is not None and columns is not None and set(columns) <= set(known.rows.column_names):
         index = {path: i for i, path in enumerate(known.paths)}
-        reused = known.parts(np.array(sorted(index[p] for p in paths if p in index), int))
-        reused = TaggedRows(reused.paths, reused.schemas, reused.models, reused.nbytes,
-                            reused.rows.select([*columns, "_part"]))
+        reused = known.select(columns).parts(np.array(sorted(index[p] for p in paths if p in index), int))
         paths = [p for p in paths if p not in index]
     else:
         reused = None
