@@ -7,11 +7,15 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from jobs.__main__ import main
+from jobs.index import IndexRun, refresh_metadata
 from jobs.plan import make_plan
-from storage.dataset import conform, write_part
+from storage.compaction import compact
+from storage.dataset import conform, list_parts, read_live, write_part
+from storage.live_rows import LiveRows
 from storage.schema import CAPTIONS, VIDEOS, caption_schema, video_schema
 from storage.files import list_stamps
 from storage.manifest import validate_manifest
@@ -34,7 +38,7 @@ def make_manifest(tmp_path, n: int = 4, tags=None, captions=None) -> pa.Table:
 
 
 def store_videos(output: str, manifest: pa.Table, status=None, error_kind=None, fingerprint: str = "m1",
-                 segment_seconds=None, run_id: str = "r1") -> None:
+                 segment_seconds=None, run_id: str = "r1", dim: int = DIM, model: dict | None = None) -> None:
     n = manifest.num_rows
     metadata = manifest.drop_columns(["captions"])
     columns = {name: metadata[name] for name in metadata.column_names}
@@ -45,8 +49,8 @@ def store_videos(output: str, manifest: pa.Table, status=None, error_kind=None, 
         "model_fingerprint": pa.array([fingerprint] * n), "segment_seconds": pa.array([segment_seconds] * n, pa.float64()),
         "status": pa.array(status), "error_kind": pa.array(error_kind or [None] * n, pa.string()),
         "run_id": pa.array([run_id] * n),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(n * DIM, np.float32)), DIM)})
-    write_part(conform(columns, n, video_schema(DIM, metadata.schema, {})), f"{output}/{VIDEOS}", "key")
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(n * dim, np.float32)), dim)})
+    write_part(conform(columns, n, video_schema(dim, metadata.schema, model or {})), f"{output}/{VIDEOS}", "key")
 
 
 def store_captions(output: str, manifest: pa.Table, fingerprint: str = "m1") -> None:
@@ -113,6 +117,30 @@ def test_metadata_changes_refresh_rows_without_encoding(tmp_path):
     assert (plan.encode.num_rows, plan.refresh.to_pylist(), plan.reused) == (0, [1], 3)
     with_column = make_manifest(tmp_path, tags=["a", "b", None, "d"]).append_column("rating", pa.array([1, 2, 3, 4]))
     assert plan_of(with_column, output).refresh.to_pylist() == [0, 1, 2, 3]  # a column their rows lack
+
+
+def test_a_metadata_refresh_reads_and_rewrites_only_the_part_holding_the_edited_video(tmp_path, tiny_model,
+                                                                                     monkeypatch):
+    output = str(tmp_path / "out")
+    before = make_manifest(tmp_path, tags=["a", "b", "c", "d"])
+    run = IndexRun("r2", tiny_model, before.drop_columns(["captions"]), f"{output}/{VIDEOS}", f"{output}/{CAPTIONS}",
+                   1, 256, None)
+    for half in (before.slice(0, 2), before.slice(2, 2)):  # two parts: v0, v1 and v2, v3
+        store_videos(output, half, fingerprint=tiny_model.fingerprint, dim=tiny_model.dim, model=run.model_record)
+    parts = list_parts(run.videos_dir)
+    edited = make_manifest(tmp_path, tags=["a", "B", "c", "d"])
+    run.metadata = edited.drop_columns(["captions"])
+    plan = plan_of(edited, output, fingerprint=tiny_model.fingerprint)
+    opened = []
+    part_batches = LiveRows._part_batches
+    monkeypatch.setattr(LiveRows, "_part_batches", lambda self, i, *a: opened.append(self.paths[i]) or
+                        part_batches(self, i, *a))
+    assert refresh_metadata(run, plan) == 1
+    assert opened == [p for p in parts if "v1#0" in pq.read_table(p, columns=["key"])["key"].to_pylist()]
+    compact(run.videos_dir, None, "key")
+    rows = read_live(run.videos_dir).sort_by("key")
+    assert rows["tag"].to_pylist() == ["a", "B", "c", "d"] and rows["run_id"].to_pylist() == ["r1", "r2", "r1", "r1"]
+    assert len(set(parts) & set(list_parts(run.videos_dir))) == 1  # the part of v2 and v3 was never rewritten
 
 
 def test_a_nan_in_the_metadata_does_not_refresh_on_every_run(tmp_path):
