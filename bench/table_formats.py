@@ -11,7 +11,9 @@ unit vector of `--dim` floats. Delta writes them in one commit, in files of its 
 index` writes them) and again in parts of Delta's file size. Each way's step is timed in this process, on local
 disk, in the same run. Delta's night is the idiomatic one: a MERGE that updates the changed videos
 and inserts the new ones, then a MERGE that deletes the gone ones (delta-rs rewrites every file
-holding a matched row: copy-on-write). vidx's is its own: new parts, then compaction. Needs the
+holding a matched row: copy-on-write). vidx's is its own: new parts, then compaction. After the
+night, the rows a plain Parquet reader (pyarrow, DuckDB's read_parquet) sees in each directory are
+counted: Delta's replaced files stay until VACUUM, and only Delta readers skip them. Needs the
 `bench` extra (deltalake).
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,6 +69,11 @@ def timed(figures: dict, name: str, call):
     return result
 
 
+def plain_read_rows(directory: Path) -> int:
+    """Rows a reader that knows Parquet but not the table format sees (pyarrow, DuckDB's read_parquet)."""
+    return ds.dataset(str(directory), format="parquet").count_rows()
+
+
 def night_changes(n: int) -> dict[str, np.ndarray]:
     ids = np.arange(n)
     return {"changed": ids[ids % 100 == 3], "deleted": ids[ids % 100 == 2], "added": np.arange(n, n + n // 100)}
@@ -90,6 +98,7 @@ def vidx_way(base: pa.Table, changes: dict, dim: int, directory: Path, rows_per_
     stats, _ = timed(figures, f"{name}_night_compact_s", lambda: compact(str(directory), wanted, "key"))
     figures[f"{name}_files_rewritten"] = stats["parts_rewritten"] + stats["parts_deleted"]
     figures[f"{name}_night_s"] = round(figures[f"{name}_night_write_s"] + figures[f"{name}_night_compact_s"], 3)
+    figures[f"{name}_plain_read_rows_after_night"] = plain_read_rows(directory)
 
 
 def delta_way(base: pa.Table, changes: dict, dim: int, directory: Path, figures: dict) -> None:
@@ -123,6 +132,7 @@ def delta_way(base: pa.Table, changes: dict, dim: int, directory: Path, figures:
     figures["delta_night_s"] = round(figures["delta_night_upsert_s"] + figures["delta_night_delete_s"], 3)
     timed(figures, "delta_noop_read_after_night_s", noop_read)
     figures["delta_rows_after_night"] = noop_read().num_rows
+    figures["delta_plain_read_rows_after_night"] = plain_read_rows(directory)
 
 
 def main() -> None:
