@@ -394,6 +394,13 @@ def main() -> None:
     print(report(results), file=sys.stderr)
 
 
+def night_total(night: dict) -> dict:
+    """The night's seconds, and its peak RSS: the largest of its steps' (each step restarts the
+    kernel's high-water mark, so the night's own mark covers only what followed the last step)."""
+    return {"s": night["total"]["s"],
+            "peak_rss_mb": max([night["total"]["peak_rss_mb"], *(s["peak_rss_mb"] for s in night["steps"].values())])}
+
+
 def night_tables(results: list[dict], store: str) -> list[str]:
     """Markdown: each night's steps by size and version, and the ratio of the largest size to the smallest."""
     lines, sizes = [], sorted({r["videos"] for r in results})
@@ -406,7 +413,7 @@ def night_tables(results: list[dict], store: str) -> list[str]:
                   "|---|---|" + "---|" * (len(sizes) + 1)]
         for step in [*STEPS, "total"]:
             for version in sorted({v for _, v in rows}, reverse=True):
-                cells = [(rows[n, version]["total"] if step == "total" else rows[n, version]["steps"].get(step))
+                cells = [(night_total(rows[n, version]) if step == "total" else rows[n, version]["steps"].get(step))
                          if (n, version) in rows else None for n in sizes]
                 if not any(cells):
                     continue
