@@ -408,7 +408,7 @@ def night_tables(results: list[dict], store: str) -> list[str]:
         rows = {(r["videos"], r["version"]): r for r in results if r["night"] == kind}
         if not rows:
             continue
-        lines += [f"\n{kind} night, index on {store} storage: seconds (driver peak RSS, MB)",
+        lines += [f"\n*{kind} night, index on {store} storage: seconds (driver peak RSS, MB)*", "",
                   "| step | version | " + " | ".join(f"{n:,}" for n in sizes) + " | ratio |",
                   "|---|---|" + "---|" * (len(sizes) + 1)]
         for step in [*STEPS, "total"]:
