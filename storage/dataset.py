@@ -158,6 +158,11 @@ def read_parts(paths: list[str], fs, columns: list[str] | None) -> Iterator[Part
     return read_ahead(lambda path: _footer_and_columns(fs, path, columns), paths, PART_READERS)
 
 
+def part_bounds(rows: pa.Table, parts: int) -> np.ndarray:
+    """Where each part's rows start in `rows` (ordered by `_part`), and where the last ends."""
+    return np.searchsorted(rows["_part"].to_numpy(), np.arange(parts + 1))
+
+
 @dataclass
 class TaggedRows:
     """The rows of every part of a dataset with `_part`, the index of each row's part in `paths`;
@@ -172,7 +177,7 @@ class TaggedRows:
 
     def bounds(self) -> np.ndarray:
         """The rows of part i are rows[bounds[i]:bounds[i + 1]]."""
-        return np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(self.paths) + 1))
+        return part_bounds(self.rows, len(self.paths))
 
     def unified_schema(self, parts: Iterable[int] | None = None) -> pa.Schema:
         """The schemas of `parts` (all when None or none) unified."""

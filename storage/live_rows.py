@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .dataset import PART_READERS, DatasetError, TaggedRows, filesystem, live_mask, read_ahead, read_tagged_rows
+from .dataset import (PART_READERS, DatasetError, TaggedRows, filesystem, live_mask, part_bounds, read_ahead,
+                      read_tagged_rows)
 from .schema import VIDEO_KEY
 
 # Bytes of parts (uncompressed) read ahead at once. Small parts (256 rows at D = 1024: 1 MB) are
@@ -62,7 +63,7 @@ class LiveRows:
     def _tables(self, columns: list[str], rows_per_batch: int) -> Iterator[pa.Table]:
         """The live rows of each part holding any, in part order: small parts read ahead in
         parallel, large ones streamed."""
-        bounds = np.searchsorted(self.rows["_part"].to_numpy(), np.arange(len(self.paths) + 1))
+        bounds = part_bounds(self.rows, len(self.paths))
         keys = self.rows[self.key_column]
         parts = [(i, keys[bounds[i]:bounds[i + 1]]) for i in np.flatnonzero(np.diff(bounds))]
         largest = max((self.nbytes[i] for i, _ in parts), default=0)
