@@ -47,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
+from process_memory import peak_rss_mb  # noqa: E402
 from nightly_library import (MODEL, make_library, manifests, write_baseline_index,  # noqa: E402
                              write_encoded_rows)
 
@@ -57,14 +58,6 @@ STEPS = ("plan", "encode", "refresh", "compaction", "load", "retention")
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def peak_rss_mb(pid: int | str = "self") -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # it has just ended
-        return 0.0
-    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)
 
 
 # --- one night, in its own process (the code of one revision) --------------------------------------

@@ -41,9 +41,10 @@ import numpy as np
 import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 from jobs.query import ServedColumns, answer  # noqa: E402
+from process_memory import peak_rss_mb  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
 from storage.dataset import write_part  # noqa: E402
 from storage.relational import matching_rows  # noqa: E402
@@ -115,22 +116,14 @@ def load_in_child(embeddings: Path, db: str, code: Path = ROOT) -> tuple[dict, f
     child = subprocess.Popen([sys.executable, "-m", "jobs", "load", "--embeddings", str(embeddings), "--db", db,
                               "--collection", "bench"], cwd=code, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(code)})
-    peak_kb = 0
+    peak = 0.0
     while child.poll() is None:
-        peak_kb = max(peak_kb, _peak_rss_kb(child.pid))
+        peak = max(peak, peak_rss_mb(child.pid))
         time.sleep(0.1)
     output = child.stdout.read()
     if child.returncode:
         raise SystemExit(f"vidx load failed (exit {child.returncode})")
-    return json.loads(output.strip().splitlines()[-1]), peak_kb / 1024
-
-
-def _peak_rss_kb(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # it has just ended
-        return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return json.loads(output.strip().splitlines()[-1]), peak
 
 
 def segments(store: VectorStore, name: str) -> dict | None:
