@@ -8,7 +8,7 @@ import sys
 
 from encoders.config import DEVICES, HEADS, SEEK_MODES
 from errors import UserError, exit_code, one_line
-from storage.schema import CAPTIONS, MAX_RESULTS, QUERY_FORMATS, TABLES, VIDEOS, caption_alias
+from storage.schema import CAPTIONS, MAX_RESULTS, QUERY_FORMATS, VIDEOS, caption_alias
 
 from .log import configure_logging
 
@@ -65,6 +65,20 @@ def cmd_index(a: argparse.Namespace) -> None:
     from .index import index
 
     print_json(index(a.manifest, a.output, **index_options(a)))
+
+
+def cmd_texts(a: argparse.Namespace) -> None:
+    from .texts import texts
+
+    print_json(texts(a.input, a.output, name=a.name, model=a.model, checkpoint=a.checkpoint, workers=a.workers,
+                     address=a.address, **given(device=a.device)))
+
+
+def cmd_tag(a: argparse.Namespace) -> None:
+    from .tag import tag
+
+    print_json(tag(a.embeddings, a.texts, top_k=a.top_k, min_score=a.min_score, per_segment=a.per_segment,
+                   address=a.address))
 
 
 def cmd_nightly(a: argparse.Namespace) -> None:
@@ -159,6 +173,32 @@ def add_index_parser(commands) -> None:
     p.set_defaults(run=cmd_index)
 
 
+def add_texts_parser(commands) -> None:
+    p = commands.add_parser("texts", help="a text corpus (tags, a taxonomy, sentences) -> the index's text tower "
+                                          "-> Parquet, on Ray")
+    p.add_argument("--input", required=True, help=".txt (one text per line), or .parquet/.csv/.jsonl with a text "
+                                                  "column, optional text_id and metadata columns")
+    p.add_argument("--output", required=True, help="the index's --output directory")
+    p.add_argument("--name", help="the corpus' name: its collection and tag column (default: the file's name)")
+    p.add_argument("--model", help="default: the indexed videos' model (another one is refused)")
+    p.add_argument("--checkpoint", help="with --model clip2video: the official checkpoint")
+    p.add_argument("--workers", type=int, default=1, help="encoder actors")
+    p.add_argument("--device", choices=DEVICES, help="auto (default): the GPUs Ray assigns; cpu: fp32 on CPU")
+    add_address_option(p)
+    p.set_defaults(run=cmd_texts)
+
+
+def add_tag_parser(commands) -> None:
+    p = commands.add_parser("tag", help="zero-shot tagging: every video's best texts of a corpus -> Parquet, on Ray")
+    p.add_argument("--embeddings", required=True, help="an index --output directory")
+    p.add_argument("--texts", required=True, help="a corpus NAME (vidx texts) or its directory")
+    p.add_argument("--top-k", type=int, default=5, help="texts per video (default 5)")
+    p.add_argument("--min-score", type=float, help="keep only texts scoring at least this (cosine similarity)")
+    p.add_argument("--per-segment", action="store_true", help="tag each segment, not each video (its best segment)")
+    add_address_option(p)
+    p.set_defaults(run=cmd_tag)
+
+
 def add_nightly_parser(commands) -> None:
     p = commands.add_parser("nightly", help="incremental index -> load -> validate -> alias swap -> retention")
     p.add_argument("--manifest", required=True, help="tonight's manifest: the whole library as it should be served")
@@ -185,7 +225,8 @@ def add_search_parser(commands) -> None:
     query.add_argument("--text", help="a caption to find videos for")
     query.add_argument("--video", help="a video file or URL to find similar videos (or captions) for")
     query.add_argument("--video-id", help="an indexed video to find similar videos for")
-    p.add_argument("--target", default=VIDEOS, choices=TABLES, help="search the videos, or their captions")
+    p.add_argument("--target", default=VIDEOS, help=f"search the videos (default), their {CAPTIONS}, or a corpus NAME "
+                                                    "(vidx texts)")
     p.add_argument("-k", type=int, default=10, help=f"results (at most {MAX_RESULTS})")
     p.add_argument("--where", default="", help='Milvus filter, e.g. \'tag == "news" and duration_s > 10\'')
     p.add_argument("--json", action="store_true", help="print one JSON list")
@@ -263,7 +304,7 @@ def add_synth_parser(commands) -> None:
     p.set_defaults(run=cmd_synth)
 
 
-COMMANDS = (add_demo_parser, add_index_parser, add_nightly_parser, add_load_parser, add_search_parser,
+COMMANDS = (add_demo_parser, add_index_parser, add_texts_parser, add_tag_parser, add_nightly_parser, add_load_parser, add_search_parser,
             add_query_parser, add_serve_parser, add_eval_parser, add_train_parser, add_synth_parser)
 
 

@@ -63,10 +63,7 @@ class IndexRun:
 
     @property
     def model_record(self) -> dict:
-        """What made the vectors, as each part's footer and each collection's properties record it."""
-        e = self.encoder
-        return {"spec": e.spec, "fingerprint": e.fingerprint, "dim": e.dim, "logit_scale": e.logit_scale,
-                "config": e.cfg.to_dict()}
+        return model_record(self.encoder)
 
     @property
     def constants(self) -> dict:
@@ -77,16 +74,24 @@ class IndexRun:
         return video_schema(self.encoder.dim, self.metadata.schema, self.model_record)
 
     def embedder_options(self) -> dict:
-        """map_batches options of a pool of `workers` embedder actors, each with this run's model."""
-        resources = embedder_resources(self.workers)
-        return {"fn_constructor_kwargs": {"spec": self.encoder.spec, "threads": resources["threads"],
-                                          "device": self.actor_device},
-                # Ray Data restarts a lost actor (OOM killer, node gone) and redoes its batches.
-                "compute": embedder_pool(self.workers), "num_cpus": resources["num_cpus"],
-                "num_gpus": resources["num_gpus"]}
+        return embedder_options(self.encoder.spec, self.workers, self.actor_device)
 
 
-def _blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
+def model_record(encoder: VideoTextEncoder) -> dict:
+    """What made the vectors, as each part's footer and each collection's properties record it."""
+    return {"spec": encoder.spec, "fingerprint": encoder.fingerprint, "dim": encoder.dim,
+            "logit_scale": encoder.logit_scale, "config": encoder.cfg.to_dict()}
+
+
+def embedder_options(spec: dict, workers: int, device: str | None) -> dict:
+    """map_batches options of a pool of `workers` embedder actors, each with the model of `spec`."""
+    resources = embedder_resources(workers)
+    return {"fn_constructor_kwargs": {"spec": spec, "threads": resources["threads"], "device": device},
+            # Ray Data restarts a lost actor (OOM killer, node gone) and redoes its batches.
+            "compute": embedder_pool(workers), "num_cpus": resources["num_cpus"], "num_gpus": resources["num_gpus"]}
+
+
+def blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
     """One Ray Data block per `rows` rows (one task each), straight from Arrow."""
     return ray.data.from_arrow([table.slice(start, rows) for start in range(0, table.num_rows, rows)])
 
@@ -101,7 +106,7 @@ def encode_videos(run: IndexRun, plan: Plan, batch_size: int, segment_seconds: f
                          rows_per_part=run.rows_per_part)
     encoder = run.encoder
     (
-        _blocks(plan.encode, VIDEOS_PER_DECODE_TASK)
+        blocks(plan.encode, VIDEOS_PER_DECODE_TASK)
         .flat_map(decode_item, num_cpus=1, fn_kwargs={
             "sampling": dataclasses.asdict(encoder.sampling), "image_size": encoder.image_size,
             "max_frames": encoder.num_frames, "segment_seconds": segment_seconds})
@@ -117,7 +122,7 @@ def encode_captions(run: IndexRun, plan: Plan) -> dict:
     schema = caption_schema(run.encoder.dim, run.model_record)
     sink = PartsDatasink(run.captions_dir, schema, CAPTION_KEY, run.constants, rows_per_part=run.rows_per_part)
     (
-        _blocks(plan.captions, CAPTIONS_PER_BLOCK)
+        blocks(plan.captions, CAPTIONS_PER_BLOCK)
         .map_batches(CaptionEmbedder, batch_size=CAPTIONS_PER_BATCH, batch_format="numpy",
                      **run.embedder_options())
         .write_datasink(sink)

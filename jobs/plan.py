@@ -48,7 +48,7 @@ class Plan:
     captions_read: TaggedRows | None
 
 
-def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
+def same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
     """Stored values `a` against the manifest's `b`, as stored (NaN is null there): equal values,
     or both null. Values are compared in the stored type; where they do not cast, as Python objects."""
     try:
@@ -96,7 +96,7 @@ def _reusable(stored: pa.Table, now: pa.Table, model_fingerprint: str, segment_s
               retry: pa.ChunkedArray) -> pa.ChunkedArray:
     """Stored rows whose encoding still holds: same uri and file stamp, same model and segments,
     and not an error to retry."""
-    same_file = pc.and_(_same(stored["uri"], now["uri"]), _same(stored["file_stat"], now["file_stat"]))
+    same_file = pc.and_(same_values(stored["uri"], now["uri"]), same_values(stored["file_stat"], now["file_stat"]))
     same_encoding = pc.and_(_equals(stored["model_fingerprint"], model_fingerprint),
                             _equals(stored["segment_seconds"], segment_seconds))
     return pc.and_(pc.and_(same_file, same_encoding), pc.invert(retry))
@@ -108,7 +108,7 @@ def _metadata_differs(stored: pa.Table, now: pa.Table, meta: list[str]) -> pa.Ch
     differs = pa.array(np.full(stored.num_rows, bool(missing)))
     for c in meta:
         if c not in missing:
-            differs = pc.or_(differs, pc.invert(_same(stored[c], now[c])))
+            differs = pc.or_(differs, pc.invert(same_values(stored[c], now[c])))
     return differs
 
 
@@ -170,7 +170,7 @@ def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str)
         return {"captions": wanted, "captions_reused": 0, "captions_read": tagged}
     position = pc.index_in(wanted[CAPTION_KEY], value_set=stored[CAPTION_KEY].combine_chunks())
     found = stored.take(pc.fill_null(position, 0))
-    same = pc.and_(pc.is_valid(position), pc.and_(_same(found["text"], wanted["text"]),
+    same = pc.and_(pc.is_valid(position), pc.and_(same_values(found["text"], wanted["text"]),
                                                   _equals(found["model_fingerprint"], model_fingerprint)))
     per_video = stored.group_by("video_id").aggregate([(CAPTION_KEY, "count")])
     stored_counts = pc.fill_null(per_video[f"{CAPTION_KEY}_count"].take(

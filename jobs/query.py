@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from storage.flat_copy import FlatCopy
 from storage.milvus_errors import RowStream
 from storage.relational import run_relational
-from storage.schema import MAX_RESULTS, SCORE, TABLES, video_alias
+from storage.schema import MAX_RESULTS, SCORE, TABLES, VIDEOS_KEY, video_alias
 from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, ParsedQuery, QueryError, parse_query
 from storage.vectorstore import RANGE_LIMIT, VectorStore, scalar_schema
 
@@ -64,6 +64,10 @@ class ServedColumns(Mapping):
 
     def schema(self, name: str, columns: list[str] | None) -> pa.Schema:
         return scalar_schema(self._description(name), columns)
+
+    def videos_of(self, name: str) -> str:
+        """The videos whose ID('...') a statement over `name` may name: a corpus records them."""
+        return self._description(name).get("properties", {}).get(VIDEOS_KEY) or video_alias(name)
 
 
 def plan_on(parsed: ParsedQuery, exact: bool) -> str:
@@ -176,7 +180,7 @@ def query_table(db: str, sql: str, params: dict | None = None, store: VectorStor
     vector = None
     if parsed.similarity:
         vector = query_vector(store, served.collection(parsed.table), parsed.similarity.kind,
-                              parsed.similarity.value, videos=videos, video_collection=video_alias(parsed.table),
+                              parsed.similarity.value, videos=videos, video_collection=served.videos_of(parsed.table),
                               texts=texts)
     return answer(store, served, parsed, vector)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from errors import NotFound, UserError
 from storage.filters import equals
-from storage.schema import CAPTIONS, EMBEDDING, MAX_RESULTS, TABLES, VIDEO_KEY, VIDEOS, caption_alias
+from storage.schema import EMBEDDING, MAX_RESULTS, TABLES, TEXT_KEY, VIDEO_KEY, VIDEOS, check_corpus_name, target_alias
 from storage.vectorstore import VectorStore, VectorStoreError
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def check_search(given: dict, target: str, k: int) -> None:
     if sum(value is not None for value in given.values()) != 1:
         raise UserError("give exactly one of --text, --video, --video-id")
     if target not in TABLES:
-        raise UserError(f"--target {target!r} is not one of {', '.join(TABLES)}")
+        check_corpus_name(target)
     if not 1 <= k <= MAX_RESULTS:
         raise UserError(f"-k must be between 1 and {MAX_RESULTS}")
 
@@ -136,14 +136,14 @@ def search(db: str, text: str | None = None, video: str | None = None, video_id:
            target: str = VIDEOS, k: int = 10, where: str = "", store: VectorStore | None = None,
            videos: VideoResolver = local_video, per_video: bool = False, collection: str = VIDEOS,
            texts: TextEncoding = encode_alone) -> list[dict]:
-    """Top-k rows of `target` (the videos of `collection`, or their captions) for one query, best
+    """Top-k rows of `target` (the videos of `collection`, their captions, or a corpus NAME) for one query, best
     first, each with its fields and `score`. `store`: an open VectorStore on `db` to reuse (a server
     keeps one). `videos`: what `video` may open, `texts` how `text` is encoded (see query_vector). `per_video`: one row per video
     (its best segment) when target is videos."""
     given = {"TEXT": text, "VIDEO": video, "ID": video_id}
     check_search(given, target, k)
     store = store or VectorStore(db, create=False)
-    searched = store.resolve(caption_alias(collection) if target == CAPTIONS else collection)
+    searched = store.resolve(target_alias(collection, target))
     kind, value = next((kind, value) for kind, value in given.items() if value is not None)
     vector = query_vector(store, searched, kind, value, videos, video_collection=collection, texts=texts)
     if per_video and target == VIDEOS:
@@ -159,7 +159,7 @@ def format_table(hits: list[dict]) -> str:
     """One line per hit: rank, score, id, span and the other fields."""
     lines = []
     for rank, hit in enumerate(hits, 1):
-        ident = hit.get(VIDEO_KEY) or hit.get("caption_id")
+        ident = hit.get(VIDEO_KEY) or hit.get("caption_id") or hit.get(TEXT_KEY)
         span = f" [{hit['start_s']:.1f}-{hit['end_s']:.1f}s]" if hit.get("start_s") is not None else ""
         extra = hit.get("text") or hit.get("uri") or ""
         lines.append(f"{rank:>3}. {hit['score']:.4f}  {ident}{span}  {extra}")

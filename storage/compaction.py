@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .dataset import PART_READERS, TaggedRows, filesystem, live_mask, read_tagged_rows, write_part
+from .schema import GROUP_COLUMN
 
 # Bytes of parts (uncompressed) rewritten at once: each rewrite holds its part and the part it
 # writes. Parts of 256 rows at D = 1024 (1 MB) go PART_READERS at a time; parts of 20,000 (80 MB)
@@ -44,7 +45,7 @@ def compact(directory: str, wanted_video_ids: pa.Array | None, key_column: str,
     """Drop superseded, deleted and duplicated rows; parts with nothing to drop are untouched.
     `known`: the parts' small columns as the plan read them (only parts written since are read).
     Returns the stats, and the dataset's small columns after compaction (None when it is empty)."""
-    columns = [key_column, "video_id", "run_id"]
+    columns = [*dict.fromkeys([key_column, GROUP_COLUMN[key_column]]), "run_id"]
     if known is not None and "status" in known.rows.column_names:  # kept for the load that follows
         columns.append("status")
     tagged = read_tagged_rows(directory, columns, known)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from errors import UserError
 
 from .atomic import TEMP_PREFIX, publish
-from .schema import MODEL_KEY, VIDEO_KEY
+from .schema import GROUP_COLUMN, MODEL_KEY, VIDEO_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,12 @@ def _listing(fs, root: str) -> list[str]:
 def list_parts(directory: str) -> list[str]:
     fs, root = filesystem(directory)
     return sorted(p for p in _listing(fs, root) if os.path.basename(p).startswith("part-"))
+
+
+def list_tables(directory: str) -> list[str]:
+    """The names of the tables (subdirectories) under `directory`: OUTPUT/texts/NAME, OUTPUT/tags/NAME."""
+    fs, root = filesystem(directory)
+    return sorted(os.path.basename(p.rstrip("/")) for p in _listing(fs, root) if fs.isdir(p))
 
 
 def remove_temp_files(directory: str) -> int:
@@ -257,15 +263,17 @@ def _codes(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def live_mask(rows: pa.Table, wanted_video_ids: pa.Array | None, key_column: str) -> pa.Array:
     """Rows to keep: videos still wanted (all when None), only the newest run's rows per video, one
-    row per key. Array kernels and numpy, not Python loops (a library's keys are millions of
-    strings), and not a join: Acero's hash join kept ~450 bytes per row after it returned."""
-    video = _codes(rows["video_id"])
+    row per key; a corpus' rows go by text instead (schema.GROUP_COLUMN). Array kernels and numpy,
+    not Python loops (a library's keys are millions of strings), and not a join: Acero's hash join
+    kept ~450 bytes per row after it returned."""
+    group = GROUP_COLUMN[key_column]
+    video = _codes(rows[group])
     run = pc.rank(rows["run_id"], tiebreaker="dense").to_numpy()  # run ids sort by time
     newest_run = np.zeros(video.max(initial=-1) + 1, run.dtype)
     np.maximum.at(newest_run, video, run)
     newest = run == newest_run[video]
     if wanted_video_ids is not None:
-        newest &= pc.is_in(rows["video_id"], wanted_video_ids).to_numpy(zero_copy_only=False)
+        newest &= pc.is_in(rows[group], wanted_video_ids).to_numpy(zero_copy_only=False)
     candidates = np.flatnonzero(newest)
     keys = _codes(rows[key_column])[candidates]
     _, first = np.unique(keys, return_index=True)

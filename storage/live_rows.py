@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from .dataset import (PART_READERS, DatasetError, TaggedRows, filesystem, live_mask, part_bounds, read_ahead,
                       read_tagged_rows)
-from .schema import VIDEO_KEY
+from .schema import GROUP_COLUMN, VIDEO_KEY
 
 # Bytes of parts (uncompressed) read ahead at once. Small parts (256 rows at D = 1024: 1 MB) are
 # read PART_READERS at a time, which hides an object store's round trips; a part larger than this
@@ -110,6 +110,6 @@ def scan_live(directory: str, key_column: str = VIDEO_KEY, status: str | None = 
     """The rows `read_live` returns (only those with `status`, when given), without reading the
     vectors yet: memory grows by a few bytes per row, not by the width of a row. `known`: the
     parts' small columns as read earlier (only parts not in it are read). None when empty."""
-    columns = [key_column, "video_id", "run_id", *(["status"] if status else [])]
+    columns = [*dict.fromkeys([key_column, GROUP_COLUMN[key_column]]), "run_id", *(["status"] if status else [])]
     tagged = read_tagged_rows(directory, columns, known)
     return None if tagged is None else live_rows(tagged, directory, key_column, status)

@@ -30,7 +30,7 @@ class ManifestError(UserError):
     """A manifest that cannot be used; the job stops before any work starts."""
 
 
-def _read_table(path: str, fmt: str) -> pa.Table:
+def read_table(path: str, fmt: str) -> pa.Table:
     with fsspec.open(path, "rb") as f:
         if fmt == "parquet":
             return pq.read_table(f)
@@ -112,7 +112,7 @@ def read_manifest(source: str | Path) -> pa.Table:
         if fmt is None:
             table = _list_videos(source)
         else:
-            table = _read_table(source, fmt)
+            table = read_table(source, fmt)
     except FileNotFoundError as e:
         raise ManifestError(f"{source}: not found") from e
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:

@@ -14,13 +14,23 @@ import re
 
 import pyarrow as pa
 
+from errors import UserError
+
 # Tables: directories under an index's OUTPUT, and the default collection (alias) of each.
 VIDEOS = "videos"
 CAPTIONS = "captions"
 TABLES = (VIDEOS, CAPTIONS)
+# Text corpora (`vidx texts`): OUTPUT/texts/NAME, served as collection NAME; the tags of a corpus
+# (`vidx tag`): OUTPUT/tags/NAME, served as the videos' list column NAME.
+TEXTS = "texts"
+TAGS = "tags"
 # The primary key of each table.
 VIDEO_KEY = "key"  # video_id#segment
 CAPTION_KEY = "caption_id"  # video_id#n
+TEXT_KEY = "text_id"  # the corpus' own id, else the text itself
+TAG_KEY = "tag_key"  # video_id#segment#rank
+# By a table's key: the column whose newest run supersedes its older rows (storage.dataset.live_mask).
+GROUP_COLUMN = {VIDEO_KEY: "video_id", CAPTION_KEY: "video_id", TEXT_KEY: TEXT_KEY, TAG_KEY: "video_id"}
 KEY_SEPARATOR = "#"
 EMBEDDING = "embedding"
 SCORE = "score"  # the similarity of a result row; never stored
@@ -57,6 +67,26 @@ CAPTION_FIELDS = [
     pa.field("model_fingerprint", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
 ]
+# One row per text of a corpus; metadata columns (`category`) go between these and the embedding.
+TEXT_FIELDS = [
+    pa.field(TEXT_KEY, pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("model_fingerprint", pa.string()),
+    pa.field("run_id", pa.string(), nullable=False),
+]
+# One row per video (or segment) and rank: its k best texts of a corpus. No vectors.
+TAG_FIELDS = [
+    pa.field(TAG_KEY, pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("segment", pa.int32()),  # the segment scored (--per-segment), else the video's best one
+    pa.field(TEXT_KEY, pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field(SCORE, pa.float64(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),  # 1 is the best
+    pa.field("video_run_id", pa.string(), nullable=False),  # the run that wrote the video row scored
+    pa.field("model_fingerprint", pa.string()),
+    pa.field("run_id", pa.string(), nullable=False),
+]
 # The same for every row a run writes: the sink adds them, the steps before it never see them.
 RUN_COLUMNS = ("model_fingerprint", "run_id")
 
@@ -69,6 +99,8 @@ INTERNAL_PREFIX = "_"
 RESERVED_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} - {"uri", "video_id"} | {EMBEDDING, SCORE}
 # Columns every index row has; the others came from the manifest (the page shows those).
 STANDARD_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} | {EMBEDDING}
+# Columns of a corpus file besides its metadata.
+CORPUS_COLUMNS = (TEXT_KEY, "text")
 # Not served: constant on served rows ("ok", no error), a setting of the run that wrote the row
 # (null for whole videos; start_s and end_s give each row's span), or how the row was made (the
 # sampled frames' times: a list no filter can use).
@@ -81,6 +113,12 @@ DIM_KEY = "vidx.dim"
 # The version served before this one (the chain retention walks) and a digest of the rows loaded.
 PREVIOUS_KEY = "vidx.previous"
 DIGEST_KEY = "vidx.digest"
+# The videos a corpus collection is served beside (its ID('...') queries find them there), the
+# corpora a videos collection has beside it, and in tag parts' footers the settings that made the
+# tags (top_k, min_score, per_segment).
+VIDEOS_KEY = "vidx.videos"
+CORPORA_KEY = "vidx.corpora"  # on a videos collection: the corpora served beside it (JSON list)
+TAGGING_KEY = "vidx.tagging"
 
 # The most rows one search or query returns (k, LIMIT, OFFSET); a query without LIMIT that
 # returns more is refused rather than cut.
@@ -107,6 +145,16 @@ def caption_schema(dim: int, model: dict) -> pa.Schema:
     return pa.schema(CAPTION_FIELDS + [embedding_field(dim)], metadata=footer_metadata(dim, model))
 
 
+def text_schema(dim: int, metadata: pa.Schema, model: dict) -> pa.Schema:
+    fields = TEXT_FIELDS + [f for f in metadata if f.name not in CORPUS_COLUMNS]
+    return pa.schema(fields + [embedding_field(dim)], metadata=footer_metadata(dim, model))
+
+
+def tag_schema(model: dict, settings: dict) -> pa.Schema:
+    return pa.schema(TAG_FIELDS, metadata={MODEL_KEY.encode(): json.dumps(model, sort_keys=True).encode(),
+                                           TAGGING_KEY.encode(): json.dumps(settings, sort_keys=True).encode()})
+
+
 def metadata_columns(names: list[str]) -> list[str]:
     """The metadata among a manifest's column names."""
     return [name for name in names if name not in MANIFEST_COLUMNS]
@@ -120,6 +168,32 @@ def row_key(video_id: str, n: int) -> str:
 def caption_alias(alias: str) -> str:
     """The captions served beside the videos of `alias`: `captions` beside `videos`, else ALIAS_captions."""
     return CAPTIONS if alias == VIDEOS else f"{alias}_{CAPTIONS}"
+
+
+# A corpus' name: a Milvus collection name and a column name.
+CORPUS_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+
+
+def corpus_alias(alias: str, corpus: str) -> str:
+    """The corpus served beside the videos of `alias`: NAME beside `videos`, else ALIAS_NAME."""
+    return corpus if alias == VIDEOS else f"{alias}_{corpus}"
+
+
+def target_alias(alias: str, target: str) -> str:
+    """What a search of `target` (videos, captions or a corpus NAME) beside the videos of `alias` reads."""
+    if target == VIDEOS:
+        return alias
+    return caption_alias(alias) if target == CAPTIONS else corpus_alias(alias, target)
+
+
+def check_corpus_name(name: str) -> str:
+    """A corpus name is a collection name (Milvus: a letter, then letters, digits, underscores) and
+    a column of the videos it tags, so neither a table nor a column vidx has."""
+    if not re.match(CORPUS_NAME, name):
+        raise UserError(f"corpus name {name!r}: use a letter, then letters, digits or underscores (at most 64)")
+    if name in TABLES or name in STANDARD_COLUMNS or name in RESERVED_COLUMNS:
+        raise UserError(f"corpus name {name!r} is taken by vidx; choose another (--name)")
+    return name
 
 
 def video_alias(alias: str) -> str:

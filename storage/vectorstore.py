@@ -51,9 +51,11 @@ MAX_INNER_PRODUCT = 1e6  # no upper bound: unit vectors score at most 1
 # A scan's batch: 4,000 rows of 1024-d vectors arrive as ~16 MB (gRPC takes 64 MB a message); a
 # column scan of 100k rows took 0.75 s in batches of 1,000, 0.37 s in batches of 4,000.
 SCAN_BATCH = 4000
-# Milvus field types -> Arrow (the types vidx stores: collection_fields).
+# Milvus field types -> Arrow (the types vidx stores: collection_fields; its only arrays are tags).
 ARROW_TYPES = {DataType.VARCHAR: pa.string(), DataType.BOOL: pa.bool_(), DataType.INT64: pa.int64(),
-               DataType.DOUBLE: pa.float64()}
+               DataType.DOUBLE: pa.float64(), DataType.ARRAY: pa.list_(pa.string())}
+# The most elements of a list column (the texts `vidx tag --top-k` gives a video).
+MAX_ARRAY = 1000
 # Nullable fields came in Milvus 2.5; milvus-lite 3 has them.
 NULLABLE_SINCE = (2, 5)
 # pymilvus pings every 10 s even when idle; milvus-lite's gRPC server (embedded or `milvus-lite
@@ -117,6 +119,9 @@ def _milvus_type(arrow_type: pa.DataType) -> dict | None:
         return {"datatype": DataType.INT64}
     if pa.types.is_floating(arrow_type):
         return {"datatype": DataType.DOUBLE}
+    if pa.types.is_list(arrow_type) and pa.types.is_string(arrow_type.value_type):
+        return {"datatype": DataType.ARRAY, "element_type": DataType.VARCHAR, "max_capacity": MAX_ARRAY,
+                "max_length": MAX_VARCHAR}
     return None
 
 

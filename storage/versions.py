@@ -25,6 +25,7 @@ from errors import IntegrityError
 
 from .live_rows import LiveRows
 from .schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
+from .tag_columns import TagColumns
 from .vectorstore import VectorStore, VectorStoreError, collection_fields
 
 logger = logging.getLogger(__name__)
@@ -77,12 +78,16 @@ def check_storable(store: VectorStore, live: LiveRows, fields: list[tuple[str, d
             f"{column} in the manifest, or serve from Milvus 2.5+ or milvus-lite")
 
 
-def insert_batches(live: LiveRows, fields: list[tuple[str, dict]]) -> Iterator[pa.Table]:
-    """The live rows as insert requests: the key, the served `fields` and the vectors, INSERT_BYTES
-    of vectors at a time."""
+def insert_batches(live: LiveRows, fields: list[tuple[str, dict]], tags: TagColumns | None = None) -> Iterator[pa.Table]:
+    """The live rows as insert requests: the key, the served `fields`, the `tags` columns and the
+    vectors, INSERT_BYTES of vectors at a time."""
     dim = live.schema.field(EMBEDDING).type.list_size
     columns = [live.key_column, *[f for f, _ in fields], EMBEDDING]
-    return live.batches(columns, max(1, INSERT_BYTES // (4 * dim)))
+    batches = live.batches(columns, max(1, INSERT_BYTES // (4 * dim)))
+    if tags is None:
+        return batches
+    order = [live.key_column, *[f for f, _ in fields], *(f.name for f in tags.fields), EMBEDDING]
+    return (tags.attach(batch).select(order) for batch in batches)
 
 
 def inserted_batches(store: VectorStore, name: str, batches: Iterable[pa.Table], in_flight: int) -> Iterator[pa.Table]:
@@ -102,19 +107,21 @@ def inserted_batches(store: VectorStore, name: str, batches: Iterable[pa.Table],
 
 
 def build_version(store: VectorStore, name: str, live: LiveRows, properties: dict[str, str],
-                  sample: set[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Create collection `name` from the live rows, then flush, index and seal it (VectorStore.seal). Returns the
-    vectors of the `sample` keys as they were inserted, and the seconds spent inserting and indexing."""
+                  sample: set[str], tags: TagColumns | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Create collection `name` from the live rows (and the `tags` columns), then flush, index and
+    seal it (VectorStore.seal). Returns the vectors of the `sample` keys as they were inserted, and
+    the seconds spent inserting and indexing."""
     key = live.key_column
     fields = served_fields(live.schema, key)
     check_storable(store, live, fields)
     dim = live.schema.field(EMBEDDING).type.list_size
     if store.has(name):
         store.drop(name)  # a half-built version of an interrupted load
-    store.create_collection(name, key, fields, dim, properties)
+    tag_fields = collection_fields(pa.schema(tags.fields), key) if tags else []
+    store.create_collection(name, key, fields + tag_fields, dim, properties)
     total = live.rows.num_rows
     inserted, reported, vectors, started = 0, 0.0, {}, time.perf_counter()
-    batches = insert_batches(live, fields)
+    batches = insert_batches(live, fields, tags)
     for batch in inserted_batches(store, name, batches, 1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT):
         picked = batch.filter(pc.is_in(batch[key], pa.array(sorted(sample), pa.string())))
         vectors.update(zip(picked[key].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
@@ -144,20 +151,24 @@ def sample_keys(live: LiveRows) -> set[str]:
     return set(live.rows[live.key_column].take(pa.array(picks)).to_pylist())
 
 
-def build_and_swap(store: VectorStore, live: LiveRows, alias: str, version: str, skip_unchanged: bool = False) -> dict:
-    """Build `<alias>_<version>` from the live rows, validate it, and only then move `alias` to it.
-    With `skip_unchanged`, a served version holding exactly these rows stays and nothing is built."""
+def build_and_swap(store: VectorStore, live: LiveRows, alias: str, version: str, skip_unchanged: bool = False,
+                   tags: TagColumns | None = None, properties: dict[str, str] | None = None) -> dict:
+    """Build `<alias>_<version>` from the live rows (with the `tags` columns, and `properties`
+    beside vidx's own), validate it, and only then move `alias` to it. With `skip_unchanged`, a
+    served version holding exactly these rows stays and nothing is built."""
     name, rows, model = version_name(alias, version), live.rows.num_rows, live.model()
     started = time.perf_counter()
     previous = store.alias_target(alias)
-    digest = rows_digest(live.rows, live.key_column, model)
+    properties = properties or {}
+    digest = rows_digest(live.rows, live.key_column, {**model, **properties, **({"tags": tags.digest} if tags else {})})
     if skip_unchanged and previous and store.properties(previous).get(DIGEST_KEY) == digest:
         logger.info("%s: %s already holds these %d rows", alias, previous, rows)
         return {"collection": previous, "rows": rows, "previous": previous, "unchanged": True,
                 "seconds": round(time.perf_counter() - started, 3)}
-    properties = {MODEL_KEY: json.dumps(model, sort_keys=True), PREVIOUS_KEY: previous or "", DIGEST_KEY: digest}
+    properties = {**properties, MODEL_KEY: json.dumps(model, sort_keys=True), PREVIOUS_KEY: previous or "",
+                  DIGEST_KEY: digest}
     try:
-        sample, seconds = build_version(store, name, live, properties, sample_keys(live))
+        sample, seconds = build_version(store, name, live, properties, sample_keys(live), tags)
         validate(store, name, live.key_column, rows, sample)
     except (VectorStoreError, IntegrityError):
         if store.has(name):

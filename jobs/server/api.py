@@ -18,6 +18,7 @@ of those models, through `openapi_extra` (FastAPI's way to document a body a rou
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
@@ -28,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from errors import Unavailable
-from storage.schema import CAPTIONS, MAX_RESULTS, STANDARD_COLUMNS, TABLES, VIDEOS, caption_alias
+from storage.schema import (CAPTIONS, CORPORA_KEY, CORPUS_NAME, MAX_RESULTS, STANDARD_COLUMNS, TABLES, VIDEOS,
+                            caption_alias, corpus_alias)
 from storage.vectorstore import VectorStore
 
 from ..query import run_query
@@ -47,7 +49,7 @@ class SearchRequest(BaseModel):
     text: str | None = Field(None, max_length=MAX_TEXT)
     video: str | None = Field(None, max_length=MAX_TEXT, description="a video_id or uri of the library")
     video_id: str | None = Field(None, max_length=MAX_TEXT)
-    target: str = Field(VIDEOS, pattern=f"^({'|'.join(TABLES)})$")
+    target: str = Field(VIDEOS, pattern=CORPUS_NAME, description=f"{', '.join(TABLES)}, or a corpus (vidx texts)")
     k: int = Field(10, ge=1, le=MAX_RESULTS)
     where: str = Field("", max_length=MAX_SQL)
     per_video: bool = Field(False, description="one hit per video, at its best segment")
@@ -196,8 +198,12 @@ def api_router(db: str, store: VectorStore, auth, collection: str, texts: TextEn
 
     @router.get("/library", dependencies=[auth], responses=error_responses(400, 401, 503))
     def library() -> dict:
-        """The served collections, their model, and the manifest's metadata columns."""
-        return {table: _collection_summary(store, alias) for table, alias in served.items()}
+        """The served collections, their model, the manifest's metadata columns, and the text corpora."""
+        summary = {table: _collection_summary(store, alias) for table, alias in served.items()}
+        videos = store.alias_target(collection)
+        names = json.loads(store.properties(videos).get(CORPORA_KEY, "[]")) if videos else []
+        summary["corpora"] = {name: _collection_summary(store, corpus_alias(collection, name)) for name in names}
+        return summary
 
     # `auth` is a dependency of the route, so it runs before the body dependency reads anything.
     @router.post("/search", dependencies=[auth], openapi_extra=_request_body(SearchRequest, SearchForm),

@@ -12,7 +12,7 @@ from .errors import refuse
 
 QUERY_KINDS = ("TEXT", "VIDEO", "ID")
 AGGREGATES = (exp.Count, exp.Min, exp.Max, exp.Avg, exp.Sum, exp.ArgMax, exp.ArgMin)
-FUNCTIONS = "similarity, count, min, max, avg, sum, arg_max, arg_min"
+FUNCTIONS = "similarity, count, min, max, avg, sum, arg_max, arg_min; in WHERE array_contains"
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 
@@ -126,6 +126,11 @@ class Checker:
         if isinstance(node, (exp.And, exp.Or)):
             self.predicate(node.this, clause)
             return self.predicate(node.expression, clause)
+        if isinstance(node, exp.ArrayContains):  # a list column (the tags of `vidx tag`) holds a value
+            if not isinstance(node.this, exp.Column):
+                raise refuse(self.sql, node.this, "array_contains takes a list column, then a value")
+            self.column(node.this, clause, in_aggregate=False)
+            return self.literal(node.expression)
         operand = node.this if isinstance(node, COMPARISONS + (exp.In, exp.Between, exp.Like, exp.Is)) else None
         if operand is None or (isinstance(node, exp.In) and node.args.get("query")):
             raise refuse(self.sql, node, f"not supported in {clause}")

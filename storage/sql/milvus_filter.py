@@ -65,6 +65,8 @@ class MilvusFilter:
         if isinstance(node, exp.Between):
             name = self.column(node.this)
             return f"({name} >= {self.literal(node.args['low'])} and {name} <= {self.literal(node.args['high'])})"
+        if isinstance(node, exp.ArrayContains):
+            return f"array_contains({self.column(node.this)}, {self.literal(node.expression)})"
         if isinstance(node, exp.Like):
             return f"{self.column(node.this)} like {self.literal(node.expression)}"
         if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):

@@ -53,6 +53,12 @@ async function loadLibrary() {
     const model = library.videos.model.name;
     $("library").textContent = `${library.videos.rows} segments indexed with the ${model} model`;
     $("target").querySelector("[value=captions]").disabled = !library.captions;
+    const corpora = Object.keys(library.corpora || {}).filter((name) => library.corpora[name]);
+    $("target").append(...corpora.map((name) => {
+      const option = element("option", `${name} (video → text)`);
+      option.value = name;
+      return option;
+    }));
   } catch (error) {
     $("library").textContent = "";
     showError(error.message);
@@ -79,10 +85,11 @@ async function search(event) {
   $("status").textContent = "Searching…";
   try {
     const hits = await api("/search", searchBody());
-    const videos = $("target").value === "videos";
+    const target = $("target").value;
+    const videos = target === "videos";
     showVideos(videos ? hits : []);
     showCaptions($("captions"), videos ? [] : hits);
-    $("status").textContent = `${hits.length} ${videos ? "videos" : "captions"}`;
+    $("status").textContent = `${hits.length} ${videos || target === "captions" ? target : "texts"}`;
   } catch (error) {
     $("status").textContent = "";
     showError(error.message);
@@ -112,7 +119,8 @@ function showVideos(hits) {
 function showCaptions(list, hits) {
   list.replaceChildren(...hits.map((hit) => {
     const item = element("li", "");
-    item.append(element("span", hit.text, "caption"), element("span", `${hit.video_id} · ${hit.score.toFixed(3)}`, "score"));
+    const source = hit.video_id ?? hit.text_id; // a caption's video, or a corpus text's id
+    item.append(element("span", hit.text, "caption"), element("span", `${source} · ${hit.score.toFixed(3)}`, "score"));
     return item;
   }));
 }
@@ -122,15 +130,23 @@ function play(hit) {
   $("player-meta").textContent = [`from ${seconds(hit.start_s)}`, metadataText(hit)].filter(Boolean).join(" · ");
   $("video").src = `/videos/${encodeURIComponent(hit.video_id)}#t=${hit.start_s || 0}`;
   $("describe").onclick = () => describeVideo(hit.video_id);
-  $("describe").hidden = $("target").querySelector("[value=captions]").disabled;
+  $("describe").hidden = describeTarget() === null;
   $("video-captions").replaceChildren();
   $("player").showModal();
   $("video").play().catch(() => {}); // autoplay may be refused: the controls remain
 }
 
+// What describes a video: the texts searched for (a corpus or the captions), else its captions, else a corpus.
+function describeTarget() {
+  const usable = [...$("target").options].filter((option) => option.value !== "videos" && !option.disabled);
+  const chosen = usable.find((option) => option.selected) || usable[0];
+  return chosen ? chosen.value : null;
+}
+
 async function describeVideo(videoId) {
   try {
-    showCaptions($("video-captions"), await api("/search", {video_id: videoId, target: "captions", k: CAPTIONS}));
+    const target = describeTarget();
+    showCaptions($("video-captions"), await api("/search", {video_id: videoId, target, k: CAPTIONS}));
   } catch (error) {
     $("video-captions").replaceChildren(element("li", error.message, "error"));
   }

@@ -1,0 +1,95 @@
+"""Plan a tag run: which videos to score against every text, which against the added texts only.
+
+A tag run records the texts it scored (text_id and the run that encoded each) and its settings
+beside the tags (SCORED_TEXTS, not a part). Against that record the next run finds texts added
+and texts removed or re-encoded, and against the tags' `video_run_id` the videos re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from storage.atomic import publish_in
+from storage.dataset import filesystem, live_mask, read_tagged_rows
+from storage.schema import SCORE, TAG_FIELDS, TAG_KEY, TAGGING_KEY, TEXT_KEY
+
+# The texts a tag run scored, in the tags directory (list_parts skips it: it is not a part).
+SCORED_TEXTS = "scored_texts.parquet"
+
+
+@dataclass
+class StoredTags:
+    rows: pa.Table | None  # the live tag rows
+    scored: pa.Table | None  # text_id, run_id: the texts they were scored against
+    same_settings: bool
+
+
+@dataclass
+class TagPlan:
+    full: pa.Array  # video_ids scored against every text
+    merged: pa.Array  # video_ids scored against the added texts, merged with their stored tags
+    added: np.ndarray  # corpus rows (texts) not scored before: every one when nothing is stored
+    removed: int  # texts scored before, now gone or re-encoded
+    stored: pa.Table | None  # the merged videos' stored tags: video_id, segment, video_run_id, _text, score
+
+    @property
+    def texts_changed(self) -> bool:
+        return bool(len(self.added) or self.removed)
+
+
+def _pairs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(a, b, "\x1f")
+
+
+def plan_tags(videos: pa.Table, texts: pa.Table, stored: StoredTags) -> TagPlan:
+    """`videos`: video_id and run_id of every live video row; `texts`: the corpus' text_id and
+    run_id, in the order of its vectors. What to score, and against what."""
+    ids = pc.unique(videos["video_id"])
+    none = pa.array([], pa.string())
+    if stored.rows is None or stored.scored is None or not stored.same_settings:
+        return TagPlan(ids, none, np.arange(texts.num_rows), 0, None)
+    now, before = _pairs(texts[TEXT_KEY], texts["run_id"]), _pairs(stored.scored[TEXT_KEY], stored.scored["run_id"])
+    added = np.flatnonzero(pc.invert(pc.is_in(now, value_set=before)).to_numpy(zero_copy_only=False))
+    removed = stored.scored[TEXT_KEY].filter(pc.invert(pc.is_in(before, value_set=now)))
+    tags = stored.rows
+    reencoded = pc.invert(pc.is_in(_pairs(videos["video_id"], videos["run_id"]),
+                                   value_set=_pairs(tags["video_id"], tags["video_run_id"])))
+    stale = pa.concat_arrays([videos["video_id"].filter(reencoded).combine_chunks(),
+                              tags["video_id"].filter(pc.is_in(tags[TEXT_KEY], value_set=removed)).combine_chunks()])
+    is_stale = pc.is_in(ids, value_set=stale)
+    full = ids.filter(is_stale)
+    if len(added) == 0:
+        return TagPlan(full, none, added, len(removed), None)
+    merged = ids.filter(pc.invert(is_stale))
+    kept = tags.filter(pc.is_in(tags["video_id"], value_set=merged))
+    kept = kept.append_column("_text", pc.index_in(kept[TEXT_KEY], value_set=texts[TEXT_KEY].combine_chunks()))
+    return TagPlan(full, merged, added, len(removed),
+                   kept.select(["video_id", "segment", "video_run_id", "_text", SCORE]))
+
+
+def read_stored_tags(directory: str, settings: dict) -> StoredTags:
+    tagged = read_tagged_rows(directory, [f.name for f in TAG_FIELDS])
+    fs, root = filesystem(directory)
+    path = f"{root}/{SCORED_TEXTS}"
+    if tagged is None or not fs.exists(path):
+        return StoredTags(None, None, False)
+    with fs.open(path, "rb") as f:
+        scored = pq.read_table(f)
+    same = json.loads(scored.schema.metadata[TAGGING_KEY.encode()]) == settings
+    return StoredTags(tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY)), scored, same)
+
+
+def write_scored_texts(directory: str, texts: pa.Table, settings: dict) -> None:
+    """Written after the tags: a crash before it leaves the old record, and the next run scores the
+    added texts again (merging is idempotent: a text's best score per video is kept once)."""
+    table = texts.select([TEXT_KEY, "run_id"]).replace_schema_metadata(
+        {TAGGING_KEY: json.dumps(settings, sort_keys=True)})
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    publish_in(directory, SCORED_TEXTS, buffer.getvalue().to_pybytes())

@@ -1,0 +1,84 @@
+"""The tags of `vidx tag`, served as list columns of the videos they describe.
+
+A corpus NAME's tags become column NAME of the videos collection: each row's texts, best first
+(list<string>; a Milvus ARRAY of VARCHAR). `SELECT video_id FROM videos WHERE
+array_contains(NAME, 'a dog')` filters by them in Milvus and on the exact copy alike, beside any
+other condition and a similarity ranking. Per-video tags go on every segment of the video;
+`--per-segment` tags on their own segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .dataset import list_tables, live_mask, read_tagged_rows
+from .schema import KEY_SEPARATOR, TAG_KEY, TAGGING_KEY, TAGS, VIDEO_KEY
+
+TAG_LIST = pa.list_(pa.string())
+TAG_COLUMNS_READ = [TAG_KEY, "video_id", "segment", "text", "rank", "run_id"]
+
+
+@dataclass(frozen=True)
+class CorpusTags:
+    """One corpus' tags: the texts of each video (or segment), best first."""
+
+    name: str
+    join_column: str  # "video_id", or the video row key for per-segment tags
+    keys: pa.Array
+    texts: pa.Array  # list<string>, one per key
+    digest: str  # the tag rows' keys and runs: a new tag run changes it
+
+
+def _corpus_tags(directory: str, name: str) -> CorpusTags | None:
+    tagged = read_tagged_rows(directory, TAG_COLUMNS_READ)
+    if tagged is None:
+        return None
+    rows = tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY))
+    settings = json.loads(tagged.schemas[0].metadata[TAGGING_KEY.encode()])
+    if settings["per_segment"]:
+        join = VIDEO_KEY
+        rows = rows.append_column(join, pc.binary_join_element_wise(
+            rows["video_id"], rows["segment"].cast(pa.string()), KEY_SEPARATOR))
+    else:
+        join = "video_id"
+    rows = rows.sort_by([(join, "ascending"), ("rank", "ascending")])
+    grouped = rows.group_by(join, use_threads=False).aggregate([("text", "list")])  # keeps the rank order
+    digest = hashlib.blake2b(digest_size=16)
+    for key, run in zip(*rows.select([TAG_KEY, "run_id"]).sort_by(TAG_KEY).columns):
+        digest.update(f"{key}\x1f{run}\x1e".encode())
+    return CorpusTags(name, join, grouped[join].combine_chunks(), grouped["text_list"].combine_chunks(),
+                      digest.hexdigest())
+
+
+class TagColumns:
+    """Every tagged corpus of an index, as columns to add to its video rows."""
+
+    def __init__(self, corpora: list[CorpusTags]):
+        self.corpora = corpora
+
+    @property
+    def fields(self) -> list[pa.Field]:
+        return [pa.field(corpus.name, TAG_LIST) for corpus in self.corpora]
+
+    @property
+    def digest(self) -> str:
+        return ",".join(f"{corpus.name}:{corpus.digest}" for corpus in self.corpora)
+
+    def attach(self, batch: pa.Table) -> pa.Table:
+        """`batch` (video rows with their key and video_id) with each corpus' column: [] where untagged."""
+        for corpus in self.corpora:
+            position = pc.index_in(batch[corpus.join_column], value_set=corpus.keys)
+            texts = corpus.texts.take(position)
+            batch = batch.append_column(corpus.name, pc.if_else(pc.is_valid(position), texts, pa.scalar([], TAG_LIST)))
+        return batch
+
+
+def read_tag_columns(root: str) -> TagColumns:
+    """The tags under OUTPUT/tags (none: no columns)."""
+    found = (_corpus_tags(f"{root}/{TAGS}/{name}", name) for name in list_tables(f"{root}/{TAGS}"))
+    return TagColumns([corpus for corpus in found if corpus is not None])
