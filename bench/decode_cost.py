@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import av
-import decord
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +84,8 @@ def rgb_pass(path: str) -> int:
 
 
 def decord_rgb_pass(path: str) -> int:
+    import decord  # the `test` extra only: bench/gpu_check.py imports this module where decord is absent
+
     reader = decord.VideoReader(path, num_threads=1)
     for start in range(0, len(reader), 16):  # consecutive frames: decord decodes straight on
         reader.get_batch(list(range(start, min(start + 16, len(reader)))))

