@@ -1,4 +1,4 @@
-"""The nightly job: incremental index -> new collection version -> validate -> alias swap -> retention.
+"""The nightly job: incremental index -> tags -> new collection version -> validate -> alias swap -> retention.
 
 Usage: python -m jobs nightly --manifest M --workdir DIR --db URI [--keep N] [index options]
 
@@ -26,6 +26,7 @@ from storage.versions import retire_versions
 
 from .index import run_index
 from .load import load
+from .tag import retag
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ def nightly(manifest: str, workdir: str, db: str, keep: int = DEFAULT_KEEP, **in
         indexed, tables_read = run_index(manifest, workdir, **index_options)
         durations["index_s"] = time.perf_counter() - started
         step = time.perf_counter()
+        tagged = retag(workdir, index_options.get("address"))
+        durations["tag_s"] = time.perf_counter() - step
+        step = time.perf_counter()
         loaded = load(workdir, db, skip_unchanged=True, known=tables_read)
         durations["load_s"] = time.perf_counter() - step
         step = time.perf_counter()
@@ -84,7 +88,7 @@ def nightly(manifest: str, workdir: str, db: str, keep: int = DEFAULT_KEEP, **in
         retired = {alias: retire_versions(store, alias, keep) for alias in loaded}
         durations["retire_s"] = time.perf_counter() - step
     durations["total_s"] = time.perf_counter() - started
-    stats = night_stats(indexed, loaded, retired, durations)
+    stats = {**night_stats(indexed, loaded, retired, durations), "tagged": tagged}
     record = {"run_id": run_id, "command": "nightly", "stats": stats,
               "config": {"manifest": str(manifest), "workdir": workdir, "db": db, "keep": keep, **index_options}}
     stats["stats_file"] = write_run_record(workdir, run_id, record)

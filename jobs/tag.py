@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from errors import UserError
+from errors import UserError, one_line
 from storage.compaction import compact
 from storage.corpus import check_same_model
-from storage.dataset import live_mask, read_live, read_tagged_rows, remove_temp_files, write_part
+from storage.dataset import list_tables, live_mask, read_live, read_tagged_rows, remove_temp_files, write_part
 from storage.live_rows import LiveRows, rows_of, scan_live
 from storage.runs import new_run_id, write_run_record
 from storage.schema import (EMBEDDING, KEY_SEPARATOR, SCORE, TAG_KEY, TAGS, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS,
@@ -35,7 +35,7 @@ from storage.schema import (EMBEDDING, KEY_SEPARATOR, SCORE, TAG_KEY, TAGS, TEXT
 from storage.vectorstore import MAX_ARRAY
 
 from .cluster import connect
-from .tag_plan import TagPlan, plan_tags, read_stored_tags, write_scored_texts
+from .tag_plan import TagPlan, plan_tags, read_stored_tags, stored_settings, write_scored_texts
 from .tag_scores import best_texts, top_per_group
 
 logger = logging.getLogger(__name__)
@@ -202,3 +202,20 @@ def tag(embeddings: str, texts: str, top_k: int = 5, min_score: float | None = N
               "config": {"embeddings": embeddings, "texts": texts}}
     stats["stats_file"] = write_run_record(root, run_id, record)
     return stats
+
+
+def retag(embeddings: str, address: str | None = None) -> dict:
+    """Bring every corpus tagged under EMBEDDINGS up to date with the videos, with the settings it
+    was last tagged with (the nightly's step after indexing: only new and re-encoded videos are
+    scored). Returns each corpus' stats, or the one-line reason it could not be tagged."""
+    root, done = embeddings.rstrip("/"), {}
+    for name in list_tables(f"{root}/{TAGS}"):
+        settings = stored_settings(f"{root}/{TAGS}/{name}")
+        if settings is None:
+            continue
+        try:
+            done[name] = tag(root, name, settings["top_k"], settings["min_score"], settings["per_segment"], address)
+        except UserError as e:  # a corpus of another model: the load refuses it in the same words
+            logger.warning("tags of %s not brought up to date: %s", name, one_line(e))
+            done[name] = {"error": one_line(e)}
+    return done

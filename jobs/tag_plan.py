@@ -73,16 +73,24 @@ def plan_tags(videos: pa.Table, texts: pa.Table, stored: StoredTags) -> TagPlan:
                    kept.select(["video_id", "segment", "video_run_id", "_text", SCORE]))
 
 
-def read_stored_tags(directory: str, settings: dict) -> StoredTags:
-    tagged = read_tagged_rows(directory, [f.name for f in TAG_FIELDS])
+def stored_settings(directory: str) -> dict | None:
+    """The settings the tags in `directory` were last made with; None when no run finished there."""
     fs, root = filesystem(directory)
     path = f"{root}/{SCORED_TEXTS}"
-    if tagged is None or not fs.exists(path):
-        return StoredTags(None, None, False)
+    if not fs.exists(path):
+        return None
     with fs.open(path, "rb") as f:
+        return json.loads(pq.read_schema(f).metadata[TAGGING_KEY.encode()])
+
+
+def read_stored_tags(directory: str, settings: dict) -> StoredTags:
+    tagged, before = read_tagged_rows(directory, [f.name for f in TAG_FIELDS]), stored_settings(directory)
+    if tagged is None or before is None:
+        return StoredTags(None, None, False)
+    fs, root = filesystem(directory)
+    with fs.open(f"{root}/{SCORED_TEXTS}", "rb") as f:
         scored = pq.read_table(f)
-    same = json.loads(scored.schema.metadata[TAGGING_KEY.encode()]) == settings
-    return StoredTags(tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY)), scored, same)
+    return StoredTags(tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY)), scored, before == settings)
 
 
 def write_scored_texts(directory: str, texts: pa.Table, settings: dict) -> None:

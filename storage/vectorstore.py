@@ -119,10 +119,14 @@ def _milvus_type(arrow_type: pa.DataType) -> dict | None:
         return {"datatype": DataType.INT64}
     if pa.types.is_floating(arrow_type):
         return {"datatype": DataType.DOUBLE}
-    if pa.types.is_list(arrow_type) and pa.types.is_string(arrow_type.value_type):
-        return {"datatype": DataType.ARRAY, "element_type": DataType.VARCHAR, "max_capacity": MAX_ARRAY,
-                "max_length": MAX_VARCHAR}
     return None
+
+
+def text_list_field() -> dict:
+    """Milvus field arguments of a tag column (storage/tag_columns.py): an ARRAY of VARCHAR. A
+    manifest's own list columns stay unstored, as before: their lengths have no bound."""
+    return {"datatype": DataType.ARRAY, "element_type": DataType.VARCHAR, "max_capacity": MAX_ARRAY,
+            "max_length": MAX_VARCHAR}
 
 
 def scalar_schema(description: dict, columns: list[str] | None) -> pa.Schema:

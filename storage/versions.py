@@ -26,7 +26,7 @@ from errors import IntegrityError
 from .live_rows import LiveRows
 from .schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
 from .tag_columns import TagColumns
-from .vectorstore import VectorStore, VectorStoreError, collection_fields
+from .vectorstore import VectorStore, VectorStoreError, collection_fields, text_list_field
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
     dim = live.schema.field(EMBEDDING).type.list_size
     if store.has(name):
         store.drop(name)  # a half-built version of an interrupted load
-    tag_fields = collection_fields(pa.schema(tags.fields), key) if tags else []
+    tag_fields = [(field.name, text_list_field()) for field in tags.fields] if tags else []
     store.create_collection(name, key, fields + tag_fields, dim, properties)
     total = live.rows.num_rows
     inserted, reported, vectors, started = 0, 0.0, {}, time.perf_counter()

@@ -10,12 +10,16 @@ import pytest
 
 from http_server import served
 from jobs.demo import demo
+from jobs.load import load
 from jobs.serve import create_app
+from jobs.texts import texts
 
 # Debian's packages (.ci/run installs them); given explicitly so Selenium Manager never downloads one.
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 QUERY = "a red circle moves to the left"
+DIRECTION_PHRASES = {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}
+MOVES = ["something moves to the left", "something moves to the right", "something moves up", "something moves down"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,9 @@ def demo_site(tmp_path_factory, local_ray):
     by uvicorn on a free local port in this process (which owns the milvus-lite database)."""
     work = tmp_path_factory.mktemp("demo")
     demo(out=str(work))
+    (work / "moves.txt").write_text("\n".join(MOVES) + "\n")
+    texts(str(work / "moves.txt"), str(work / "index"))
+    load(str(work / "index"), str(work / "vidx.db"))
     manifest = [json.loads(line) for line in (work / "samples" / "manifest.jsonl").read_text().splitlines()]
     with served(create_app(str(work / "vidx.db"))) as url:
         yield f"{url}/", manifest
@@ -85,3 +92,33 @@ def test_a_text_query_shows_the_red_circle_moving_left_first(browser, demo_site,
     assert video.get_attribute("src").endswith(f"/videos/{wanted}#t=0")
     assert browser.find_element(By.ID, "player").get_attribute("open") is not None
     browser.save_screenshot(str(tmp_path / "player.png"))
+
+
+def test_a_corpus_describes_the_video_played(browser, demo_site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, manifest = demo_site
+    direction = {row["video_id"]: row["direction"] for row in manifest}
+    browser.get(url)
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#target option[value=moves]"))
+    browser.find_element(By.ID, "text").clear()
+    browser.find_element(By.ID, "text").send_keys("a blue square moves up")  # text -> the corpus' texts
+    Select(browser.find_element(By.ID, "target")).select_by_value("moves")
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#captions li")) == len(MOVES))
+    assert {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#captions .caption")} == set(MOVES)
+
+    Select(browser.find_element(By.ID, "target")).select_by_value("videos")
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results .hit"))
+    Select(browser.find_element(By.ID, "target")).select_by_value("moves")  # describe with the corpus
+    first = browser.find_element(By.CSS_SELECTOR, "#results .hit")
+    video_id = first.find_element(By.CLASS_NAME, "video-id").text
+    first.click()
+    browser.find_element(By.ID, "describe").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#video-captions .caption"))
+    described = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#video-captions .caption")]
+    assert set(described) == set(MOVES)  # the whole corpus, best first: k is 5, it holds 4
+    assert described[0].endswith(DIRECTION_PHRASES[direction[video_id]])

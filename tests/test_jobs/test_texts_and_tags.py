@@ -20,7 +20,7 @@ from jobs.__main__ import main
 from jobs.load import load
 from jobs.query import query_table
 from jobs.serve import create_app
-from jobs.tag import tag
+from jobs.tag import retag, tag
 from jobs.texts import texts
 from storage.dataset import list_parts, read_live
 from storage.schema import EMBEDDING, TAG_KEY, TEXT_KEY
@@ -174,6 +174,8 @@ def test_tagging_is_incremental(index_copy, tmp_path):
     changed = tag(str(index_copy), "grow", top_k=3)  # another k: every video again
     assert changed["videos_scored"] == 12
     assert stored_tags(index_copy, "grow") == brute_force_tags(index_copy, "grow", 3, per_segment=False)
+    nightly = retag(str(index_copy))["grow"]  # the nightly's step: the last settings, nothing new to score
+    assert (nightly["videos_scored"], nightly["rows_written"]) == (0, 0)
 
 
 def test_min_score_keeps_only_texts_scoring_at_least_it(index_copy, tmp_path):

@@ -102,7 +102,7 @@ def test_string_literals_cannot_change_the_filter_structure():
      "LIMIT 3", "one similarity per statement (this one differs from TEXT('a')): \"SIMILARITY(ID('v1'))\" at line 2, "
                 "column 10"),
     ("SELECT upper(tag) FROM videos", "unknown function upper() (known: similarity, count, min, max, avg, sum, "
-                                      "arg_max, arg_min): 'UPPER(tag)' at line 1, column 8"),
+                                      "arg_max, arg_min; in WHERE array_contains): 'UPPER(tag)' at line 1, column 8"),
     ("SELECT video_id, score FROM videos LIMIT 3", "score needs a similarity(TEXT(..) | VIDEO(..) | ID(..)) in the "
                                                    "statement: 'score' at line 1, column 18"),
     ("SELECT * FROM videos GROUP BY tag", "SELECT * cannot be grouped"),
