@@ -200,7 +200,7 @@ def add_tag_parser(commands) -> None:
 
 
 def add_nightly_parser(commands) -> None:
-    p = commands.add_parser("nightly", help="incremental index -> load -> validate -> alias swap -> retention")
+    p = commands.add_parser("nightly", help="incremental index -> tags -> load -> validate -> alias swap -> retention")
     p.add_argument("--manifest", required=True, help="tonight's manifest: the whole library as it should be served")
     p.add_argument("--workdir", required=True, help="the index dataset kept between nights (local or fsspec URL)")
     add_db_option(p)

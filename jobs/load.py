@@ -14,7 +14,7 @@ from storage.live_rows import scan_live
 from storage.runs import new_run_id
 from storage.schema import (CAPTION_KEY, CAPTIONS, CORPORA_KEY, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS, VIDEOS_KEY,
                             caption_alias, corpus_alias)
-from storage.tag_columns import read_tag_columns
+from storage.tag_columns import check_tag_column, read_tag_columns
 from storage.vectorstore import VectorStore
 from storage.versions import build_and_swap
 
@@ -31,6 +31,8 @@ def load(embeddings: str, db: str, collection: str = VIDEOS, skip_unchanged: boo
     if videos is None or videos.rows.num_rows == 0:
         raise UserError(f"{embeddings}: no 'ok' video rows to load")
     model, tags = videos.model(), read_tag_columns(root)
+    for field in tags.fields:
+        check_tag_column(field.name, videos.schema.names)
     corpora = {name: scan_live(f"{root}/{TEXTS}/{name}", TEXT_KEY) for name in list_tables(f"{root}/{TEXTS}")}
     corpora = {name: live for name, live in corpora.items() if live is not None and live.rows.num_rows}
     for name, live in corpora.items():  # before anything is built: a refused load changes nothing

@@ -32,6 +32,7 @@ from storage.live_rows import LiveRows, rows_of, scan_live
 from storage.runs import new_run_id, write_run_record
 from storage.schema import (EMBEDDING, KEY_SEPARATOR, SCORE, TAG_KEY, TAGS, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS,
                             check_corpus_name, tag_schema)
+from storage.tag_columns import check_tag_column
 from storage.vectorstore import MAX_ARRAY
 
 from .cluster import connect
@@ -171,6 +172,7 @@ def tag(embeddings: str, texts: str, top_k: int = 5, min_score: float | None = N
     live, videos = video_rows(root)
     corpus = read_corpus_vectors(root, texts)
     check_same_model(f"corpus {corpus.name!r}", corpus.model["fingerprint"], live.model())
+    check_tag_column(corpus.name, live.schema.names)
     directory = f"{root}/{TAGS}/{corpus.name}"
     remove_temp_files(directory)
     settings = {"top_k": top_k, "min_score": min_score, "per_segment": per_segment,

@@ -57,7 +57,7 @@ def texts_to_encode(corpus: pa.Table, directory: str, fingerprint: str) -> pa.Ta
     """The corpus rows (with their `_row`) whose stored row differs: a new id, another text or
     metadata, or another model."""
     corpus = corpus.append_column("_row", pa.array(np.arange(corpus.num_rows)))
-    stored = read_live(directory, TEXT_KEY)
+    stored = read_live(directory, TEXT_KEY, [*corpus.column_names[:-1], "model_fingerprint", "run_id"])
     if stored is None:
         return corpus
     position = pc.index_in(corpus[TEXT_KEY], value_set=stored[TEXT_KEY].combine_chunks())

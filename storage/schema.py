@@ -98,7 +98,7 @@ INTERNAL_PREFIX = "_"
 # manifest's), the vector and the score of a result.
 RESERVED_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} - {"uri", "video_id"} | {EMBEDDING, SCORE}
 # Columns every index row has; the others came from the manifest (the page shows those).
-STANDARD_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} | {EMBEDDING}
+STANDARD_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS + TEXT_FIELDS} | {EMBEDDING}
 # Columns of a corpus file besides its metadata.
 CORPUS_COLUMNS = (TEXT_KEY, "text")
 # Not served: constant on served rows ("ok", no error), a setting of the run that wrote the row

@@ -16,11 +16,20 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from errors import UserError
+
 from .dataset import list_tables, live_mask, read_tagged_rows
 from .schema import KEY_SEPARATOR, TAG_KEY, TAGGING_KEY, TAGS, VIDEO_KEY
 
 TAG_LIST = pa.list_(pa.string())
 TAG_COLUMNS_READ = [TAG_KEY, "video_id", "segment", "text", "rank", "run_id"]
+
+
+def check_tag_column(corpus: str, video_columns: list[str]) -> None:
+    """A corpus' tags become a column of the videos: refuse a name the videos already have (a manifest's)."""
+    if corpus in video_columns:
+        raise UserError(f"the tags of corpus {corpus!r} would be a column the videos already have: encode the "
+                        "corpus under another name (vidx texts --name) and tag it again")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from jobs.texts import texts
 from storage.dataset import list_parts, read_live
 from storage.schema import EMBEDDING, TAG_KEY, TEXT_KEY
 
+FORMATS = ["txt", "parquet", "csv", "jsonl"]
 PHRASES = ["a red circle moves to the left", "a blue square moves up", "something moves down",
            "a green triangle moves to the right", "a white square moves down", "a yellow circle moves up"]
 
@@ -86,7 +87,7 @@ def stored_tags(index: Path, corpus: str) -> list[tuple]:
     return sorted((r["video_id"], r["segment"], r[TEXT_KEY], r["rank"]) for r in rows)
 
 
-@pytest.mark.parametrize("fmt", ["txt", "parquet", "csv", "jsonl"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_a_corpus_from_each_format_is_encoded_once(index_copy, tmp_path, capsys, fmt):
     path = write_corpus(tmp_path, fmt, PHRASES)
     first = cli_json(capsys, "texts", "--input", str(path), "--output", str(index_copy))
@@ -197,6 +198,8 @@ def served_corpus(index_copy, tmp_path_factory, db_engines) -> tuple[Path, str]:
     """The index with corpus `vocab` (tagged, top 2) loaded into an engine: (index, database URI)."""
     directory = tmp_path_factory.mktemp("vocab")
     texts(str(write_corpus(directory, "parquet", PHRASES).rename(directory / "vocab.parquet")), str(index_copy))
+    for fmt in FORMATS:
+        texts(str(write_corpus(directory, fmt, PHRASES)), str(index_copy), name=f"served_{fmt}")
     tag(str(index_copy), "vocab", top_k=2)
     load(str(index_copy), db_engines)
     return index_copy, db_engines
@@ -211,23 +214,26 @@ def db_engines(request, tmp_path_factory) -> str:
     return server_database(request.getfixturevalue("milvus_server"), "texts_and_tags")
 
 
-def test_a_corpus_is_searchable_from_the_cli_sql_and_http(served_corpus, capsys, tmp_path):
+@pytest.mark.parametrize("corpus", ["vocab", *(f"served_{fmt}" for fmt in FORMATS)])
+def test_a_corpus_is_searchable_from_the_cli_sql_and_http(served_corpus, capsys, tmp_path, corpus):
     index, db = served_corpus
     video = "synth_11_00003"
-    ranked = sorted((rank, t) for v, segment, t, rank in brute_force_tags(index, "vocab", len(PHRASES), True)
+    ranked = sorted((rank, t) for v, segment, t, rank in brute_force_tags(index, corpus, len(PHRASES), True)
                     if (v, segment) == (video, 0))  # a stored video is searched for by its first segment
     expected = [t for _, t in ranked]
-    hits = cli_json(capsys, "search", "--db", db, "--video-id", video, "--target", "vocab", "-k", "3", "--json")
+    hits = cli_json(capsys, "search", "--db", db, "--video-id", video, "--target", corpus, "-k", "3", "--json")
     assert [hit[TEXT_KEY] for hit in hits] == expected[:3]
-    rows = query_table(db, f"SELECT text_id, text, category, score FROM vocab "
+    rows = query_table(db, f"SELECT text_id, text, score FROM {corpus} "
                            f"ORDER BY similarity(ID('{video}')) DESC LIMIT 3").to_pylist()
     assert [r[TEXT_KEY] for r in rows] == [hit[TEXT_KEY] for hit in hits]
-    assert {r["category"] for r in rows} <= {"motion", "object"}
     client = TestClient(create_app(db, cache_dir=tmp_path))
     library = client.get("/library").json()
-    assert library["corpora"]["vocab"]["rows"] == len(PHRASES)
-    answer = client.post("/search", json={"video_id": video, "target": "vocab", "k": 3}).json()
+    assert library["corpora"][corpus]["rows"] == len(PHRASES)
+    answer = client.post("/search", json={"video_id": video, "target": corpus, "k": 3}).json()
     assert [hit[TEXT_KEY] for hit in answer] == [hit[TEXT_KEY] for hit in hits]
+    if corpus != "served_txt":  # the tables' metadata is served beside each text
+        category = query_table(db, f"SELECT category, count(*) AS n FROM {corpus} GROUP BY category").to_pylist()
+        assert {r["category"]: r["n"] for r in category} == {"motion": 1, "object": len(PHRASES) - 1}
 
 
 def test_tags_filter_videos_in_sql(served_corpus):
@@ -257,3 +263,11 @@ def test_a_corpus_mismatching_the_videos_model_is_refused_at_load(index_copy, tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "corpus 'demo' is encoded by model" in err, err
     assert not (tmp_path / "vidx.db").exists()  # refused before anything was built
+
+
+def test_tags_named_as_a_video_column_are_refused_in_one_line(index_copy, tmp_path, capsys):
+    (tmp_path / "colour.txt").write_text("red\nblue\n")
+    texts(str(tmp_path / "colour.txt"), str(index_copy))  # the synth manifest has a `colour` column
+    assert main(["tag", "--embeddings", str(index_copy), "--texts", "colour"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would be a column the videos already have" in err, err
