@@ -304,8 +304,8 @@ def add_synth_parser(commands) -> None:
     p.set_defaults(run=cmd_synth)
 
 
-COMMANDS = (add_demo_parser, add_index_parser, add_texts_parser, add_tag_parser, add_nightly_parser, add_load_parser, add_search_parser,
-            add_query_parser, add_serve_parser, add_eval_parser, add_train_parser, add_synth_parser)
+COMMANDS = (add_demo_parser, add_index_parser, add_texts_parser, add_tag_parser, add_nightly_parser, add_load_parser,
+            add_search_parser, add_query_parser, add_serve_parser, add_eval_parser, add_train_parser, add_synth_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +27,8 @@ import ray
 from errors import UserError, one_line
 from storage.compaction import compact
 from storage.corpus import check_same_model
-from storage.dataset import list_tables, live_mask, read_live, read_tagged_rows, remove_temp_files, write_part
-from storage.live_rows import LiveRows, rows_of, scan_live
+from storage.dataset import list_tables, read_tagged_rows, remove_temp_files, write_part
+from storage.live_rows import LiveRows, live_table, rows_of
 from storage.runs import new_run_id, write_run_record
 from storage.schema import (EMBEDDING, KEY_SEPARATOR, SCORE, TAG_KEY, TAGS, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS,
                             check_corpus_name, tag_schema)
@@ -60,15 +60,17 @@ class Corpus:
 
 
 def read_corpus_vectors(root: str, texts: str) -> Corpus:
-    """A corpus by NAME (OUTPUT/texts/NAME) or directory, with its vectors."""
+    """A corpus by NAME (OUTPUT/texts/NAME) or directory, with its vectors: its parts read once."""
     directory = texts.rstrip("/") if "/" in texts else f"{root}/{TEXTS}/{texts}"
     name = check_corpus_name(directory.rsplit("/", 1)[-1])
-    live = scan_live(directory, TEXT_KEY)
-    if live is None or live.rows.num_rows == 0:
+    tagged = read_tagged_rows(directory, [TEXT_KEY, "text", "run_id", EMBEDDING])
+    rows = live_table(tagged, TEXT_KEY, None) if tagged is not None else None
+    if rows is None or rows.num_rows == 0:
         raise UserError(f"{directory}: no texts; encode a corpus first (vidx texts --input FILE --output {root})")
-    rows = read_live(directory, TEXT_KEY, [TEXT_KEY, "text", "run_id", EMBEDDING]).sort_by(TEXT_KEY)
+    model = rows_of(tagged, rows, directory, TEXT_KEY).model()
+    rows = rows.sort_by(TEXT_KEY)
     matrix = np.stack(rows[EMBEDDING].to_numpy(zero_copy_only=False)).astype(np.float32)
-    return Corpus(name, rows.drop_columns(EMBEDDING), matrix, live.model())
+    return Corpus(name, rows.select([TEXT_KEY, "text", "run_id"]), matrix, model)
 
 
 def video_rows(root: str) -> tuple[LiveRows, pa.Table]:
@@ -77,8 +79,7 @@ def video_rows(root: str) -> tuple[LiveRows, pa.Table]:
     tagged = read_tagged_rows(directory, [VIDEO_KEY, "video_id", "run_id", "status"])
     if tagged is None:
         raise UserError(f"{root}: no video rows to tag; run vidx index first")
-    rows = tagged.rows.filter(live_mask(tagged.rows, None, VIDEO_KEY))
-    rows = rows.filter(pc.equal(rows["status"], "ok"))
+    rows = live_table(tagged, VIDEO_KEY, "ok")
     if rows.num_rows == 0:
         raise UserError(f"{root}: no 'ok' video rows to tag")
     return rows_of(tagged, rows, directory, VIDEO_KEY), rows
@@ -157,9 +158,7 @@ def candidates_of(plan: TagPlan, live: LiveRows, videos: pa.Table, corpus: Corpu
 
 def rows_of_videos(live: LiveRows, videos: pa.Table, ids: pa.Array) -> LiveRows:
     """The rows of `live` (whose key, video_id... are `videos`, in the same order) of videos `ids`."""
-    picked = pc.is_in(videos["video_id"], value_set=ids)
-    return LiveRows(live.paths, live.filesystem, live.schema, live.rows.filter(picked), live.key_column, live.models,
-                    live.nbytes)
+    return replace(live, rows=live.rows.filter(pc.is_in(videos["video_id"], value_set=ids)))
 
 
 def tag(embeddings: str, texts: str, top_k: int = 5, min_score: float | None = None, per_segment: bool = False,
@@ -198,7 +197,8 @@ def tag(embeddings: str, texts: str, top_k: int = 5, min_score: float | None = N
     stats = {"corpus": corpus.name, "videos": len(ids), "texts": corpus.texts.num_rows,
              "videos_scored": len(plan.full), "videos_merged": len(plan.merged), "texts_added": len(plan.added),
              "texts_removed": plan.removed, "rows_written": len(written), "rows_dropped": compaction["rows_dropped"],
-             "plan_s": round(plan_s, 3), "score_s": round(score_s, 3), "total_s": round(time.perf_counter() - started, 3),
+             "plan_s": round(plan_s, 3), "score_s": round(score_s, 3),
+             "total_s": round(time.perf_counter() - started, 3),
              "videos_per_s": round(scored / score_s, 1) if scored else 0.0}
     record = {"run_id": run_id, "command": "tag", "stats": stats, "compaction": compaction, "settings": settings,
               "config": {"embeddings": embeddings, "texts": texts}}

@@ -73,24 +73,33 @@ def plan_tags(videos: pa.Table, texts: pa.Table, stored: StoredTags) -> TagPlan:
                    kept.select(["video_id", "segment", "video_run_id", "_text", SCORE]))
 
 
-def stored_settings(directory: str) -> dict | None:
-    """The settings the tags in `directory` were last made with; None when no run finished there."""
+def read_scored_texts(directory: str) -> pa.Table | None:
+    """The texts the last finished tag run in `directory` scored, its settings in the schema's
+    metadata; None when no run finished there."""
     fs, root = filesystem(directory)
     path = f"{root}/{SCORED_TEXTS}"
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as f:
-        return json.loads(pq.read_schema(f).metadata[TAGGING_KEY.encode()])
+        return pq.read_table(f)
+
+
+def settings_of(scored: pa.Table) -> dict:
+    return json.loads(scored.schema.metadata[TAGGING_KEY.encode()])
+
+
+def stored_settings(directory: str) -> dict | None:
+    """The settings the tags in `directory` were last made with; None when no run finished there."""
+    scored = read_scored_texts(directory)
+    return None if scored is None else settings_of(scored)
 
 
 def read_stored_tags(directory: str, settings: dict) -> StoredTags:
-    tagged, before = read_tagged_rows(directory, [f.name for f in TAG_FIELDS]), stored_settings(directory)
-    if tagged is None or before is None:
+    tagged, scored = read_tagged_rows(directory, [f.name for f in TAG_FIELDS]), read_scored_texts(directory)
+    if tagged is None or scored is None:
         return StoredTags(None, None, False)
-    fs, root = filesystem(directory)
-    with fs.open(f"{root}/{SCORED_TEXTS}", "rb") as f:
-        scored = pq.read_table(f)
-    return StoredTags(tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY)), scored, before == settings)
+    live = tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY))
+    return StoredTags(live, scored, settings_of(scored) == settings)
 
 
 def write_scored_texts(directory: str, texts: pa.Table, settings: dict) -> None:

@@ -46,7 +46,8 @@ def corpus_model(output: str, model: str | None, checkpoint: str | None) -> Vide
     videos = videos_model(output)
     if model is None:
         if videos is None:
-            raise UserError(f"{output}: no indexed videos to take the model from; run vidx index first, or give --model")
+            raise UserError(f"{output}: no indexed videos to take the model from; run vidx index first, "
+                            "or give --model")
         return create_model(**videos["spec"], device="cpu")
     encoder = create_model(model, checkpoint=checkpoint, device="cpu")
     check_same_model(f"--model {model}", encoder.fingerprint, videos)

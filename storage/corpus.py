@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from errors import UserError, one_line
 
-from .manifest import MANIFEST_FORMATS, read_table
+from .manifest import MANIFEST_FORMATS, check_unique, read_table
 from .schema import EMBEDDING, INTERNAL_PREFIX, STANDARD_COLUMNS, TEXT_KEY
 
 TEXT_FORMATS = {".txt": "text", **MANIFEST_FORMATS}
@@ -62,10 +62,7 @@ def validate_corpus(table: pa.Table, source: str) -> pa.Table:
     else:
         table = table.add_column(0, TEXT_KEY, texts)
         table = table.take(pc.index_in(pc.unique(texts), value_set=texts))  # the first row of each text
-    counts = pc.value_counts(table[TEXT_KEY])
-    duplicated = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
-    if duplicated:
-        raise CorpusError(f"{source}: duplicate {TEXT_KEY} {duplicated[0]!r} ({len(duplicated)} duplicated in all)")
+    check_unique(table[TEXT_KEY], TEXT_KEY, source, CorpusError)
     reserved = sorted(c for c in table.column_names if c not in (TEXT_KEY, "text") and
                       (c in STANDARD_COLUMNS or c == EMBEDDING or c.startswith(INTERNAL_PREFIX)))
     if reserved:

@@ -97,12 +97,18 @@ def rows_of(tagged: TaggedRows, rows: pa.Table, directory: str, key_column: str)
                     tagged.nbytes)
 
 
-def live_rows(tagged: TaggedRows, directory: str, key_column: str, status: str | None) -> LiveRows:
-    """The live rows of `tagged` (only those with `status`, when given and the dataset has that column)."""
+def live_table(tagged: TaggedRows, key_column: str, status: str | None) -> pa.Table:
+    """The live rows of `tagged`, all its columns (only those with `status`, when given and the
+    dataset has that column)."""
     rows = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
     if status and "status" in rows.column_names:  # a part without `status` reads it as null
         rows = rows.filter(pc.equal(rows["status"], status))
-    return rows_of(tagged, rows, directory, key_column)
+    return rows
+
+
+def live_rows(tagged: TaggedRows, directory: str, key_column: str, status: str | None) -> LiveRows:
+    """The live rows of `tagged` as LiveRows (see live_table)."""
+    return rows_of(tagged, live_table(tagged, key_column, status), directory, key_column)
 
 
 def scan_live(directory: str, key_column: str = VIDEO_KEY, status: str | None = None,

@@ -86,10 +86,7 @@ def validate_manifest(table: pa.Table, source: str) -> pa.Table:
         table = table.set_column(table.column_names.index("video_id"), "video_id", ids)
     else:
         table = table.add_column(1, "video_id", _derive_video_ids(uris.combine_chunks()))
-    counts = pc.value_counts(table["video_id"])
-    duplicated = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
-    if duplicated:
-        raise ManifestError(f"{source}: duplicate video_id {duplicated[0]!r} ({len(duplicated)} duplicated in all)")
+    check_unique(table["video_id"], "video_id", source, ManifestError)
     reserved = sorted(c for c in table.column_names if c in RESERVED_COLUMNS or c.startswith(INTERNAL_PREFIX))
     if reserved:
         raise ManifestError(f"{source}: column {reserved[0]!r} is reserved by vidx; rename it")
@@ -97,6 +94,14 @@ def validate_manifest(table: pa.Table, source: str) -> pa.Table:
         [[]] * table.num_rows, pa.list_(pa.string()))
     table = table.drop_columns([c for c in ("captions",) if c in table.column_names])
     return table.append_column("captions", captions)
+
+
+def check_unique(ids: pa.ChunkedArray, column: str, source: str, error: type[UserError]) -> None:
+    """Refuse a table whose `column` holds a value twice, naming the first such value."""
+    counts = pc.value_counts(ids)
+    duplicated = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
+    if duplicated:
+        raise error(f"{source}: duplicate {column} {duplicated[0]!r} ({len(duplicated)} duplicated in all)")
 
 
 def _first_empty(uris: pa.ChunkedArray) -> int:

@@ -9,7 +9,6 @@ other condition and a similarity ranking. Per-video tags go on every segment of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from errors import UserError
 
 from .dataset import list_tables, live_mask, read_tagged_rows
 from .schema import KEY_SEPARATOR, TAG_KEY, TAGGING_KEY, TAGS, VIDEO_KEY
+from .versions import rows_digest
 
 TAG_LIST = pa.list_(pa.string())
 TAG_COLUMNS_READ = [TAG_KEY, "video_id", "segment", "text", "rank", "run_id"]
@@ -57,11 +57,8 @@ def _corpus_tags(directory: str, name: str) -> CorpusTags | None:
         join = "video_id"
     rows = rows.sort_by([(join, "ascending"), ("rank", "ascending")])
     grouped = rows.group_by(join, use_threads=False).aggregate([("text", "list")])  # keeps the rank order
-    digest = hashlib.blake2b(digest_size=16)
-    for key, run in zip(*rows.select([TAG_KEY, "run_id"]).sort_by(TAG_KEY).columns):
-        digest.update(f"{key}\x1f{run}\x1e".encode())
     return CorpusTags(name, join, grouped[join].combine_chunks(), grouped["text_list"].combine_chunks(),
-                      digest.hexdigest())
+                      rows_digest(rows, TAG_KEY, {"corpus": name}))
 
 
 class TagColumns:

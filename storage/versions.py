@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +25,10 @@ from errors import IntegrityError
 
 from .live_rows import LiveRows
 from .schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
-from .tag_columns import TagColumns
 from .vectorstore import VectorStore, VectorStoreError, collection_fields, text_list_field
+
+if TYPE_CHECKING:  # tag_columns digests its rows with rows_digest, from here
+    from .tag_columns import TagColumns
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ def check_storable(store: VectorStore, live: LiveRows, fields: list[tuple[str, d
             f"{column} in the manifest, or serve from Milvus 2.5+ or milvus-lite")
 
 
-def insert_batches(live: LiveRows, fields: list[tuple[str, dict]], tags: TagColumns | None = None) -> Iterator[pa.Table]:
+def insert_batches(live: LiveRows, fields: list[tuple[str, dict]],
+                   tags: TagColumns | None = None) -> Iterator[pa.Table]:
     """The live rows as insert requests: the key, the served `fields`, the `tags` columns and the
     vectors, INSERT_BYTES of vectors at a time."""
     dim = live.schema.field(EMBEDDING).type.list_size
