@@ -4,7 +4,7 @@ Usage: python bench/insert_throughput.py [--rows 200000] [--dim 1024] [--in-flig
 
 Writes clustered vectors as an index dataset (as bench/query_latency.py does), starts a Milvus 2.3.5
 standalone server (the `test` extra) on free ports, then inserts the live rows into a new collection
-per trial through storage.versions.inserted_batches, the way `vidx load` inserts, taking the
+per trial through storage.milvus.versions.inserted_batches, the way `vidx load` inserts, taking the
 in-flight counts in turn for each round (the machine's noise falls on all alike); only the insert
 is timed (no index build). Prints one JSON object: rows/s per in-flight count, per round and median.
 """
@@ -26,9 +26,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from query_latency import clustered_vectors, write_dataset  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
-from storage.live_rows import scan_live  # noqa: E402
-from storage.versions import insert_batches, inserted_batches, served_fields  # noqa: E402
-from storage.vectorstore import VectorStore  # noqa: E402
+from storage.table.live_rows import scan_live  # noqa: E402
+from storage.milvus.versions import insert_batches, inserted_batches, served_fields  # noqa: E402
+from storage.milvus.store import VectorStore  # noqa: E402
 
 
 def insert_rows_per_s(store: VectorStore, name: str, live, in_flight: int) -> float:

@@ -22,7 +22,7 @@ def write_encoded_rows(run, videos, rng) -> None:
     import numpy as np
     import pyarrow as pa
 
-    from storage.dataset import conform, write_part
+    from storage.table.dataset import conform, write_part
 
     dim, schema = run.encoder.dim, run.video_schema()
     for start in range(0, videos.num_rows, run.rows_per_part):
@@ -89,7 +89,7 @@ def write_baseline_index(manifest: Path, output: Path) -> None:
 
     from jobs.index import IndexRun, create_driver_model
     from jobs.sink import ROWS_PER_PART
-    from storage.files import list_stamps
+    from storage.table.files import list_stamps
 
     table = pq.read_table(manifest)
     encoder = create_driver_model(MODEL, None, "exact")

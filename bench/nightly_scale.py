@@ -96,7 +96,7 @@ def night(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(args.code))
     import jobs.index
     import jobs.nightly
-    from storage.vectorstore import VectorStore
+    from storage.milvus.store import VectorStore
 
     started_rss = peak_rss_mb()
     steps = Steps()
@@ -123,9 +123,9 @@ def compaction_alone(args: argparse.Namespace) -> None:
     code of args.code; prints its seconds and peak RSS as one JSON line."""
     sys.path.insert(0, str(args.code))
     try:
-        from storage.compaction import compact
+        from storage.table.compaction import compact
     except ImportError:  # before storage/compaction.py
-        from storage.dataset import compact
+        from storage.table.dataset import compact
 
     Path("/proc/self/clear_refs").write_text("5")
     started = time.perf_counter()
@@ -226,7 +226,7 @@ def compactions(args: argparse.Namespace, versions, record) -> None:
     when nothing is dropped), each version in a fresh process."""
     import numpy as np
 
-    from storage.dataset import write_part
+    from storage.table.dataset import write_part
     from table_formats import ROWS_PER_PART, video_rows
 
     for rows in args.compact_rows:

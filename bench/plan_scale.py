@@ -103,9 +103,9 @@ def write_manifest_and_index(root: str, n: int) -> tuple[str, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from storage.dataset import conform, write_part
+    from storage.table.dataset import conform, write_part
     from storage.schema import VIDEOS, video_schema
-    from storage.files import list_stamps
+    from storage.table.files import list_stamps
 
     uris = video_uris(root, n)
     ids = [Path(u).stem for u in uris]
@@ -131,10 +131,10 @@ def write_manifest_and_index(root: str, n: int) -> tuple[str, str]:
 def plan_per_video(manifest_url: str, output: str, sample: int | None) -> dict:
     """The way before: one stat / HEAD per video from the driver, manifest and stored rows as
     Python dicts (jobs/plan.py before this bench). `sample`: time only the first `sample` videos."""
-    from storage.dataset import read_live
+    from storage.table.dataset import read_live
     from storage.schema import VIDEOS
-    from storage.files import file_stat
-    from storage.manifest import read_manifest
+    from storage.table.files import file_stat
+    from storage.table.manifest import read_manifest
 
     started = time.perf_counter()
     manifest = read_manifest(manifest_url)
@@ -157,9 +157,9 @@ def plan_per_video(manifest_url: str, output: str, sample: int | None) -> dict:
 
 
 def plan_by_listing(manifest_url: str, output: str) -> dict:
-    from jobs.plan import make_plan
+    from storage.table.index_plan import make_plan
     from storage.schema import CAPTIONS, VIDEOS
-    from storage.manifest import read_manifest
+    from storage.table.manifest import read_manifest
 
     manifest = read_manifest(manifest_url)
     plan = make_plan(manifest, f"{output}/{VIDEOS}", f"{output}/{CAPTIONS}", FINGERPRINT, None)
@@ -170,8 +170,8 @@ def measure(args) -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    import jobs.plan  # noqa: F401 (imports are not planning: load them before the clock starts)
-    import storage.files  # noqa: F401
+    import storage.table.index_plan  # noqa: F401 (imports are not planning: load them before the clock starts)
+    import storage.table.files  # noqa: F401
 
     base = rss_mb()
     started = time.perf_counter()

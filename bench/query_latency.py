@@ -46,11 +46,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().par
 from jobs.query import ServedColumns, answer  # noqa: E402
 from process_memory import peak_rss_mb  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
-from storage.dataset import write_part  # noqa: E402
-from storage.relational import matching_rows  # noqa: E402
+from storage.table.dataset import write_part  # noqa: E402
+from storage.query.relational import matching_rows  # noqa: E402
 from storage.schema import MODEL_KEY, row_key  # noqa: E402
-from storage.sql import parse_query  # noqa: E402
-from storage.vectorstore import SEARCH_EF, VectorStore  # noqa: E402
+from storage.query import parse_query  # noqa: E402
+from storage.milvus.store import SEARCH_EF, VectorStore  # noqa: E402
 
 K = 10
 CENTRES = 1000

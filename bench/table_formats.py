@@ -34,8 +34,8 @@ import pyarrow.dataset as ds
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storage.compaction import compact  # noqa: E402
-from storage.dataset import list_parts, read_tagged_rows, write_part  # noqa: E402
+from storage.table.compaction import compact  # noqa: E402
+from storage.table.dataset import list_parts, read_tagged_rows, write_part  # noqa: E402
 
 ROWS_PER_PART = 256
 PLAN_COLUMNS = ["key", "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",

@@ -24,7 +24,7 @@ from jobs.index import index  # noqa: E402
 from jobs.synth import COLOURS, DIRECTIONS, SHAPES, Scene, synth  # noqa: E402
 from jobs.tag import tag  # noqa: E402
 from jobs.texts import texts  # noqa: E402
-from storage.dataset import read_live  # noqa: E402
+from storage.table.dataset import read_live  # noqa: E402
 from storage.schema import TAG_KEY  # noqa: E402
 
 ATTRIBUTES = ("colour", "shape", "direction")

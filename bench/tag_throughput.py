@@ -28,8 +28,8 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storage.dataset import write_part  # noqa: E402
-from storage.runs import new_run_id  # noqa: E402
+from storage.table.dataset import write_part  # noqa: E402
+from storage.table.runs import new_run_id  # noqa: E402
 from storage.schema import TEXT_KEY, VIDEO_KEY, footer_metadata  # noqa: E402
 
 ROWS_PER_PART = 4096
@@ -78,7 +78,7 @@ def tag_in_child(index: Path) -> dict:
 def per_video_searches(index: Path, db: str, searches: int, videos: int) -> dict:
     from jobs.load import load
     from jobs.search import search
-    from storage.vectorstore import VectorStore
+    from storage.milvus.store import VectorStore
 
     started = time.perf_counter()
     load(str(index), db)

@@ -12,7 +12,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from errors import UserError
-from storage.files import is_local
+from storage.table.files import is_local
 
 
 logger = logging.getLogger(__name__)

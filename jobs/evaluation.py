@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from errors import UserError
-from storage.dataset import read_live
+from storage.table.dataset import read_live
 from storage.schema import CAPTION_KEY, CAPTIONS, EMBEDDING, VIDEO_KEY, VIDEOS
 
 

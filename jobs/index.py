@@ -20,17 +20,17 @@ import ray
 from encoders import VideoTextEncoder, create_model
 from encoders.config import DEVICES
 from errors import UserError
-from storage.compaction import compact
-from storage.dataset import TaggedRows, conform, remove_temp_files, write_part
-from storage.live_rows import rows_of
-from storage.manifest import read_manifest
-from storage.runs import new_run_id, write_run_record
+from storage.table.compaction import compact
+from storage.table.dataset import TaggedRows, conform, remove_temp_files, write_part
+from storage.table.live_rows import rows_of
+from storage.table.manifest import read_manifest
+from storage.table.runs import new_run_id, write_run_record
 from storage.schema import (CAPTION_KEY, CAPTIONS, VIDEO_KEY, VIDEOS, caption_schema, metadata_columns,
                             video_schema)
 
 from .cluster import (check_gpus_visible, check_paths_reach_every_node, cluster_address, connect, embedder_pool,
                       embedder_resources)
-from .plan import Plan, make_plan
+from storage.table.index_plan import Plan, make_plan
 from .sink import NODE_COLUMNS, ROWS_PER_PART, PartsDatasink
 from .workers import CaptionEmbedder, VideoEmbedder, decode_item
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 
 from errors import UserError
-from storage.corpus import check_same_model
-from storage.dataset import TaggedRows, list_tables
-from storage.live_rows import scan_live
-from storage.runs import new_run_id
+from storage.table.corpus import check_same_model
+from storage.table.dataset import TaggedRows, list_tables
+from storage.table.live_rows import scan_live
+from storage.table.runs import new_run_id
 from storage.schema import (CAPTION_KEY, CAPTIONS, CORPORA_KEY, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS, VIDEOS_KEY,
                             caption_alias, corpus_alias)
-from storage.tag_columns import check_tag_column, read_tag_columns
-from storage.vectorstore import VectorStore
-from storage.versions import build_and_swap
+from storage.table.tag_columns import check_tag_column, read_tag_columns
+from storage.milvus.store import VectorStore
+from storage.milvus.versions import build_and_swap
 
 
 def load(embeddings: str, db: str, collection: str = VIDEOS, skip_unchanged: bool = False,

@@ -20,9 +20,9 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from errors import UserError
-from storage.runs import new_run_id, write_run_record
-from storage.vectorstore import VectorStore
-from storage.versions import retire_versions
+from storage.table.runs import new_run_id, write_run_record
+from storage.milvus.store import VectorStore
+from storage.milvus.versions import retire_versions
 
 from .index import run_index
 from .load import load

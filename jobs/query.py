@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from storage.flat_copy import FlatCopy
-from storage.milvus_errors import RowStream
-from storage.relational import run_relational
+from storage.milvus.exact_copy import FlatCopy
+from storage.milvus.errors import RowStream
+from storage.query.relational import run_relational
 from storage.schema import MAX_RESULTS, SCORE, TABLES, VIDEOS_KEY, video_alias
-from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, ParsedQuery, QueryError, parse_query
-from storage.vectorstore import RANGE_LIMIT, VectorStore, scalar_schema
+from storage.query import COUNT, SCAN, TOP_GROUPS, TOP_K, ParsedQuery, QueryError, parse_query
+from storage.milvus.store import RANGE_LIMIT, VectorStore, scalar_schema
 
 from .search import TextEncoding, VideoResolver, encode_alone, hits_covering_groups, local_video, query_vector
 

@@ -13,9 +13,9 @@ from operator import itemgetter
 import numpy as np
 
 from errors import NotFound, UserError
-from storage.filters import equals
+from storage.milvus.filters import equals
 from storage.schema import EMBEDDING, MAX_RESULTS, TABLES, TEXT_KEY, VIDEO_KEY, VIDEOS, check_corpus_name, target_alias
-from storage.vectorstore import VectorStore, VectorStoreError
+from storage.milvus.store import VectorStore, VectorStoreError
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 
 from errors import KNOWN, Unavailable, UserError, http_status, one_line
 from storage.schema import VIDEOS
-from storage.vectorstore import VectorStore, VectorStoreError
+from storage.milvus.store import VectorStore, VectorStoreError
 from .search import TextEncoding
 from .server.admission import Admission
 from .server.api import api_router

@@ -12,7 +12,7 @@ import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from storage.dataset import conform, write_part
+from storage.table.dataset import conform, write_part
 from storage.schema import EMBEDDING
 
 # Rows per part: big enough for efficient Parquet, small enough that a crash loses little work.

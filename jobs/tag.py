@@ -25,19 +25,19 @@ import pyarrow.compute as pc
 import ray
 
 from errors import UserError, one_line
-from storage.compaction import compact
-from storage.corpus import check_same_model
-from storage.dataset import list_tables, read_tagged_rows, remove_temp_files, write_part
-from storage.live_rows import LiveRows, live_table, rows_of
-from storage.runs import new_run_id, write_run_record
+from storage.table.compaction import compact
+from storage.table.corpus import check_same_model
+from storage.table.dataset import list_tables, read_tagged_rows, remove_temp_files, write_part
+from storage.table.live_rows import LiveRows, live_table, rows_of
+from storage.table.runs import new_run_id, write_run_record
 from storage.schema import (EMBEDDING, KEY_SEPARATOR, SCORE, TAG_KEY, TAGS, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS,
                             check_corpus_name, tag_schema)
-from storage.tag_columns import check_tag_column
-from storage.vectorstore import MAX_ARRAY
+from storage.table.tag_columns import check_tag_column
+from storage.milvus.store import MAX_ARRAY
 
 from .cluster import connect
-from .tag_plan import TagPlan, plan_tags, read_stored_tags, stored_settings, write_scored_texts
-from .tag_scores import best_texts, top_per_group
+from storage.table.tag_plan import TagPlan, plan_tags, read_stored_tags, stored_settings, write_scored_texts
+from storage.table.tag_scores import best_texts, top_per_group
 
 logger = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ import pyarrow.compute as pc
 
 from encoders import VideoTextEncoder, create_model
 from errors import UserError
-from storage.compaction import compact
-from storage.corpus import check_same_model, read_corpus
-from storage.dataset import read_live, remove_temp_files
-from storage.live_rows import scan_live
-from storage.runs import new_run_id, write_run_record
+from storage.table.compaction import compact
+from storage.table.corpus import check_same_model, read_corpus
+from storage.table.dataset import read_live, remove_temp_files
+from storage.table.live_rows import scan_live
+from storage.table.runs import new_run_id, write_run_record
 from storage.schema import TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS, check_corpus_name, text_schema
 
 from .cluster import connect
 from .index import CAPTIONS_PER_BATCH, CAPTIONS_PER_BLOCK, blocks, embedder_options, model_record
-from .plan import same_values
+from storage.table.index_plan import same_values
 from .sink import ROWS_PER_PART, PartsDatasink
 from .workers import CaptionEmbedder
 

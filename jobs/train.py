@@ -40,8 +40,8 @@ from encoders.config import HEADS
 from encoders.preprocess import stack_clips
 from encoders.video import VideoDecodeError, decode_video
 from errors import UserError
-from storage.atomic import publish_in
-from storage.manifest import read_manifest
+from storage.table.atomic import publish_in
+from storage.table.manifest import read_manifest
 
 from .cluster import connect
 from .index import VIDEOS_PER_DECODE_TASK

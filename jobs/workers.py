@@ -15,7 +15,7 @@ import torch
 from encoders import SamplingCfg, create_model
 from encoders.video import decode_video, local_copy
 from errors import one_line
-from storage.files import READ_ATTEMPTS, content_fingerprint, is_transient, retry_transient
+from storage.table.files import READ_ATTEMPTS, content_fingerprint, is_transient, retry_transient
 from storage.schema import EMBEDDING, RUN_COLUMNS, VIDEO_FIELDS, VIDEO_KEY, row_key
 
 logger = logging.getLogger(__name__)

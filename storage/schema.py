@@ -29,7 +29,7 @@ VIDEO_KEY = "key"  # video_id#segment
 CAPTION_KEY = "caption_id"  # video_id#n
 TEXT_KEY = "text_id"  # the corpus' own id, else the text itself
 TAG_KEY = "tag_key"  # video_id#segment#rank
-# By a table's key: the column whose newest run supersedes its older rows (storage.dataset.live_mask).
+# By a table's key: the column whose newest run supersedes its older rows (storage.table.dataset.live_mask).
 GROUP_COLUMN = {VIDEO_KEY: "video_id", CAPTION_KEY: "video_id", TEXT_KEY: TEXT_KEY, TAG_KEY: "video_id"}
 KEY_SEPARATOR = "#"
 EMBEDDING = "embedding"

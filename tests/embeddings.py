@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from storage.dataset import write_part
+from storage.table.dataset import write_part
 
 DIM = 16
 MODEL = {"spec": {"name": "tiny"}, "fingerprint": "a"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from storage.dataset import write_part
+from storage.table.dataset import write_part
 from storage.schema import MODEL_KEY, VIDEO_KEY, row_key
 
 DIM = 16

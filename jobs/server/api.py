@@ -31,10 +31,10 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from errors import Unavailable
 from storage.schema import (CAPTIONS, CORPORA_KEY, CORPUS_NAME, MAX_RESULTS, STANDARD_COLUMNS, TABLES, VIDEOS,
                             caption_alias, corpus_alias)
-from storage.vectorstore import VectorStore
+from storage.milvus.store import VectorStore
 
-from ..query import run_query
-from ..search import TextEncoding, search
+from jobs.query import run_query
+from jobs.search import TextEncoding, search
 from .inputs import LibraryVideos, form_fields, is_form, json_object
 
 MAX_TEXT = 1_000  # characters of a query caption, video id or uri

@@ -12,9 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from errors import KNOWN, one_line
 from storage.schema import CAPTIONS, VIDEOS, caption_alias
-from storage.vectorstore import VectorStore
+from storage.milvus.store import VectorStore
 
-from ..search import collection_model
+from jobs.search import collection_model
 from .api import ErrorAnswer, error_responses
 from .metrics import ServerMetrics
 

@@ -21,8 +21,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import NotFound, TooLarge, UserError
-from storage.filters import equals
-from storage.vectorstore import VectorStore
+from storage.milvus.filters import equals
+from storage.milvus.store import VectorStore
 
 
 MAX_CLIPS = 4  # files per request

@@ -16,10 +16,10 @@ from fastapi.responses import FileResponse
 from fsspec.implementations.local import LocalFileSystem
 
 from errors import NotFound
-from storage.atomic import publish
-from storage.files import local_path
-from storage.filters import equals
-from storage.vectorstore import VectorStore, is_server
+from storage.table.atomic import publish
+from storage.table.files import local_path
+from storage.milvus.filters import equals
+from storage.milvus.store import VectorStore, is_server
 
 from .api import error_responses
 

@@ -21,7 +21,7 @@ import numpy as np
 from ray import serve
 
 from errors import UserError
-from storage.vectorstore import is_server
+from storage.milvus.store import is_server
 
 from .batching import MAX_BATCH, MAX_WAIT_SECONDS, encode_grouped
 
@@ -34,7 +34,7 @@ class VidxReplica:
     """One replica: the app of `vidx serve` (jobs.serve.create_app) with Serve-batched captions."""
 
     async def __init__(self, db: str, app_options: dict):
-        from ..serve import create_app
+        from jobs.serve import create_app
 
         self.loop = asyncio.get_running_loop()  # where encode_batch runs; routes call it from threads
         # not `self.app`: Serve's wrapper owns that name
@@ -67,7 +67,7 @@ def serve_on_ray(db: str, host: str, port: int, app_options: dict, replicas: int
                  address: str | None) -> None:
     """Deploy on the cluster at `address` / RAY_ADDRESS (else a local Ray), answer on host:port
     until interrupted, then delete the application."""
-    from ..cluster import connect
+    from jobs.cluster import connect
 
     if not is_server(db):
         raise UserError(f"--ray serves from several processes, and milvus-lite ({db}) lets one process own a "

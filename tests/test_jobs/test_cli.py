@@ -12,7 +12,7 @@ import pytest
 from encoders.config import ModelConfigError, get_model_config
 from errors import IntegrityError, NotFound, TooLarge, Unavailable, UserError, exit_code, http_status
 from jobs.__main__ import build_parser, main
-from storage.sql import QueryError
+from storage.query import QueryError
 
 HEAVY = ("torch", "open_clip", "ray", "pymilvus", "decord")
 # One valid command line per command: what `vidx COMMAND ...` parses before it runs anything.

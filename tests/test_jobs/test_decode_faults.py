@@ -13,19 +13,19 @@ import pytest
 from s3fs.errors import translate_boto_error
 
 import jobs.workers
-import storage.files
+import storage.table.files
 from encoders.video import VideoDecodeError
 from flaky_s3 import FlakyS3FileSystem, set_faults
 from jobs.workers import READ_ATTEMPTS, decode_item
 from object_store import new_bucket, upload
-from storage.files import is_transient
+from storage.table.files import is_transient
 
 
 @pytest.fixture
 def sleeps(monkeypatch) -> list[float]:
     """Backoff delays, recorded instead of slept."""
     delays = []
-    monkeypatch.setattr(storage.files.time, "sleep", delays.append)
+    monkeypatch.setattr(storage.table.files.time, "sleep", delays.append)
     return delays
 
 

@@ -13,7 +13,7 @@ import pytest
 from jobs.__main__ import main
 from jobs.evaluation import (best_caption_scores, evaluate, ground_truth_ranks, sorted_position_ranks,
                              text_to_video_metrics, video_to_text_metrics)
-from storage.dataset import write_part
+from storage.table.dataset import write_part
 from storage.schema import caption_schema, video_schema
 
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from jobs.__main__ import main
 from jobs.serve import create_app
 from servers import free_port, start_milvus_lite_server
-from storage.dataset import write_part
-from storage.vectorstore import VectorStore
+from storage.table.dataset import write_part
+from storage.milvus.store import VectorStore
 
 MODEL = {"spec": {"name": "tiny"}, "fingerprint": "f"}
 

@@ -14,7 +14,7 @@ import pytest
 
 from jobs.__main__ import main
 from jobs.synth import synth
-from storage.atomic import TEMP_PREFIX
+from storage.table.atomic import TEMP_PREFIX
 from processes import kill_group, job_processes, wait_for
 
 pytestmark = pytest.mark.slow

@@ -30,8 +30,8 @@ from jobs.query import run_query
 from jobs.search import search
 from jobs.synth import synth
 from processes import kill_group, wait_for
-from storage.dataset import read_live
-from storage.vectorstore import VectorStore
+from storage.table.dataset import read_live
+from storage.milvus.store import VectorStore
 
 pytestmark = pytest.mark.slow
 METADATA = ("shape", "colour", "direction", "background", "tag")

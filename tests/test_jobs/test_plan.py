@@ -12,13 +12,13 @@ import pytest
 
 from jobs.__main__ import main
 from jobs.index import IndexRun, refresh_metadata
-from jobs.plan import make_plan
-from storage.compaction import compact
-from storage.dataset import conform, list_parts, read_live, write_part
-from storage.live_rows import LiveRows
+from storage.table.index_plan import make_plan
+from storage.table.compaction import compact
+from storage.table.dataset import conform, list_parts, read_live, write_part
+from storage.table.live_rows import LiveRows
 from storage.schema import CAPTIONS, VIDEOS, caption_schema, video_schema
-from storage.files import list_stamps
-from storage.manifest import validate_manifest
+from storage.table.files import list_stamps
+from storage.table.manifest import validate_manifest
 
 DIM = 4
 

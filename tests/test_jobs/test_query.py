@@ -12,7 +12,7 @@ import pytest
 from jobs.__main__ import main
 from jobs.query import run_query
 from storage.schema import QUERY_FORMATS
-from storage.vectorstore import VectorStore
+from storage.milvus.store import VectorStore
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from jobs.load import load
 from jobs.query import explain_query, query_table
 from query_index import CHANNELS, DIM, KINDS, generated_rows, write_index
 from storage.schema import MAX_RESULTS, SCORE
-from storage.sql import TOP_GROUPS, TOP_K, QueryError
-from storage.vectorstore import VectorStore
+from storage.query import TOP_GROUPS, TOP_K, QueryError
+from storage.milvus.store import VectorStore
 
 RECALL = 0.9
 QUERY_VIDEOS = [f"v{i}" for i in range(0, 600, 37)]

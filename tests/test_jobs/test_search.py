@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from jobs.__main__ import main
 from jobs.load import load
-from storage.dataset import write_part
+from storage.table.dataset import write_part
 
 
 def run_search(capsys, *args: str) -> list[dict]:

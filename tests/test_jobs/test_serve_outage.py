@@ -19,8 +19,8 @@ from jobs.serve import create_app
 from processes import wait_for
 from rows import assert_same_rows
 from storage.schema import CAPTIONS, VIDEOS
-from storage.vectorstore import VectorStore
-from storage.versions import retire_versions
+from storage.milvus.store import VectorStore
+from storage.milvus.versions import retire_versions
 
 DATABASE_TIMEOUT_S = 2.0
 # What an answer may take while the database is gone: its timeout on each of the few reads a

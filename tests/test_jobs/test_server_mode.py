@@ -12,8 +12,8 @@ import pytest
 
 from jobs.__main__ import main
 from jobs.load import load
-from storage.dataset import write_part
-from storage.vectorstore import VectorStore
+from storage.table.dataset import write_part
+from storage.milvus.store import VectorStore
 
 SQL = [
     "SELECT key, score FROM videos ORDER BY similarity(TEXT('a blue triangle moves down')) DESC LIMIT 8",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.tag_scores import best_texts, top_per_group
+from storage.table.tag_scores import best_texts, top_per_group
 
 
 def test_the_kth_place_goes_to_the_first_of_tied_texts():

@@ -22,7 +22,7 @@ from jobs.query import query_table
 from jobs.serve import create_app
 from jobs.tag import retag, tag
 from jobs.texts import texts
-from storage.dataset import list_parts, read_live
+from storage.table.dataset import list_parts, read_live
 from storage.schema import EMBEDDING, TAG_KEY, TEXT_KEY
 
 FORMATS = ["txt", "parquet", "csv", "jsonl"]

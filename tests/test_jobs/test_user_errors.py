@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from jobs.__main__ import main
 from jobs.query import run_query
 from jobs.serve import create_app
-from storage.vectorstore import VectorStore
+from storage.milvus.store import VectorStore
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from embeddings import embeddings_table, write
-from storage import dataset
-from storage.compaction import compact
-from storage.dataset import list_parts, read_live, read_tagged_rows, write_part
+from storage.table import dataset
+from storage.table.compaction import compact
+from storage.table.dataset import list_parts, read_live, read_tagged_rows, write_part
 
 SMALL_COLUMNS = ["key", "video_id", "run_id", "status"]
 

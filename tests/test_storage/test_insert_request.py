@@ -16,7 +16,7 @@ from pymilvus.client.grpc_handler import GrpcHandler
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from storage.insert_request import insert_columns
+from storage.milvus.insert_request import insert_columns
 
 DIM = 16
 SCALARS = {"title": DataType.VARCHAR, "score": DataType.DOUBLE, "ok": DataType.BOOL, "frames": DataType.INT64}

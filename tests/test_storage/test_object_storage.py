@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import storage.dataset
-import storage.files
+import storage.table.dataset
+import storage.table.files
 from object_store import new_bucket
-from storage.dataset import list_parts, read_live, remove_temp_files, write_part
-from storage.files import file_stat, list_stamps
-from storage.manifest import read_manifest
-from storage.runs import write_run_record
+from storage.table.dataset import list_parts, read_live, remove_temp_files, write_part
+from storage.table.files import file_stat, list_stamps
+from storage.table.manifest import read_manifest
+from storage.table.runs import write_run_record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ KILLED_WRITE = """
 import functools, os, signal, sys
 import pyarrow.parquet as pq
 import s3fs.core
-from storage.dataset import write_part
+from storage.table.dataset import write_part
 
 S3 = s3fs.core.S3FileSystem
 S3._pipe_file = functools.partialmethod(S3._pipe_file, chunksize=5 * 2**20, max_concurrency=1)
@@ -87,7 +87,7 @@ def test_an_exception_while_writing_publishes_nothing(s3, monkeypatch):
         where.write(b"PAR1" + b"\0" * 1000)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(storage.dataset.pq, "write_table", interrupted)
+    monkeypatch.setattr(storage.table.dataset.pq, "write_table", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_part(rows(["a#0"]), directory, "key")
     assert list_parts(directory) == []
@@ -147,7 +147,7 @@ def test_stamps_from_listings_equal_one_request_per_file(files_here_and_there, m
     expected = [file_stat(u) for u in files_here_and_there]
     assert sum(s is None for s in expected) == 9 and len(set(expected) - {None}) == 8
     looked_up = []
-    monkeypatch.setattr(storage.files, "file_stat", lambda uri: looked_up.append(uri) or file_stat(uri))
+    monkeypatch.setattr(storage.table.files, "file_stat", lambda uri: looked_up.append(uri) or file_stat(uri))
     assert list_stamps(pa.array(files_here_and_there)).to_pylist() == expected
     # Only what no listing names is looked up alone: the missing files.
     assert sorted(looked_up) == sorted(u for u in files_here_and_there if u.endswith("missing.mp4"))

@@ -8,9 +8,9 @@ import pytest
 from pymilvus.exceptions import MilvusException
 
 from errors import Unavailable
-from storage.milvus_errors import RowStream, VectorStoreError
-from storage.relational import matching_rows, run_relational
-from storage.sql import QueryError
+from storage.milvus.errors import RowStream, VectorStoreError
+from storage.query.relational import matching_rows, run_relational
+from storage.query import QueryError
 
 SCHEMA = pa.schema([("tag", pa.string()), ("n", pa.int64())])
 

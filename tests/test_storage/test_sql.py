@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.sql import COUNT, SCAN, TOP_GROUPS, TOP_K, QueryError, ScoreRange, Similarity, parse_query
+from storage.query import COUNT, SCAN, TOP_GROUPS, TOP_K, QueryError, ScoreRange, Similarity, parse_query
 
 COLUMNS = {"videos": {"video_id", "duration_s", "tag", "start_s", "segment"}, "captions": {"caption_id", "text"}}
 

@@ -14,13 +14,13 @@ import pytest
 
 from embeddings import DIM, MODEL, embeddings_table, write
 from errors import IntegrityError
-from storage import live_rows
-from storage.dataset import read_live
-from storage.live_rows import scan_live
-from storage.filters import equals
-from storage.flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path
-from storage.vectorstore import VectorStore, VectorStoreError
-from storage.versions import build_and_swap, inserted_batches, retire_versions, served_fields
+from storage.table import live_rows
+from storage.table.dataset import read_live
+from storage.table.live_rows import scan_live
+from storage.milvus.filters import equals
+from storage.milvus.exact_copy import FlatCopy, FlatCopyWriter, flat_copy_path
+from storage.milvus.store import VectorStore, VectorStoreError
+from storage.milvus.versions import build_and_swap, inserted_batches, retire_versions, served_fields
 
 def load(store: VectorStore, directory: str, version: str, skip_unchanged: bool = False) -> dict:
     return build_and_swap(store, scan_live(directory, status="ok"), "videos", version, skip_unchanged)
@@ -227,7 +227,7 @@ def test_milvus_lite_opens_again_after_its_connection_sat_idle(tmp_path):
 
 def test_a_database_held_by_another_process_is_refused_with_the_way_out(tmp_path):
     db = str(tmp_path / "vidx.db")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from storage.vectorstore import VectorStore; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from storage.milvus.store import VectorStore; "
                                f"VectorStore({db!r}); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
     try:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from errors import UserError, one_line
 
-from .schema import INTERNAL_PREFIX, RESERVED_COLUMNS
+from storage.schema import INTERNAL_PREFIX, RESERVED_COLUMNS
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
 MANIFEST_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json", ".ndjson": "json"}

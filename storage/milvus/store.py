@@ -23,11 +23,11 @@ from pymilvus import DataType, MilvusClient
 from errors import Unavailable
 
 from .filters import is_in
-from .flat_copy import FlatCopy, FlatCopyWriter, flat_copy_path, remove_flat_copy, vectors_path
+from .exact_copy import FlatCopy, FlatCopyWriter, flat_copy_path, remove_flat_copy, vectors_path
 from .insert_request import insert_columns
-from .milvus_errors import RowStream, VectorStoreError, database_errors, reason
-from .schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
-from .sql import ScoreRange
+from .errors import RowStream, VectorStoreError, database_errors, reason
+from storage.schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
+from storage.query import ScoreRange
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.atomic import publish_in
-from storage.dataset import filesystem, live_mask, read_tagged_rows
+from .atomic import publish_in
+from .dataset import filesystem, live_mask, read_tagged_rows
 from storage.schema import SCORE, TAG_FIELDS, TAG_KEY, TAGGING_KEY, TEXT_KEY
 
 # The texts a tag run scored, in the tags directory (list_parts skips it: it is not a part).

@@ -12,8 +12,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .milvus_errors import RowStream
-from .sql import SOURCE, QueryError
+from storage.milvus.errors import RowStream
+from storage.query import SOURCE, QueryError
 
 # One in-memory database per process; each call takes its own cursor (a server runs queries in threads).
 _DATABASE = duckdb.connect()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlglot import exp
 
-from ..schema import MAX_RESULTS, SCORE, TABLES
+from storage.schema import MAX_RESULTS, SCORE, TABLES
 from .checker import Checker, Similarity, is_score, is_similarity
 from .errors import DIALECT, parse, refuse
 from .milvus_filter import MilvusFilter

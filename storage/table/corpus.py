@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from errors import UserError, one_line
 
 from .manifest import MANIFEST_FORMATS, check_unique, read_table
-from .schema import EMBEDDING, INTERNAL_PREFIX, STANDARD_COLUMNS, TEXT_KEY
+from storage.schema import EMBEDDING, INTERNAL_PREFIX, STANDARD_COLUMNS, TEXT_KEY
 
 TEXT_FORMATS = {".txt": "text", **MANIFEST_FORMATS}
 

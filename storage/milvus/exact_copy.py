@@ -26,10 +26,10 @@ import pyarrow as pa
 
 from errors import IntegrityError
 
-from .atomic import temporary_path
-from .relational import matching_rows
-from .schema import DIM_KEY, EMBEDDING, SCORE
-from .sql import ScoreRange
+from storage.table.atomic import temporary_path
+from storage.query.relational import matching_rows
+from storage.schema import DIM_KEY, EMBEDDING, SCORE
+from storage.query import ScoreRange
 
 # A filter keeping fewer than this share of the rows: score only those (a gather, then a product).
 GATHER_BELOW = 0.2

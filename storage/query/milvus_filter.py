@@ -1,6 +1,6 @@
 """WHERE conditions -> a Milvus filter expression, checking every column and operator on the way.
 
-Every literal goes through storage.filters.literal (re-quoted), so no input changes the
+Every literal goes through storage.milvus.filters.literal (re-quoted), so no input changes the
 expression's structure.
 """
 
@@ -10,7 +10,7 @@ import math
 
 from sqlglot import exp
 
-from ..filters import literal
+from storage.milvus.filters import literal
 from .errors import refuse
 
 INT64 = (-(2**63), 2**63 - 1)  # Milvus' integer range

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .dataset import PART_READERS, TaggedRows, filesystem, live_mask, read_tagged_rows, write_part
-from .schema import GROUP_COLUMN
+from storage.schema import GROUP_COLUMN
 
 # Bytes of parts (uncompressed) rewritten at once: each rewrite holds its part and the part it
 # writes. Parts of 256 rows at D = 1024 (1 MB) go PART_READERS at a time; parts of 20,000 (80 MB)

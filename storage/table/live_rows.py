@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from .dataset import (PART_READERS, DatasetError, TaggedRows, filesystem, live_mask, part_bounds, read_ahead,
                       read_tagged_rows)
-from .schema import GROUP_COLUMN, VIDEO_KEY
+from storage.schema import GROUP_COLUMN, VIDEO_KEY
 
 # Bytes of parts (uncompressed) read ahead at once. Small parts (256 rows at D = 1024: 1 MB) are
 # read PART_READERS at a time, which hides an object store's round trips; a part larger than this

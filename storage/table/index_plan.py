@@ -3,7 +3,7 @@
 Columnar throughout (Arrow compute over the manifest and the stored rows' planning columns), so the
 driver's memory follows the columns it needs, not a Python object per video.
 
-A video is reused when its stored rows have the same uri, file stamp (storage.files.list_stamps),
+A video is reused when its stored rows have the same uri, file stamp (storage.table.files.list_stamps),
 model fingerprint and --segment-seconds, and none of them is an error to retry: an error whose
 cause was transient (a timeout, throttling, a dropped connection) is always tried again; a
 permanent one (a corrupt file) only when the file changes or with --retry-errors.
@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.dataset import TaggedRows, live_mask, nan_as_null, read_tagged_rows
-from storage.files import list_stamps
+from .dataset import TaggedRows, live_mask, nan_as_null, read_tagged_rows
+from .files import list_stamps
 from storage.schema import CAPTION_KEY, KEY_SEPARATOR, VIDEO_KEY, metadata_columns
 
 logger = logging.getLogger(__name__)

@@ -3,15 +3,14 @@
 Parts are published atomically (locally a temporary name, then a rename; on object stores, which
 have no rename, one PUT of the finished bytes) under names derived from their rows, so a retried
 write replaces and never duplicates. Each row carries the `run_id` of the run that
-wrote it; for every video the rows of the newest run win, and compaction (storage.compaction)
+wrote it; for every video the rows of the newest run win, and compaction (storage.table.compaction)
 removes the rest. Every part's small columns are read once per run (TaggedRows) and handed on, so
 a night reads no part twice; the vectors are read only where rows are rewritten or loaded
-(storage.live_rows).
+(storage.table.live_rows).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import deque
@@ -29,7 +28,8 @@ import pyarrow.parquet as pq
 from errors import UserError
 
 from .atomic import TEMP_PREFIX, publish
-from .schema import GROUP_COLUMN, MODEL_KEY, VIDEO_KEY
+from .digests import part_name
+from storage.schema import GROUP_COLUMN, MODEL_KEY, VIDEO_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,6 @@ class DatasetError(UserError):
 def filesystem(directory: str):
     """The fsspec file system of `directory` (a path or URL) and its path there."""
     return fsspec.core.url_to_fs(directory)
-
-
-def part_name(table: pa.Table, key_column: str) -> str:
-    """Named by its rows (keys and run), so writing the same rows again lands on the same file."""
-    digest = hashlib.blake2b(digest_size=12)
-    for key in sorted(table[key_column].to_pylist()):
-        digest.update(key.encode() + b"\0")
-    digest.update(table["run_id"][0].as_py().encode() if table.num_rows else b"")
-    return f"part-{digest.hexdigest()}.parquet"
 
 
 def nan_as_null(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

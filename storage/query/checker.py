@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from ..schema import SCORE
+from storage.schema import SCORE
 from .errors import refuse
 
 QUERY_KINDS = ("TEXT", "VIDEO", "ID")

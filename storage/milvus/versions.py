@@ -9,13 +9,12 @@ the collection, and a version is flushed, indexed and in memory before it is val
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -23,12 +22,12 @@ import pyarrow.compute as pc
 
 from errors import IntegrityError
 
-from .live_rows import LiveRows
-from .schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
-from .vectorstore import VectorStore, VectorStoreError, collection_fields, text_list_field
+from storage.table.digests import rows_digest
+from storage.table.live_rows import LiveRows
+from storage.table.tag_columns import TagColumns
+from storage.schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
+from .store import VectorStore, VectorStoreError, collection_fields, text_list_field
 
-if TYPE_CHECKING:  # tag_columns digests its rows with rows_digest, from here
-    from .tag_columns import TagColumns
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +45,6 @@ SERVER_INSERTS_IN_FLIGHT = 2
 
 def served_fields(schema: pa.Schema, key: str) -> list[tuple[str, dict]]:
     return [(name, args) for name, args in collection_fields(schema, key) if name not in NOT_SERVED]
-
-
-def rows_digest(rows: pa.Table, key: str, model: dict) -> str:
-    """What a load puts in a collection, in brief: every row's key and the run that wrote it (a new
-    encoding or new metadata gets a new run id), and the model."""
-    rows = rows.select([key, "run_id"]).sort_by(key)
-    digest = hashlib.blake2b(json.dumps(model, sort_keys=True).encode(), digest_size=16)
-    for column in rows.columns:
-        # Joined a slice at a time, with the separator between slices: the bytes of one join.
-        for start in range(0, len(column), 65_536):
-            digest.update((b"\x1f" if start else b"") + "\x1f".join(column.slice(start, 65_536).to_pylist()).encode())
-    return digest.hexdigest()
 
 
 def null_counts(live: LiveRows, columns: list[str]) -> dict[str, int]:

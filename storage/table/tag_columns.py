@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 from errors import UserError
 
 from .dataset import list_tables, live_mask, read_tagged_rows
-from .schema import KEY_SEPARATOR, TAG_KEY, TAGGING_KEY, TAGS, VIDEO_KEY
-from .versions import rows_digest
+from storage.schema import KEY_SEPARATOR, TAG_KEY, TAGGING_KEY, TAGS, VIDEO_KEY
+from .digests import rows_digest
 
 TAG_LIST = pa.list_(pa.string())
 TAG_COLUMNS_READ = [TAG_KEY, "video_id", "segment", "text", "rank", "run_id"]
