@@ -7,10 +7,12 @@ video, a `channel` of 100 values and a `duration_s` of 0-59 at random), loads it
 command (`python -m jobs load`, in a child process whose peak RSS is read from the kernel), then,
 as a server process would, opens the database afresh and times the same query vectors, each
 through every way in turn, so the machine's noise falls on all alike. For each filter of FILTERS
-(none, 50 %, 1 %, 1.5 %, 0.1 % of the rows), three ways: `sql` (`SELECT key, score FROM bench
-WHERE .. ORDER BY similarity(..) DESC LIMIT 10` as `vidx query` runs it: parse, source, DuckDB;
-only the query vector is given, as the bench has no model), `milvus` (the database's own filtered
-search, as vidx answered before: milvus-lite's HNSW walk) and `numpy` (mask, then product: the
+(none, 50 %, 1 %, 1.5 %, 0.33 % of the rows), four ways: `sql` (`SELECT key, score FROM bench
+WHERE .. ORDER BY similarity(..) DESC LIMIT 10` as `vidx query` runs it through the query engine:
+parse, plan, source, DuckDB; only the query vector is given, as the bench has no model), `search`
+(the same question as `vidx search --where` and /search ask it: built from its parts, then the same
+executor), `milvus` (the database's own filtered search: on milvus-lite its HNSW walk, what
+`vidx search --where` answered with before the one engine) and `numpy` (mask, then product: the
 exact answer). recall@10 is |top-10 ∩ numpy's top-10| / 10, averaged. Then, on the first
 SCAN_QUERIES queries, statements past top-k: a threshold keeping the 100 best rows, the best
 segment per video (GROUP BY video_id), and counts (WHERE, GROUP BY), with their recall where a
@@ -19,7 +21,8 @@ vector decides the rows.
 stops it by its process id at the end; `--server-setting` overrides its milvus.yaml (the segment
 size, for one: a search visits every segment). On a server the queries run twice: at once after
 the load, and again when every loaded segment searches through an index (a server merges segments
-by compaction after the load has returned, and indexes the merged ones). Prints one JSON object.
+by compaction after the load has returned, and indexes the merged ones; the server's storage units
+are Milvus segments, not a video's). Prints one JSON object.
 
 The vectors are clustered (1,000 centres plus noise), as embeddings of a real library are;
 uniform random vectors are the worst case for any graph index and no library looks like them.
@@ -43,14 +46,16 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
-from jobs.query import ServedColumns, answer  # noqa: E402
 from process_memory import peak_rss_mb  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
-from storage.table.dataset import write_part  # noqa: E402
-from storage.query.relational import matching_rows  # noqa: E402
-from storage.schema import MODEL_KEY, row_key  # noqa: E402
-from storage.query import parse_query  # noqa: E402
 from storage.milvus.store import SEARCH_EF, VectorStore  # noqa: E402
+from storage.query import parse_query  # noqa: E402
+from storage.query.engine import Engine  # noqa: E402
+from storage.query.questions import Search, search_question  # noqa: E402
+from storage.query.relational import matching_rows  # noqa: E402
+from storage.query.served import ServedColumns  # noqa: E402
+from storage.schema import MODEL_KEY, row_key  # noqa: E402
+from storage.table.dataset import write_part  # noqa: E402
 
 K = 10
 CENTRES = 1000
@@ -61,7 +66,7 @@ FILTERS = {
     "50%": "duration_s < 30",
     "1%": "channel = 'c7'",
     "1.5%": "duration_s < 30 AND channel IN ('c1', 'c2', 'c3')",
-    "0.1%": "channel = 'c7' AND duration_s < 6",
+    "0.33%": "channel = 'c7' AND duration_s < 20",
 }
 # Statements past top-k are timed on fewer queries (on a server they stream every vector of the collection).
 SCAN_QUERIES = 10
@@ -84,11 +89,12 @@ def clustered_vectors(rows: int, dim: int, rng: np.random.Generator, chunk: int 
 
 
 def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator,
-                  rows_per_part: int = ROWS_PER_PART) -> pa.Table:
+                  rows_per_part: int = ROWS_PER_PART, model: dict = MODEL) -> pa.Table:
     """An index run's videos/ parts: SEGMENTS segments per video, a `channel` of 100 values and a
-    `duration_s` of 0-59 drawn at random (the filters' columns); returns the scalar columns."""
+    `duration_s` of 0-59 drawn at random (the filters' columns), made by `model` (its record);
+    returns the scalar columns."""
     n, dim = vectors.shape
-    metadata = {MODEL_KEY.encode(): json.dumps(MODEL).encode()}
+    metadata = {MODEL_KEY.encode(): json.dumps(model).encode()}
     rows = np.arange(n)
     scalars = pa.table({
         "key": [row_key(f"v{i // SEGMENTS}", i % SEGMENTS) for i in rows],
@@ -108,13 +114,13 @@ def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator
     return scalars
 
 
-def load_in_child(embeddings: Path, db: str, code: Path = ROOT) -> tuple[dict, float]:
-    """`vidx load` as its own process: (its result, its peak RSS in MB). The peak is the child's
-    VmHWM, read while it runs: the kernel's ru_maxrss of a spawned child counts the parent's
-    memory up to the exec (the 4 GB of vectors this process holds at 1M rows). `code`: the root of
-    the code that loads."""
+def load_in_child(embeddings: Path, db: str, code: Path = ROOT, collection: str = "bench") -> tuple[dict, float]:
+    """`vidx load` as its own process, serving the index as `collection`: (its result, its peak RSS
+    in MB). The peak is the child's VmHWM, read while it runs: the kernel's ru_maxrss of a spawned
+    child counts the parent's memory up to the exec (the 4 GB of vectors this process holds at 1M
+    rows). `code`: the root of the code that loads."""
     child = subprocess.Popen([sys.executable, "-m", "jobs", "load", "--embeddings", str(embeddings), "--db", db,
-                              "--collection", "bench"], cwd=code, stdout=subprocess.PIPE, text=True,
+                              "--collection", collection], cwd=code, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(code)})
     peak = 0.0
     while child.poll() is None:
@@ -126,8 +132,8 @@ def load_in_child(embeddings: Path, db: str, code: Path = ROOT) -> tuple[dict, f
     return json.loads(output.strip().splitlines()[-1]), peak
 
 
-def segments(store: VectorStore, name: str) -> dict | None:
-    """A server's loaded segments of `name`: how many, and how many search through their index."""
+def milvus_segments(store: VectorStore, name: str) -> dict | None:
+    """A server's loaded Milvus segments of `name`: how many, and how many search through their index."""
     if store.is_lite:
         return None
     infos = store.client._get_connection().get_query_segment_info(name)  # no public MilvusClient call
@@ -140,7 +146,7 @@ def settle(store: VectorStore, name: str, limit_s: float = 900) -> float:
     segments its compactions merge after the load has returned); the seconds waited."""
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
-        state = segments(store, name)
+        state = milvus_segments(store, name)
         if state is None or state["indexed"] == state["loaded"]:
             break
         time.sleep(10)
@@ -171,12 +177,22 @@ def timed_in_turn(ways: dict, queries: np.ndarray) -> tuple[dict, dict]:
     return results, seconds
 
 
-def sql_way(store: VectorStore, sql: str, column: str):
-    """A statement as `vidx query` runs it (parse, source, DuckDB), the query vector given: the
+def sql_way(engine: Engine, sql: str, column: str):
+    """A statement as `vidx query` runs it (parse, plan, source, DuckDB), the query vector given: the
     bench has no model to encode text, so similarity() names a placeholder ID."""
     def run(query: np.ndarray) -> list:
-        served = ServedColumns(store)
-        return answer(store, served, parse_query(sql, served), query).column(column).to_pylist()
+        served = ServedColumns(engine.store)
+        return engine.answer(served, parse_query(sql, served), query).column(column).to_pylist()
+    return run
+
+
+def search_way(engine: Engine, where: str):
+    """A filtered search as `vidx search --where` and /search ask it (the question built from its parts,
+    the same executor), the query vector given."""
+    def run(query: np.ndarray) -> list:
+        served = ServedColumns(engine.store)
+        question = search_question(Search(video_id="query", k=K, where=where), "bench", served)
+        return engine.answer(served, question, query).column("key").to_pylist()
     return run
 
 
@@ -193,20 +209,22 @@ def milvus_way(store: VectorStore, where: str):
     return run
 
 
-def filter_ways(store: VectorStore, vectors: np.ndarray, scalars: pa.Table, keys: np.ndarray) -> dict:
-    """For each filter: vidx's SQL top-10, the database's own filtered search, and numpy (mask, then product)."""
+def filter_ways(engine: Engine, vectors: np.ndarray, scalars: pa.Table, keys: np.ndarray) -> dict:
+    """For each filter: vidx's SQL top-10, its search under the filter, the database's own filtered
+    search, and numpy (mask, then product)."""
     ways = {}
     for name, where in FILTERS.items():
         clause = f"WHERE {where} " if where else ""
-        ways[f"sql {name}"] = sql_way(store, f"SELECT key, score FROM bench {clause}"
-                                             f"ORDER BY similarity(ID('query')) DESC LIMIT {K}", "key")
-        ways[f"milvus {name}"] = milvus_way(store, where)
+        ways[f"sql {name}"] = sql_way(engine, f"SELECT key, score FROM bench {clause}"
+                                              f"ORDER BY similarity(ID('query')) DESC LIMIT {K}", "key")
+        ways[f"search {name}"] = search_way(engine, where)
+        ways[f"milvus {name}"] = milvus_way(engine.store, where)
         kept = matching_rows(scalars, where) if where else None
         ways[f"numpy {name}"] = lambda q, kept=kept: keys[exact_top_k(vectors, q, kept)].tolist()
     return ways
 
 
-def scan_ways(store: VectorStore, vectors: np.ndarray, keys: np.ndarray, videos: np.ndarray) -> tuple[dict, dict]:
+def scan_ways(engine: Engine, vectors: np.ndarray, keys: np.ndarray, videos: np.ndarray) -> tuple[dict, dict]:
     """Statements past top-k (a threshold, the best segment per video, counting): the ways, and
     the exact answer of each for a query."""
     threshold = "SELECT key FROM bench WHERE similarity(ID('query')) >= {t}"
@@ -225,10 +243,10 @@ def scan_ways(store: VectorStore, vectors: np.ndarray, keys: np.ndarray, videos:
         return videos[::SEGMENTS][np.argsort(-best, kind="stable")[:K]].tolist()
 
     ways = {
-        "sql threshold (100 rows)": lambda q: sql_way(store, threshold.format(t=hundredth(q)), "key")(q),
-        "sql best segment per video": sql_way(store, per_video, "video_id"),
-        "sql count where 1%": sql_way(store, f"SELECT count(*) AS n FROM bench WHERE {FILTERS['1%']}", "n"),
-        "sql count group by channel": sql_way(store, "SELECT channel, count(*) AS n FROM bench GROUP BY channel", "n"),
+        "sql threshold (100 rows)": lambda q: sql_way(engine, threshold.format(t=hundredth(q)), "key")(q),
+        "sql best segment per video": sql_way(engine, per_video, "video_id"),
+        "sql count where 1%": sql_way(engine, f"SELECT count(*) AS n FROM bench WHERE {FILTERS['1%']}", "n"),
+        "sql count group by channel": sql_way(engine, "SELECT channel, count(*) AS n FROM bench GROUP BY channel", "n"),
     }
     exact = {
         "sql threshold (100 rows)": lambda q: keys[np.flatnonzero(vectors @ q >= hundredth(q))].tolist(),
@@ -248,11 +266,12 @@ def measure(db: str, rows: int, dim: int, n_queries: int, scan_queries: int, wor
     noise = 0.5 / np.sqrt(dim) * rng.standard_normal((n_queries, dim))
     queries = unit(vectors[rng.integers(0, rows, n_queries)] + noise)
     store = VectorStore(db)
-    store.search("bench", queries[0], K)  # the first search pays for opening the collection
+    engine = Engine(store)
     name = store.resolve("bench")
     keys, videos = np.asarray(scalars["key"]), np.asarray(scalars["video_id"])
-    ways = filter_ways(store, vectors, scalars, keys)
-    scans, scans_exact = scan_ways(store, vectors, keys, videos)
+    ways = filter_ways(engine, vectors, scalars, keys)
+    scans, scans_exact = scan_ways(engine, vectors, keys, videos)
+    ways["sql none"](queries[0])  # the first question pays for opening the collection and its copy
     print(f"timing {n_queries} queries ...", file=sys.stderr, flush=True)
 
     def run_all() -> dict:
@@ -265,10 +284,10 @@ def measure(db: str, rows: int, dim: int, n_queries: int, scan_queries: int, wor
                 found[way]["recall"] = recall(results[way], expected[way])
         return found
 
-    at_once = {"segments": segments(store, name), **run_all()}
+    at_once = {"segments": milvus_segments(store, name), **run_all()}
     settled = None
     if not store.is_lite:  # again once the server has indexed what its compactions merged
-        settled = {"waited_s": settle(store, name), "segments": segments(store, name), **run_all()}
+        settled = {"waited_s": settle(store, name), "segments": milvus_segments(store, name), **run_all()}
     load = loaded["bench"]
     return {
         "engine": store.engine, "rows": rows, "dim": dim, "queries": n_queries, "scan_queries": scan_queries,
@@ -293,8 +312,8 @@ def figures(results: dict, seconds: dict) -> dict:
         found[way] = percentiles_ms(seconds[way])
         if kind != "numpy":
             found[way]["recall_at_10"] = recall(results[way], results[f"numpy {name}"])
-        if kind == "sql":
-            unfiltered = np.median(seconds["sql none"])
+        if kind in ("sql", "search"):
+            unfiltered = np.median(seconds[f"{kind} none"])
             found[way]["p50_over_unfiltered"] = round(float(np.median(seconds[way]) / unfiltered), 2)
     return found
 

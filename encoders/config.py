@@ -6,17 +6,20 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from errors import UserError
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 
-HEADS = ("clip2video", "meanp")
-SEEK_MODES = ("exact", "keyframe")
+Head = Literal["clip2video", "meanp"]
+HEADS = get_args(Head)
+SeekMode = Literal["exact", "keyframe"]
+SEEK_MODES = get_args(SeekMode)
 # Where an index run encodes: "auto", a GPU when the process sees one (on Ray, the one it assigns),
 # else fp32 on CPU; "cpu", fp32 on CPU wherever the encoder lands.
-DEVICES = ("auto", "cpu")
+Device = Literal["auto", "cpu"]
+DEVICES = get_args(Device)
 
 
 class ModelConfigError(UserError):

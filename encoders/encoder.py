@@ -87,6 +87,13 @@ class VideoTextEncoder:
     def logit_scale(self) -> float:
         return float(self.module.clip.logit_scale.detach().exp())
 
+    @property
+    def record(self) -> dict:
+        """What makes these vectors, to keep beside them: create_model(**record["spec"]) makes this model
+        again, and its fingerprint says whether it is still the same (encoders/recorded.py)."""
+        return {"spec": self.spec, "fingerprint": self.fingerprint, "dim": self.dim,
+                "logit_scale": self.logit_scale, "config": self.cfg.to_dict()}
+
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from pathlib import Path
 
 import open_clip
@@ -62,6 +63,12 @@ def _pretrained_backbone(cfg: ModelCfg) -> CLIP:
     return model.float()
 
 
+# Modules draw their initial weights from torch's process-wide generator: one build at a time, or a
+# seeded build beside another (a server's first query beside an index run in one process) would
+# draw the other's numbers and make other weights.
+_BUILDING = threading.Lock()
+
+
 def _seeded_random(build, seed: int):
     """Build a module with seeded random init, the same in every process (tests, smoke runs)."""
     with torch.random.fork_rng(devices=[]):
@@ -77,6 +84,11 @@ def _head(cfg: ModelCfg, clip: CLIP, temporal=None) -> VideoTextModel:
 
 def build_module(cfg: ModelCfg, checkpoint: str | None) -> VideoTextModel:
     """Construct the architecture, then load weights: from the checkpoint, the backbone, or a seed."""
+    with _BUILDING:
+        return _built_module(cfg, checkpoint)
+
+
+def _built_module(cfg: ModelCfg, checkpoint: str | None) -> VideoTextModel:
     if checkpoint is None and cfg.weights:
         checkpoint = str(_PACKAGE_DIR / cfg.weights)
     if checkpoint is None:

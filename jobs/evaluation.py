@@ -1,6 +1,4 @@
-"""The eval job: text->video and video->text retrieval metrics of an index run, as the paper reports them.
-
-Usage: python -m jobs eval --embeddings DIR [--json]
+"""R@1/5/10, median and mean rank of an index run against its captions, both directions, as the paper reports them.
 
 The numbers are those of the CLIP2Video evaluation code (github.com/CryhanFang/CLIP2Video,
 evaluation/metrics.py and evaluation/eval.py:logging_rank): R@1, R@5, R@10 in percent, the median
@@ -32,10 +30,12 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from errors import UserError
-from storage.table.dataset import read_live
+from storage.options import Options, cli
 from storage.schema import CAPTION_KEY, CAPTIONS, EMBEDDING, VIDEO_KEY, VIDEOS
+from storage.table.dataset import read_live
 
 
 RECALL_AT = (1, 5, 10)
@@ -181,3 +181,20 @@ def evaluate(embeddings: str) -> dict:
         "n_captions_skipped": captions.num_rows - indexed.num_rows,
         "n_videos_without_captions": len(video_ids) - len(set(indexed["video_id"].to_pylist())),
     }
+
+
+class Arguments(Options):
+    embeddings: str = Field(..., description="an index --output directory (whole videos, with captions)")
+    as_json: bool = Field(False, description="print one JSON object", json_schema_extra=cli(flag="--json"))
+
+
+def metrics_lines(result: dict) -> str:
+    lines = [f"{result['n_videos']} videos, {result['n_captions']} captions ({result['path']}, as the paper computes it)"]
+    for direction in ("t2v", "v2t"):
+        lines.append(f"{direction}  " + "  ".join(f"{name} {value:.1f}" for name, value in result[direction].items()))
+    return "\n".join(lines)
+
+
+def run(arguments: Arguments) -> dict | str:
+    result = evaluate(arguments.embeddings)
+    return result if arguments.as_json else metrics_lines(result)

@@ -1,6 +1,4 @@
-"""The nightly job: incremental index -> tags -> new collection version -> validate -> alias swap -> retention.
-
-Usage: python -m jobs nightly --manifest M --workdir DIR --db URI [--keep N] [index options]
+"""incremental index -> tags -> load -> validate -> alias swap -> retention, resumable, one run per workdir.
 
 Killed at any point, the next run finishes the work: index parts are written atomically and
 reused, a collection version is served only once validated, and what an interrupted load left
@@ -16,29 +14,36 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from pydantic import Field
 
 from errors import UserError
-from storage.table.runs import new_run_id, write_run_record
-from storage.milvus.store import VectorStore
-from storage.milvus.versions import retire_versions
+from storage.options import db_field
 
-from .index import run_index
-from .load import load
-from .tag import retag
+from .pipeline.options import IndexOptions
 
 logger = logging.getLogger(__name__)
 
-# Versions kept per alias: the served one and the one before it, so a query that resolved the
-# alias just before the swap still finds its collection, and a bad night can be rolled back.
-DEFAULT_KEEP = 2
 LOCK_FILE = ".nightly.lock"
+
+
+class NightlyOptions(IndexOptions):
+    # Versions kept per alias: the served one and the one before it, so a query that resolved the
+    # alias just before the swap still finds its collection, and a bad night can be rolled back.
+    keep: int = Field(2, ge=1, description="collection versions kept per alias")
+
+
+class Arguments(NightlyOptions):
+    manifest: str = Field(..., description="tonight's manifest: the whole library as it should be served")
+    workdir: str = Field(..., description="the index dataset kept between nights (local or fsspec URL)")
+    db: str = db_field()
 
 
 @contextlib.contextmanager
 def workdir_lock(workdir: str) -> Iterator[None]:
     """One nightly run per local workdir at a time: cron can start a night before the last ends."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
     fs, root = fsspec.core.url_to_fs(workdir)
     if not isinstance(fs, LocalFileSystem):
         yield  # object stores have no advisory locks; schedule one run at a time there
@@ -68,29 +73,43 @@ def night_stats(indexed: dict, loaded: dict, retired: dict, durations: dict) -> 
     }
 
 
-def nightly(manifest: str, workdir: str, db: str, keep: int = DEFAULT_KEEP, **index_options) -> dict:
-    """Bring what `db` serves in line with `manifest`, re-encoding only what changed; the night's stats."""
-    if keep < 1:
-        raise UserError("--keep must be at least 1 (the served version)")
+def nightly(manifest: str, workdir: str, db: str, **options) -> dict:
+    """Bring what `db` serves in line with `manifest`, re-encoding only what changed; the night's stats.
+    `options`: NightlyOptions' (the index's, and `keep`)."""
+    from storage.milvus.publish import publish_index, read_index
+    from storage.milvus.store import VectorStore
+    from storage.milvus.versions import retire_versions
+    from storage.table.runs import new_run_id, write_run_record
+
+    from .pipeline.index_run import run_index
+    from .pipeline.tag_run import retag
+
+    settings = NightlyOptions.of(**options)
+    index_options = IndexOptions.of(**settings.model_dump(exclude={"keep"}))
     run_id = new_run_id()
     durations, started = {}, time.perf_counter()
     with workdir_lock(workdir):
-        indexed, tables_read = run_index(manifest, workdir, **index_options)
+        indexed, tables_read = run_index(manifest, workdir, index_options)
         durations["index_s"] = time.perf_counter() - started
         step = time.perf_counter()
-        tagged = retag(workdir, index_options.get("address"))
+        tagged = retag(workdir, settings.address)
         durations["tag_s"] = time.perf_counter() - step
         step = time.perf_counter()
-        loaded = load(workdir, db, skip_unchanged=True, known=tables_read)
-        durations["load_s"] = time.perf_counter() - step
-        step = time.perf_counter()
-        store = VectorStore(db)
-        retired = {alias: retire_versions(store, alias, keep) for alias in loaded}
+        index = read_index(workdir, known=tables_read)
+        with VectorStore(db) as store:
+            loaded = publish_index(store, index, skip_unchanged=True)
+            durations["load_s"] = time.perf_counter() - step
+            step = time.perf_counter()
+            retired = {alias: retire_versions(store, alias, settings.keep) for alias in loaded}
         durations["retire_s"] = time.perf_counter() - step
     durations["total_s"] = time.perf_counter() - started
     stats = {**night_stats(indexed, loaded, retired, durations), "tagged": tagged}
     record = {"run_id": run_id, "command": "nightly", "stats": stats,
-              "config": {"manifest": str(manifest), "workdir": workdir, "db": db, "keep": keep, **index_options}}
+              "config": {"manifest": str(manifest), "workdir": workdir, "db": db, **settings.model_dump()}}
     stats["stats_file"] = write_run_record(workdir, run_id, record)
     logger.info("night done: %s", {k: stats[k] for k in ("added", "changed", "deleted", "reused", "served")})
     return stats
+
+
+def run(arguments: Arguments) -> dict:
+    return nightly(**arguments.model_dump(exclude_unset=True, exclude={"db"}), db=arguments.db)

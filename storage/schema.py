@@ -114,8 +114,8 @@ DIM_KEY = "vidx.dim"
 PREVIOUS_KEY = "vidx.previous"
 DIGEST_KEY = "vidx.digest"
 # The videos a corpus collection is served beside (its ID('...') queries find them there), the
-# corpora a videos collection has beside it, and in tag parts' footers the settings that made the
-# tags (top_k, min_score, per_segment).
+# corpora a videos collection has beside it, and in a corpus' record of its last tag run
+# (storage/table/tag_plan.py) the settings that made its tags (top_k, min_score, per_segment).
 VIDEOS_KEY = "vidx.videos"
 CORPORA_KEY = "vidx.corpora"  # on a videos collection: the corpora served beside it (JSON list)
 TAGGING_KEY = "vidx.tagging"
@@ -123,8 +123,9 @@ TAGGING_KEY = "vidx.tagging"
 # The most rows one search or query returns (k, LIMIT, OFFSET); a query without LIMIT that
 # returns more is refused rather than cut.
 MAX_RESULTS = 1000
-# What `vidx query --format` writes the rows as.
-QUERY_FORMATS = ("table", "json", "csv", "parquet")
+# The longest question: characters of a query caption, video id or uri, and of a statement or filter.
+MAX_TEXT = 1_000
+MAX_SQL = 10_000
 
 
 def embedding_field(dim: int) -> pa.Field:
@@ -150,9 +151,8 @@ def text_schema(dim: int, metadata: pa.Schema, model: dict) -> pa.Schema:
     return pa.schema(fields + [embedding_field(dim)], metadata=footer_metadata(dim, model))
 
 
-def tag_schema(model: dict, settings: dict) -> pa.Schema:
-    return pa.schema(TAG_FIELDS, metadata={MODEL_KEY.encode(): json.dumps(model, sort_keys=True).encode(),
-                                           TAGGING_KEY.encode(): json.dumps(settings, sort_keys=True).encode()})
+def tag_schema(model: dict) -> pa.Schema:
+    return pa.schema(TAG_FIELDS, metadata={MODEL_KEY.encode(): json.dumps(model, sort_keys=True).encode()})
 
 
 def metadata_columns(names: list[str]) -> list[str]:

@@ -29,42 +29,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from errors import Unavailable
-from storage.schema import (CAPTIONS, CORPORA_KEY, CORPUS_NAME, MAX_RESULTS, STANDARD_COLUMNS, TABLES, VIDEOS,
-                            caption_alias, corpus_alias)
-from storage.milvus.store import VectorStore
+from storage.query.engine import Engine
+from storage.query.questions import Search, Statement
+from storage.schema import CAPTIONS, CORPORA_KEY, MAX_SQL, STANDARD_COLUMNS, VIDEOS, caption_alias, corpus_alias
 
-from jobs.query import run_query
-from jobs.search import TextEncoding, search
 from .inputs import LibraryVideos, form_fields, is_form, json_object
-
-MAX_TEXT = 1_000  # characters of a query caption, video id or uri
-MAX_SQL = 10_000  # characters of a statement
 # The longest a search or query may take: past the database's own timeout (serve.py), a bound on
 # what no client call bounds (a scan's iterator waits on a silent server).
 REQUEST_SECONDS = 30.0
 M = TypeVar("M", bound=BaseModel)
 
 
-class SearchRequest(BaseModel):
-    text: str | None = Field(None, max_length=MAX_TEXT)
-    video: str | None = Field(None, max_length=MAX_TEXT, description="a video_id or uri of the library")
-    video_id: str | None = Field(None, max_length=MAX_TEXT)
-    target: str = Field(VIDEOS, pattern=CORPUS_NAME, description=f"{', '.join(TABLES)}, or a corpus (vidx texts)")
-    k: int = Field(10, ge=1, le=MAX_RESULTS)
-    where: str = Field("", max_length=MAX_SQL)
-    per_video: bool = Field(False, description="one hit per video, at its best segment")
-
-
-class SearchForm(SearchRequest):
+class SearchForm(Search):
     """/search as a multipart form: the same fields, and the query video as an uploaded file."""
 
     clip: UploadFile | None = Field(None, description="the query video, uploaded (instead of `video`)")
-
-
-class QueryRequest(BaseModel):
-    sql: str = Field(..., max_length=MAX_SQL)
-    params: dict[str, str | int | float] = Field(default_factory=dict)
-    explain: bool = False
 
 
 class QueryForm(BaseModel):
@@ -151,31 +130,32 @@ def _body_reader(json_model: type[M], from_form):
     return read
 
 
-def _search_from_form(fields: dict, clips) -> SearchRequest:
+def _search_from_form(fields: dict, clips) -> Search:
     body = _validated(SearchForm, fields)
     if body.clip is not None:
         body.video = clips.save(body.clip)
     return body
 
 
-def _query_from_form(fields: dict, clips) -> QueryRequest:
+def _query_from_form(fields: dict, clips) -> Statement:
     form = _validated(QueryForm, fields)
     params = {name: value if isinstance(value, str) else clips.save(value) for name, value in form.model_extra.items()}
-    return _validated(QueryRequest, {"sql": form.sql, "params": params, "explain": form.explain})
+    return _validated(Statement, {"sql": form.sql, "params": params, "explain": form.explain})
 
 
 # Each route's body, and the paths of the clips uploaded with it.
-SearchBody = Annotated[tuple[SearchRequest, set[str]],
-                       Depends(_body_reader(SearchRequest, _search_from_form), scope="function")]
-QueryBody = Annotated[tuple[QueryRequest, set[str]],
-                      Depends(_body_reader(QueryRequest, _query_from_form), scope="function")]
+SearchBody = Annotated[tuple[Search, set[str]],
+                       Depends(_body_reader(Search, _search_from_form), scope="function")]
+QueryBody = Annotated[tuple[Statement, set[str]],
+                      Depends(_body_reader(Statement, _query_from_form), scope="function")]
 
 
-def _collection_summary(store: VectorStore, alias: str) -> dict | None:
+def _collection_summary(engine: Engine, alias: str) -> dict | None:
+    store = engine.store
     collection = store.alias_target(alias)
     if collection is None:
         return None
-    return {"collection": collection, "rows": store.count(collection), "model": store.model_record(collection)["spec"],
+    return {"collection": collection, "rows": engine.count(collection), "model": store.model_record(collection)["spec"],
             "metadata": sorted(store.fields(alias) - STANDARD_COLUMNS)}
 
 
@@ -191,38 +171,39 @@ async def answered_in_time(call, *args, **kwargs):
                           "answering") from None
 
 
-def api_router(db: str, store: VectorStore, auth, collection: str, texts: TextEncoding) -> APIRouter:
-    """The API over the videos of alias `collection` and their captions, encoding captions with `texts`."""
+def api_router(engine: Engine, auth, collection: str) -> APIRouter:
+    """The API over the videos of alias `collection` and their captions, every question answered by `engine`."""
     router = APIRouter()
     served = {VIDEOS: collection, CAPTIONS: caption_alias(collection)}
 
     @router.get("/library", dependencies=[auth], responses=error_responses(400, 401, 503))
     def library() -> dict:
         """The served collections, their model, the manifest's metadata columns, and the text corpora."""
-        summary = {table: _collection_summary(store, alias) for table, alias in served.items()}
-        videos = store.alias_target(collection)
-        names = json.loads(store.properties(videos).get(CORPORA_KEY, "[]")) if videos else []
-        summary["corpora"] = {name: _collection_summary(store, corpus_alias(collection, name)) for name in names}
+        summary = {table: _collection_summary(engine, alias) for table, alias in served.items()}
+        videos = engine.store.alias_target(collection)
+        names = json.loads(engine.store.properties(videos).get(CORPORA_KEY, "[]")) if videos else []
+        summary["corpora"] = {name: _collection_summary(engine, corpus_alias(collection, name)) for name in names}
         return summary
 
     # `auth` is a dependency of the route, so it runs before the body dependency reads anything.
-    @router.post("/search", dependencies=[auth], openapi_extra=_request_body(SearchRequest, SearchForm),
+    @router.post("/search", dependencies=[auth], openapi_extra=_request_body(Search, SearchForm),
                  responses=error_responses(400, 401, 404, 413, 422, 503))
     async def search_route(received: SearchBody) -> list[dict]:
         body, clips = received
-        return await answered_in_time(
-            search, db, text=body.text, video=body.video, video_id=body.video_id, target=body.target, k=body.k,
-            where=body.where, store=store, videos=LibraryVideos(store, clips, collection), per_video=body.per_video,
-            collection=collection, texts=texts)
+        question = Search.model_validate(body.model_dump(include=set(Search.model_fields)))
+        return await answered_in_time(engine.search, question, collection,
+                                      videos=LibraryVideos(engine, clips, collection))
 
-    @router.post("/query", dependencies=[auth], openapi_extra=_request_body(QueryRequest, QueryForm),
+    @router.post("/query", dependencies=[auth], openapi_extra=_request_body(Statement, QueryForm),
                  responses={200: {"model": list[dict[str, Any]] | QueryPlan,
                                   "description": "The rows, or with `explain` the steps the statement becomes"},
                             **error_responses(400, 401, 404, 413, 422, 503)})
     async def query_route(received: QueryBody):
         body, clips = received
         params = {name: str(value) for name, value in body.params.items()}
-        return await answered_in_time(run_query, db, body.sql, params, body.explain, store=store,
-                                      videos=LibraryVideos(store, clips, collection), texts=texts)
+        if body.explain:
+            return await answered_in_time(engine.explain, body.sql, params)
+        rows = await answered_in_time(engine.query, body.sql, params, videos=LibraryVideos(engine, clips, collection))
+        return rows.to_pylist()
 
     return router

@@ -10,11 +10,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from encoders.recorded import RecordedModels
 from errors import KNOWN, one_line
-from storage.schema import CAPTIONS, VIDEOS, caption_alias
 from storage.milvus.store import VectorStore
+from storage.schema import CAPTIONS, VIDEOS, caption_alias
 
-from jobs.search import collection_model
 from .api import ErrorAnswer, error_responses
 from .metrics import ServerMetrics
 
@@ -22,8 +22,8 @@ from .metrics import ServerMetrics
 class Readiness:
     """Whether a server can answer: its collections' versions, and the model loaded."""
 
-    def __init__(self, store: VectorStore, collection: str, metrics: ServerMetrics):
-        self.store, self.metrics = store, metrics
+    def __init__(self, store: VectorStore, models: RecordedModels, collection: str, metrics: ServerMetrics):
+        self.store, self.models, self.metrics = store, models, metrics
         self.aliases = {VIDEOS: collection, CAPTIONS: caption_alias(collection)}
 
     def check(self) -> tuple[bool, dict]:
@@ -35,7 +35,7 @@ class Readiness:
             if targets[VIDEOS] is None:
                 return self._answer(False, {"status": "not ready", "error": f"no collection is served as "
                                             f"{self.aliases[VIDEOS]!r} in {self.store.uri}: run vidx load"})
-            collection_model(self.store, targets[VIDEOS])  # made once, then kept
+            self.models.model(self.store.model_record(targets[VIDEOS]))  # made once, then kept
         except KNOWN as e:
             return self._answer(False, {"status": "not ready", "error": one_line(e)})
         return self._answer(True, {"status": "ok", **targets})

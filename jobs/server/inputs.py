@@ -21,8 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import NotFound, TooLarge, UserError
-from storage.milvus.filters import equals
-from storage.milvus.store import VectorStore
+from storage.query.engine import Engine
 
 
 MAX_CLIPS = 4  # files per request
@@ -107,16 +106,15 @@ async def form_fields(request: Request) -> AsyncIterator[tuple[dict[str, str | U
 class LibraryVideos:
     """A server's VIDEO(..): a video of the library, or a clip uploaded with the request."""
 
-    def __init__(self, store: VectorStore, uploads: Collection[str], collection: str):
+    def __init__(self, engine: Engine, uploads: Collection[str], collection: str):
         """`uploads`: the paths of the request's saved clips."""
-        self.store, self.uploads, self.collection = store, set(uploads), collection
+        self.engine, self.uploads, self.collection = engine, set(uploads), collection
 
     def __call__(self, value: str) -> tuple[str, str]:
         if value in self.uploads:
             return "VIDEO", value
-        rows = self.store.query(self.store.resolve(self.collection),
-                                filter=f"{equals('video_id', value)} or {equals('uri', value)}",
-                                output_fields=["video_id"], limit=1)
+        rows = self.engine.rows_with(self.engine.store.resolve(self.collection), {"video_id": value, "uri": value},
+                                     ["video_id"])
         if not rows:
             raise NotFound(f"VIDEO({value!r}) is not a video of the served library: give a video_id or uri it "
                            "holds, or upload a clip")

@@ -16,10 +16,10 @@ from fastapi.responses import FileResponse
 from fsspec.implementations.local import LocalFileSystem
 
 from errors import NotFound
+from storage.milvus.store import is_server
+from storage.query.engine import Engine
 from storage.table.atomic import publish
 from storage.table.files import local_path
-from storage.milvus.filters import equals
-from storage.milvus.store import VectorStore, is_server
 
 from .api import error_responses
 
@@ -56,14 +56,14 @@ class ThumbnailCache:
         return path
 
 
-def _one_row(store: VectorStore, collection: str, column: str, value: str, fields: list[str]) -> dict:
-    rows = store.query(store.resolve(collection), filter=equals(column, value), output_fields=fields, limit=1)
+def _one_row(engine: Engine, collection: str, column: str, value: str, fields: list[str]) -> dict:
+    rows = engine.rows_with(engine.store.resolve(collection), {column: value}, fields)
     if not rows:
         raise NotFound(f"{column} {value!r}: not in the served library")
     return rows[0]
 
 
-def media_router(store: VectorStore, collection: str, thumbnails: ThumbnailCache, auth) -> APIRouter:
+def media_router(engine: Engine, collection: str, thumbnails: ThumbnailCache, auth) -> APIRouter:
     """The page, and the thumbnails and files of the videos of alias `collection`."""
     router = APIRouter()
 
@@ -75,7 +75,7 @@ def media_router(store: VectorStore, collection: str, thumbnails: ThumbnailCache
                 responses={200: {"content": {"image/jpeg": {}}}, **error_responses(400, 401, 404, 503)})
     def thumbnail(key: str) -> FileResponse:
         """The frame at the start of segment `key` (video_id#segment), as a JPEG."""
-        segment = _one_row(store, collection, "key", key, ["uri", "start_s", "content_fingerprint"])
+        segment = _one_row(engine, collection, "key", key, ["uri", "start_s", "content_fingerprint"])
         return FileResponse(thumbnails(segment), media_type="image/jpeg", headers=THUMBNAIL_HEADERS)
 
     @router.get("/videos/{video_id:path}", dependencies=[auth], response_class=FileResponse,
@@ -83,7 +83,7 @@ def media_router(store: VectorStore, collection: str, thumbnails: ThumbnailCache
                            **error_responses(400, 401, 404, 503)})
     def video(video_id: str) -> FileResponse:
         """The video file, streamed with HTTP range requests (206 Partial Content)."""
-        uri = _one_row(store, collection, "video_id", video_id, ["uri"])["uri"]
+        uri = _one_row(engine, collection, "video_id", video_id, ["uri"])["uri"]
         path = local_path(uri)
         if path is None:
             raise NotFound(f"video {video_id!r} is stored at {uri}: the server streams local files only")

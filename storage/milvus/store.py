@@ -2,10 +2,12 @@
 
 `--db ./vidx.db` opens a milvus-lite directory; `--db http://host:19530` a Milvus server; both go
 through the same MilvusClient calls, and only what both do is relied on. The versions behind an
-alias, and how a load builds, validates and swaps them, are storage/versions.py.
+alias, and how a load builds, validates and swaps them, are storage/milvus/versions.py; which
+questions go to Milvus and which to a collection's exact copy is the query engine's to say
+(storage/query).
 
 A request the database refuses (a filter it cannot evaluate) is a VectorStoreError (bad input);
-a database that cannot be reached or fails is Unavailable (storage/milvus_errors.py).
+a database that cannot be reached or fails is Unavailable (storage/milvus/errors.py).
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from errors import Unavailable
 
-from .filters import is_in
-from .exact_copy import FlatCopy, FlatCopyWriter, flat_copy_path, remove_flat_copy, vectors_path
-from .insert_request import insert_columns
-from .errors import RowStream, VectorStoreError, database_errors, reason
 from storage.schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
-from storage.query import ScoreRange
+
+from .errors import RowStream, VectorStoreError, database_errors, reason, unreachable
+from .exact_copy import ExactCopy, ExactCopyWriter, exact_copy_path, remove_exact_copy, vectors_path
+from .filters import is_in
+from .insert_request import insert_columns
+from .scores import ScoreRange
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +87,6 @@ class _ExceptionsLogged(logging.Handler):
             self.exceptions.append(record.exc_info[1])
 
 
-# Embedded milvus-lite: one process owns the database (milvus-lite locks it) and every alias change
-# made in that process goes through VectorStore.swap_alias and drop, so the collection each alias
-# names is remembered per database for the process. A search then resolves its alias without two
-# RPCs (~1-2 ms each, beside ~20 ms for the product over 100k vectors). Servers are always asked.
-_LITE_TARGETS: dict[str, dict[str, str]] = {}
-
-
 def _open_lite(uri: str) -> MilvusClient:
     """milvus-lite logs why it cannot open a database (a traceback) and then raises a bare "Open
     local milvus failed": turn that into one line that names the reason and the way out."""
@@ -123,7 +121,7 @@ def _milvus_type(arrow_type: pa.DataType) -> dict | None:
 
 
 def text_list_field() -> dict:
-    """Milvus field arguments of a tag column (storage/tag_columns.py): an ARRAY of VARCHAR. A
+    """Milvus field arguments of a tag column (storage/table/tag_columns.py): an ARRAY of VARCHAR. A
     manifest's own list columns stay unstored, as before: their lengths have no bound."""
     return {"datatype": DataType.ARRAY, "element_type": DataType.VARCHAR, "max_capacity": MAX_ARRAY,
             "max_length": MAX_VARCHAR}
@@ -157,7 +155,9 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 class VectorStore:
-    """One Milvus database (milvus-lite or a server): collections, aliases, properties, search."""
+    """One Milvus database (milvus-lite or a server): collections, aliases, properties, search; on
+    milvus-lite, the exact copies of its collections too. A context manager: closing it closes the
+    client and lets the copies go."""
 
     def __init__(self, uri: str, create: bool = True, timeout: float | None = None):
         """Open the database at `uri`. With `create` False (commands that only read), a milvus-lite
@@ -166,6 +166,9 @@ class VectorStore:
         a server sets one, so a database gone silent fails its requests instead of holding them)."""
         self.uri, self.timeout = uri, timeout
         self.embedded = not is_server(uri)  # a milvus-lite directory
+        # pymilvus logs every call that fails with its traceback; vidx reports each in one line
+        # (storage/milvus/errors.py), and a name that is not there is no failure (describe).
+        logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
         if self.embedded and not create and not os.path.isdir(uri):
             raise VectorStoreError(f"no vector database at {uri}: give the --db of a `vidx load`, or a Milvus "
                                    "server's http://host:19530")
@@ -184,20 +187,30 @@ class VectorStore:
                 raise Unavailable(f"cannot open vector database {uri}: {reason(e)}") from e
         reported = self.client.get_server_version(timeout=timeout)
         self.is_lite = reported.startswith("milvus_lite")  # embedded or `milvus-lite server`
-        self.version = _version(reported)
+        self.server_version = _version(reported)
         self._in_memory: set[str] = set()  # collections this process has had Milvus load into memory
-        # Embedded milvus-lite only: flat copies being written by a load, and opened ones (storage/flat_copy.py).
-        self._copy_writers: dict[str, FlatCopyWriter] = {}
-        self._copies: dict[str, FlatCopy | None] = {}
+        # Embedded milvus-lite only: the exact copies opened, each read once however many threads ask.
+        self._copies: dict[str, ExactCopy | None] = {}
+        self._copies_lock = threading.Lock()
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._copies.clear()
+        self.client.close()
 
     @property
     def engine(self) -> str:
-        return f"{'milvus-lite' if self.is_lite else 'Milvus'} {'.'.join(map(str, self.version))}"
+        return f"{'milvus-lite' if self.is_lite else 'Milvus'} {'.'.join(map(str, self.server_version))}"
 
     @property
     def nullable(self) -> bool:
         """Whether a field may hold nulls (a server before 2.5 rejects a null at insert)."""
-        return self.is_lite or self.version[:2] >= NULLABLE_SINCE
+        return self.is_lite or self.server_version[:2] >= NULLABLE_SINCE
 
     @database_errors()
     def has(self, name: str) -> bool:
@@ -213,16 +226,16 @@ class VectorStore:
             schema.add_field(field_name, nullable=self.nullable, **args)
         schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, properties=properties)
-        if self.embedded:
-            self._copy_writers[name] = FlatCopyWriter(flat_copy_path(self.uri, name))
+
+    def exact_copy_writer(self, name: str) -> ExactCopyWriter | None:
+        """Where a load writes the exact copy of collection `name` as it inserts (milvus-lite only)."""
+        return ExactCopyWriter(exact_copy_path(self.uri, name)) if self.embedded else None
 
     @database_errors()
     def insert(self, name: str, rows: pa.Table) -> None:
         """Insert rows (the collection's fields and `embedding`), column by column, as one request
-        (storage/insert_request.py); the caller sizes the batch."""
+        (storage/milvus/insert_request.py); the caller sizes the batch."""
         insert_columns(self.client, name, rows)
-        if name in self._copy_writers:
-            self._copy_writers[name].write(rows)
 
     @database_errors()
     def seal(self, name: str) -> None:
@@ -233,8 +246,6 @@ class VectorStore:
         logger.info("%s: building the index", name)
         self.client.create_index(name, index)  # returns when the index of every flushed row is built
         self._searchable(name)
-        if name in self._copy_writers:
-            self._copy_writers.pop(name).close()
 
     def _searchable(self, name: str) -> str:
         """`name`, in the database's memory (Milvus' load_collection): a process that did not build
@@ -253,10 +264,13 @@ class VectorStore:
     @database_errors()
     def describe(self, alias: str) -> dict | None:
         """Milvus' description of the collection behind `alias` (its name, fields, properties); None
-        when there is none. has_collection first: describe_collection logs a traceback for a missing name."""
-        if not self.client.has_collection(alias, timeout=self.timeout):
+        when there is none. One call: every question asks it, to see the version its alias names now."""
+        try:
+            return self.client.describe_collection(alias, timeout=self.timeout)
+        except MilvusException as e:
+            if unreachable(e) or self.client.has_collection(alias, timeout=self.timeout):
+                raise
             return None
-        return self.client.describe_collection(alias, timeout=self.timeout)
 
     def fields(self, alias: str) -> set[str]:
         """Scalar field names of the collection behind `alias`; empty when there is none."""
@@ -296,20 +310,12 @@ class VectorStore:
         rows = self.query(name, filter=is_in(key, keys), output_fields=[key, EMBEDDING])
         return {row[key]: np.asarray(row[EMBEDDING], np.float32) for row in rows}
 
-    def _target(self, alias: str) -> str | None:
-        """The collection `alias` names (`alias` itself when it is a collection); None when none."""
-        known = _LITE_TARGETS.setdefault(os.path.abspath(self.uri), {}) if self.embedded else {}
-        if alias not in known:
-            description = self.describe(alias)
-            if description is None:
-                return None
-            known[alias] = description["collection_name"]
-        return known[alias]
-
     def alias_target(self, alias: str) -> str | None:
         """The collection `alias` names; None when it names none. Through describe_collection: Milvus
-        2.3 answers list_aliases and describe_alias for the default database only."""
-        target = self._target(alias)
+        2.3 answers list_aliases and describe_alias for the default database only. Asked every time:
+        another process (or another client in this one) may swap it."""
+        description = self.describe(alias)
+        target = description["collection_name"] if description else None
         return None if target == alias else target
 
     @database_errors()
@@ -319,13 +325,12 @@ class VectorStore:
             self.client.create_alias(name, alias)
         else:
             self.client.alter_alias(name, alias)
-        if self.embedded:
-            _LITE_TARGETS[os.path.abspath(self.uri)][alias] = name
 
     def _missing(self, alias: str) -> VectorStoreError:
         return VectorStoreError(f"no collection {alias!r} in {self.uri}; run `vidx load` first")
 
-    def _existing(self, alias: str) -> dict:
+    def described(self, alias: str) -> dict:
+        """The description of the collection `alias` names now (see describe); refused when there is none."""
         description = self.describe(alias)
         if description is None:
             raise self._missing(alias)
@@ -334,10 +339,7 @@ class VectorStore:
     def resolve(self, alias: str) -> str:
         """The collection `alias` names now. Resolve once per request and use the name throughout,
         so the model, the filter columns and the search all see the same version across a swap."""
-        target = self._target(alias)
-        if target is None:
-            raise self._missing(alias)
-        return target
+        return self.described(alias)["collection_name"]
 
     def properties(self, name: str) -> dict[str, str]:
         description = self.describe(name)
@@ -345,21 +347,16 @@ class VectorStore:
 
     def model_record(self, name: str) -> dict:
         """The model spec and fingerprint recorded by the load that built `name` (or an alias' target)."""
-        return json.loads(self._existing(name).get("properties", {})[MODEL_KEY])
+        return json.loads(self.described(name).get("properties", {})[MODEL_KEY])
 
     @database_errors(refused="Milvus refused the search")
     def search(self, name: str, vector: np.ndarray, k: int, filter: str = "",
                output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
-        """Top-k of collection `name` by inner product: [{key fields..., "score"}], best first. On
-        milvus-lite without a filter, a product over the collection's flat copy (storage/flat_copy.py)."""
-        copy = None if filter else self.exact_copy(name)
-        if copy is not None:
-            return copy.search(vector, k, output_fields or ["*"])
+        """Milvus' top-k of collection `name` by inner product (HNSW): [{output fields..., "score"}], best first."""
         return self._search(name, vector, k, filter, output_fields, {"ef": max(ef or 0, 2 * k, SEARCH_EF)})
 
     def _search(self, name: str, vector: np.ndarray, limit: int, filter: str, output_fields: list[str] | None,
                 params: dict) -> list[dict]:
-        """Milvus' search by inner product: [{output fields..., "score"}], best first."""
         hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=limit,
                                   filter=filter, output_fields=output_fields or ["*"],
                                   search_params={"metric_type": "IP", "params": params}, timeout=self.timeout)
@@ -382,27 +379,23 @@ class VectorStore:
     def versions(self, alias: str) -> list[str]:
         return sorted(n for n in self.client.list_collections(timeout=self.timeout) if is_version_of(n, alias))
 
-    def exact_copy(self, name: str) -> FlatCopy | None:
-        """The flat copy of collection (or alias) `name`, on milvus-lite; None where there is none."""
+    def exact_copy(self, name: str) -> ExactCopy | None:
+        """The exact copy of collection `name` (a collection, not an alias), on milvus-lite; None
+        where there is none. Read once: threads asking at once wait for the first to read it."""
         if not self.embedded:
             return None
-        name = self._target(name) or name
-        if name not in self._copies:
-            path = flat_copy_path(self.uri, name)
-            # None: loaded by a vidx that wrote no copy, or one copy file (vectors inside the Arrow file)
-            complete = path.exists() and vectors_path(path).exists()
-            self._copies[name] = FlatCopy(path) if complete else None
-        return self._copies[name]
+        with self._copies_lock:
+            if name not in self._copies:
+                path = exact_copy_path(self.uri, name)
+                # None: loaded by a vidx that wrote no copy, or one copy file (vectors inside the Arrow file)
+                complete = path.exists() and vectors_path(path).exists()
+                self._copies[name] = ExactCopy(path) if complete else None
+            return self._copies[name]
 
     @database_errors()
     def drop(self, name: str) -> None:
         self.client.drop_collection(name)
         self._in_memory.discard(name)
         self._copies.pop(name, None)
-        if name in self._copy_writers:
-            self._copy_writers.pop(name).discard()
         if self.embedded:
-            remove_flat_copy(flat_copy_path(self.uri, name))
-            targets = _LITE_TARGETS.get(os.path.abspath(self.uri), {})
-            for alias in [a for a, target in targets.items() if name in (a, target)]:
-                del targets[alias]
+            remove_exact_copy(exact_copy_path(self.uri, name))

@@ -9,6 +9,7 @@ the collection, and a version is flushed, indexed and in memory before it is val
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 
 from errors import IntegrityError
 
+from storage.progress import Progress
 from storage.table.digests import rows_digest
 from storage.table.live_rows import LiveRows
 from storage.table.tag_columns import TagColumns
@@ -99,7 +101,7 @@ def inserted_batches(store: VectorStore, name: str, batches: Iterable[pa.Table],
 def build_version(store: VectorStore, name: str, live: LiveRows, properties: dict[str, str],
                   sample: set[str], tags: TagColumns | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Create collection `name` from the live rows (and the `tags` columns), then flush, index and
-    seal it (VectorStore.seal). Returns the vectors of the `sample` keys as they were inserted, and
+    seal it (VectorStore.seal), writing its exact copy on milvus-lite. Returns the vectors of the `sample` keys as they were inserted, and
     the seconds spent inserting and indexing."""
     key = live.key_column
     fields = served_fields(live.schema, key)
@@ -109,19 +111,22 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
         store.drop(name)  # a half-built version of an interrupted load
     tag_fields = [(field.name, text_list_field()) for field in tags.fields] if tags else []
     store.create_collection(name, key, fields + tag_fields, dim, properties)
-    total = live.rows.num_rows
-    inserted, reported, vectors, started = 0, 0.0, {}, time.perf_counter()
-    batches = insert_batches(live, fields, tags)
-    for batch in inserted_batches(store, name, batches, 1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT):
-        picked = batch.filter(pc.is_in(batch[key], pa.array(sorted(sample), pa.string())))
-        vectors.update(zip(picked[key].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
-        inserted += batch.num_rows
-        if inserted / total >= reported + 0.1 or inserted == total:
-            reported = inserted / total
-            logger.info("%s: %d/%d rows inserted (%.0f rows/s)", name, inserted, total,
-                        inserted / (time.perf_counter() - started))
-    inserted_at = time.perf_counter()
-    store.seal(name)
+    vectors, started = {}, time.perf_counter()
+    progress = Progress(logger, f"{name}: inserted", live.rows.num_rows, "rows")
+    batches = inserted_batches(store, name, insert_batches(live, fields, tags),
+                               1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT)
+    # The exact copy (milvus-lite) is written from the acknowledged batches, in order, and published
+    # once the collection is sealed; a load that fails in any way leaves none of it.
+    copy = store.exact_copy_writer(name)
+    with copy or contextlib.nullcontext():
+        for batch in batches:
+            if copy is not None:
+                copy.write(batch)
+            picked = batch.filter(pc.is_in(batch[key], pa.array(sorted(sample), pa.string())))
+            vectors.update(zip(picked[key].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
+            progress.advance(batch.num_rows)
+        inserted_at = time.perf_counter()
+        store.seal(name)
     return vectors, {"insert_s": inserted_at - started, "index_s": time.perf_counter() - inserted_at}
 
 

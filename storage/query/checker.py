@@ -33,6 +33,15 @@ def is_score(node: exp.Expression) -> bool:
     return is_similarity(node) or (isinstance(node, exp.Column) and not node.table and node.name == SCORE)
 
 
+def grouped_column(tree: exp.Select, node: exp.Expression) -> exp.Column | None:
+    """A GROUP BY key as the column it groups by: a column name, or the position of a SELECT item
+    that is a column (as DuckDB reads `GROUP BY 1`); None for anything else."""
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
+        position = int(node.this)
+        node = tree.expressions[position - 1].unalias() if 1 <= position <= len(tree.expressions) else None
+    return node if isinstance(node, exp.Column) and not node.table else None
+
+
 def _unaggregated(node: exp.Expression) -> Iterator[exp.Expression]:
     """The columns and similarity calls of `node` outside any aggregate."""
     if isinstance(node, AGGREGATES):
@@ -157,10 +166,15 @@ class Checker:
         group = self.tree.args.get("group")
         grouped = set()
         for node in group.expressions if group else []:
-            if not isinstance(node, exp.Column) or node.table or node.name not in self.columns:
-                raise refuse(self.sql, node, "GROUP BY takes column names")
-            self.read.add(node.name)
-            grouped.add(node.name)
+            column = grouped_column(self.tree, node)
+            if column is None:
+                if isinstance(node, exp.Literal) and not node.is_string:
+                    raise refuse(self.sql, node, "GROUP BY position out of range, or not a column of SELECT")
+                raise refuse(self.sql, node, "GROUP BY takes column names or positions")
+            if column.name not in self.columns:
+                raise refuse(self.sql, node, f"unknown column (known: {', '.join(sorted(self.columns))})")
+            self.read.add(column.name)
+            grouped.add(column.name)
         having, order = self.tree.args.get("having"), self.tree.args.get("order")
         # (node, whether a SELECT alias may stand for an expression there)
         clauses = [*((item, False) for item in self.tree.expressions), *([(having.this, True)] if having else []),

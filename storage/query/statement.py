@@ -1,16 +1,19 @@
-"""The SQL-like dialect: a one-table SELECT, checked, then split between Milvus and DuckDB.
+"""The SQL-like dialect: a one-table SELECT, checked, then split between its source and DuckDB.
 
     SELECT video_id, max(similarity(TEXT('a goal'))) AS best, arg_max(start_s, score) AS at
     FROM videos WHERE duration_s > 10 GROUP BY video_id ORDER BY best DESC LIMIT 10
 
 Every part of the statement is checked here, so a mistake is refused with the offending part and
-its place (a QueryError) before anything runs. What runs is a ParsedQuery, in two steps:
+its place (a QueryError) before anything runs. What runs is a Question, in two steps:
 - the source: the rows WHERE's column conditions keep (a Milvus filter, or the same conditions
-  as DuckDB SQL over the exact copy), each with its `score` when the statement asks for
-  similarity, narrowed by WHERE's similarity thresholds; a vector search when the statement is a
-  top-k by similarity; Milvus' own count(*) when that is all the statement asks;
+  over the exact copy's columns), each with its `score` when the statement asks for similarity,
+  narrowed by WHERE's similarity thresholds; a vector search when the statement is a top-k by
+  similarity; a count when that is all the statement asks;
 - the relational step: the statement itself, similarity(...) read as the source's `score`, run
-  by DuckDB over the source's rows (storage/relational.py), which re-applies all of WHERE.
+  by DuckDB over the source's rows (storage/query/relational.py), which re-applies all of WHERE.
+
+A search (storage/query/search.py) is a statement built here from its parts, so it becomes the same
+Question and runs the same way.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 from sqlglot import exp
 
+from storage.milvus.scores import ScoreRange
 from storage.schema import MAX_RESULTS, SCORE, TABLES
-from .checker import Checker, Similarity, is_score, is_similarity
+
+from .checker import Checker, Similarity, grouped_column, is_score, is_similarity
 from .errors import DIALECT, parse, refuse
 from .milvus_filter import MilvusFilter
 
@@ -42,29 +46,16 @@ TOP_GROUPS = "top_groups"
 
 
 @dataclass(frozen=True)
-class ScoreRange:
-    """WHERE's similarity thresholds, inclusive: the source may keep more, never less."""
-    low: float | None = None
-    high: float | None = None
+class Question:
+    """What a statement or a search asks, as its source and its relational step run it."""
 
-    def within(self, scores: np.ndarray) -> np.ndarray:
-        """Which of `scores` lie in the range."""
-        scores, kept = np.asarray(scores, np.float64), np.ones(len(scores), bool)  # float64, as DuckDB compares
-        if self.low is not None:
-            kept &= scores >= self.low
-        if self.high is not None:
-            kept &= scores <= self.high
-        return kept
-
-
-@dataclass(frozen=True)
-class ParsedQuery:
     table: str
     plan: str  # COUNT, TOP_K, TOP_GROUPS or SCAN
     similarity: Similarity | None
     filter: str  # WHERE's column conditions Milvus can evaluate, as a Milvus expression; "" for none
     complete_filter: bool  # whether `filter` holds all of them (else a search under it would keep too many)
-    where: str  # all of WHERE's column conditions as DuckDB SQL (over the exact copy); "" for none
+    where: str  # all of WHERE's column conditions as DuckDB SQL; "" for none
+    conditions: exp.Expression | None  # the same conditions, parsed (the exact copy's filter reads them)
     scores: ScoreRange
     scores_complete: bool  # whether `scores` says all of WHERE's conditions on similarity
     columns: list[str] | None  # the stored columns the statement reads; None: all of them
@@ -72,7 +63,7 @@ class ParsedQuery:
     relational: str  # the statement over SOURCE, as DuckDB runs it
     capped: bool  # no LIMIT: the relational step fetches one row past MAX_RESULTS, to say so
     names: list[str]  # the output columns' names (COUNT: its one column)
-    groups: list[str]  # the GROUP BY columns
+    groups: list[str]  # the GROUP BY columns (TOP_GROUPS: what a group is)
 
 
 def _milvus_can(condition: exp.Expression) -> bool:
@@ -186,8 +177,8 @@ def _output_name(item: exp.Expression) -> str:
 
 
 def _relational(sql: str, tree: exp.Select, limit: int | None) -> tuple[str, list[str]]:
-    """The statement as DuckDB runs it over SOURCE: similarity(...) is the source's score, and
-    every unnamed expression is named by its text. A row is a mapping (JSON): no name twice."""
+    """The statement as DuckDB runs it over SOURCE, and its output columns' names. Every unnamed
+    expression is named by its text; a row is a mapping (JSON): no name twice."""
     names = [_output_name(item) for item in tree.expressions]
     for i, name in enumerate(names):
         if name in names[:i] and name != "*":
@@ -195,17 +186,22 @@ def _relational(sql: str, tree: exp.Select, limit: int | None) -> tuple[str, lis
     named = tree.copy()
     named.set("expressions", [item if isinstance(item, (exp.Alias, exp.Column, exp.Star)) else
                               exp.alias_(item, name, quoted=True) for item, name in zip(named.expressions, names)])
-    named = named.transform(lambda n: exp.column(SCORE) if is_similarity(n) else n)
-    named.find(exp.Table).replace(exp.to_table(SOURCE))
     if limit is None:
         named = named.limit(MAX_RESULTS + 1)
-    return named.sql(dialect=DIALECT), names
+    return relational_sql(named), names
+
+
+def relational_sql(tree: exp.Select) -> str:
+    """A SELECT over the served collection as DuckDB runs it over SOURCE: similarity(...) is the source's score."""
+    named = tree.transform(lambda n: exp.column(SCORE) if is_similarity(n) else n)
+    named.find(exp.Table).replace(exp.to_table(SOURCE))
+    return named.sql(dialect=DIALECT)
 
 
 def _best_per_group(tree: exp.Select, aliases: dict) -> bool:
     """Whether the statement asks only for groups and their best similarity (max(similarity), the
     arg_max of a column by it), best group first."""
-    grouped = {column.name for column in tree.args["group"].expressions}
+    grouped = {grouped_column(tree, node).name for node in tree.args["group"].expressions}
 
     def best(node: exp.Expression) -> bool:
         return isinstance(node, exp.Max) and is_score(node.this)
@@ -240,12 +236,18 @@ def _plan(tree: exp.Select, checker: Checker, aggregated: bool, limited: bool,
     return SCAN
 
 
-def parse_query(sql: str, columns: Mapping[str, set[str]], params: dict | None = None) -> ParsedQuery:
+def parse_query(sql: str, columns: Mapping[str, set[str]], params: dict | None = None) -> Question:
     """Parse and check a statement against `columns`: the served collections (aliases) the
     database holds, each with its scalar columns. Raises QueryError."""
     tree = parse(sql)
+    _table(sql, tree, columns)
+    return question_of(sql, _with_params(sql, tree, params or {}), columns)
+
+
+def question_of(sql: str, tree: exp.Select, columns: Mapping[str, set[str]]) -> Question:
+    """The Question a checked SELECT (its parameters given values) asks; `sql` is the text its
+    parts are found in when one is refused."""
     table = _table(sql, tree, columns)
-    tree = _with_params(sql, tree, params or {})
     checker = Checker(sql, tree, columns[table])
     aggregated = checker.check()
     limit = _count(sql, tree.args.get("limit"), "LIMIT")
@@ -261,16 +263,16 @@ def parse_query(sql: str, columns: Mapping[str, set[str]], params: dict | None =
     plan = _plan(tree, checker, aggregated, limit is not None, thresholds)
     relational, names = _relational(sql, tree, limit)
     star = any(isinstance(item, exp.Star) for item in tree.expressions)
-    return ParsedQuery(
+    group = tree.args.get("group")
+    return Question(
         table=table, plan=plan, similarity=checker.similarity,
         filter=MilvusFilter(sql, columns[table])(milvus) if milvus else "",
         complete_filter=len(pushed) == len(plain),
-        where=kept.sql(dialect=DIALECT) if kept else "",
+        where=kept.sql(dialect=DIALECT) if kept else "", conditions=kept,
         scores=_narrowest([t for t in thresholds if t is not None]),
         scores_complete=None not in thresholds,
         columns=None if star else sorted(checker.read),
         k=(limit or 0) + offset,
         relational=relational, capped=limit is None, names=names,
-        groups=[column.name for column in tree.args["group"].expressions] if tree.args.get("group") else [],
+        groups=[grouped_column(tree, node).name for node in group.expressions] if group else [],
     )
-

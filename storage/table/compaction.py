@@ -9,7 +9,6 @@ A night that drops nothing reads no vectors, and no part the plan already read.
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,13 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .dataset import PART_READERS, TaggedRows, filesystem, live_mask, read_tagged_rows, write_part
+from storage.progress import Progress
 from storage.schema import GROUP_COLUMN
 
 # Bytes of parts (uncompressed) rewritten at once: each rewrite holds its part and the part it
 # writes. Parts of 256 rows at D = 1024 (1 MB) go PART_READERS at a time; parts of 20,000 (80 MB)
 # one or two.
 REWRITE_BYTES = 256 << 20
-PROGRESS_SECONDS = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +64,14 @@ def compact(directory: str, wanted_video_ids: pa.Array | None, key_column: str,
         with ThreadPoolExecutor(workers, thread_name_prefix="compact") as pool:
             written = pool.map(lambda i: _rewrite(fs, tagged.paths[i], keep[bounds[i]:bounds[i + 1]], directory,
                                                   key_column), losing)
-            started = reported = time.monotonic()
-            for done, (i, path) in enumerate(zip(losing, written), 1):
+            progress = Progress(logger, f"compaction of {directory}: rewritten", len(losing), "parts that lose rows")
+            for i, path in zip(losing, written):
                 if path is None:
                     stats["parts_deleted"] += 1
                 else:
                     renamed[i] = path
                     stats["parts_rewritten"] += 1
-                if time.monotonic() - reported >= PROGRESS_SECONDS or done == len(losing):
-                    reported = time.monotonic()
-                    logger.info("compaction of %s: %d/%d parts that lose rows rewritten (%.0f parts/s)", directory,
-                                done, len(losing), done / max(reported - started, 1e-9))
+                progress.advance(1)
     deleted = np.zeros(len(tagged.paths), bool)
     deleted[losing] = True
     deleted[list(renamed)] = False

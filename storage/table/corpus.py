@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from errors import UserError, one_line
+from storage.schema import EMBEDDING, INTERNAL_PREFIX, STANDARD_COLUMNS, TEXT_KEY, VIDEO_KEY, VIDEOS
 
+from .dataset import read_live, same_values
+from .live_rows import scan_live
 from .manifest import MANIFEST_FORMATS, check_unique, read_table
-from storage.schema import EMBEDDING, INTERNAL_PREFIX, STANDARD_COLUMNS, TEXT_KEY
 
 TEXT_FORMATS = {".txt": "text", **MANIFEST_FORMATS}
 
@@ -83,3 +86,25 @@ def read_corpus(source: str) -> pa.Table:
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
         raise CorpusError(f"{source}: unreadable ({one_line(e)})") from e
     return validate_corpus(table, source)
+
+
+def indexed_model(output: str) -> dict | None:
+    """The model record of the indexed videos under OUTPUT; None when none is indexed."""
+    videos = scan_live(f"{output.rstrip('/')}/{VIDEOS}", VIDEO_KEY, status="ok")
+    return None if videos is None or videos.rows.num_rows == 0 else videos.model()
+
+
+def texts_to_encode(corpus: pa.Table, directory: str, fingerprint: str) -> pa.Table:
+    """The corpus rows (with their `_row`) whose stored row under `directory` differs: a new id,
+    another text or metadata, or another model."""
+    corpus = corpus.append_column("_row", pa.array(np.arange(corpus.num_rows)))
+    stored = read_live(directory, TEXT_KEY, [*corpus.column_names[:-1], "model_fingerprint", "run_id"])
+    if stored is None:
+        return corpus
+    position = pc.index_in(corpus[TEXT_KEY], value_set=stored[TEXT_KEY].combine_chunks())
+    found = stored.take(pc.fill_null(position, 0))
+    same = pc.and_(pc.is_valid(position), pc.fill_null(pc.equal(found["model_fingerprint"], fingerprint), False))
+    for column in corpus.column_names[:-1]:
+        same = pc.and_(same, same_values(found[column], corpus[column]) if column in found.column_names
+                       else pa.array(np.zeros(corpus.num_rows, bool)))
+    return corpus.filter(pc.invert(same))

@@ -33,6 +33,9 @@ from storage.schema import GROUP_COLUMN, MODEL_KEY, VIDEO_KEY
 
 logger = logging.getLogger(__name__)
 
+# Rows per part: big enough for efficient Parquet, small enough that a crash loses little work.
+ROWS_PER_PART = 256
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -51,6 +54,17 @@ def nan_as_null(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArra
     if pa.types.is_floating(values.type):
         return pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
     return values
+
+
+def same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Stored values `a` against the manifest's `b`, as stored (NaN is null there): equal values,
+    or both null. Values are compared in the stored type; where they do not cast, as Python objects."""
+    try:
+        b = nan_as_null(b).cast(a.type)
+        equal = pc.equal(a, b)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # lists, structs, or types that do not cast
+        return pa.chunked_array([pa.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist())], pa.bool_())])
+    return pc.coalesce(equal, pc.and_(pc.is_null(a), pc.is_null(b)))
 
 
 def conform(columns: Mapping[str, pa.Array | pa.ChunkedArray], num_rows: int, schema: pa.Schema) -> pa.Table:

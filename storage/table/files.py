@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
 from errors import causes, one_line
+from storage.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ READ_ATTEMPTS = 4
 # the replies (~0.3-1 ms per object in botocore) holds this process's GIL, and a slow store (moto
 # here) only queues them until they time out (8 did, on a loaded 2-core machine).
 LISTING_THREADS = 4
-# Seconds between progress lines while stamping a large manifest.
-PROGRESS_SECONDS = 10.0
 # errno values of failures that a later attempt may not meet: s3fs raises OSError(EBUSY) for
 # SlowDown/503 and OSError(EREMOTEIO) for 500 InternalError; the rest are network conditions.
 TRANSIENT_ERRNOS = {
@@ -144,8 +143,8 @@ def list_stamps(uris: pa.Array | pa.ChunkedArray) -> pa.Array:
                       "name": pc.extract_regex(uris, "(?P<name>[^/]*)$").field("name"),
                       "row": pa.array(np.arange(len(uris)))})
     directories = files.group_by("directory", use_threads=False).aggregate([("name", "list"), ("row", "list")])
-    started = last_report = time.monotonic()
-    done = looked_up = 0
+    progress = Progress(logger, "plan: stamps of", len(uris), "videos")
+    looked_up = 0
 
     def stamp(i: int) -> tuple[pa.Array, pa.Array, int]:
         names, rows = directories["name_list"][i].as_py(), directories["row_list"][i].values
@@ -160,12 +159,8 @@ def list_stamps(uris: pa.Array | pa.ChunkedArray) -> pa.Array:
         for n, (rows, stamps, alone) in enumerate(pool.map(stamp, range(directories.num_rows)), 1):
             all_rows.append(rows)
             all_stamps.append(stamps)
-            done, looked_up = done + len(rows), looked_up + alone
-            if time.monotonic() - last_report >= PROGRESS_SECONDS or n == directories.num_rows:
-                last_report = time.monotonic()
-                logger.info("plan: stamps of %d/%d videos from %d/%d directory listings, %d looked up alone "
-                            "(%.0f videos/s)", done, len(uris), n, directories.num_rows, looked_up,
-                            done / max(last_report - started, 1e-9))
+            looked_up += alone
+            progress.advance(len(rows), f"from {n}/{directories.num_rows} directory listings, {looked_up} looked up alone")
     if not all_rows:
         return pa.array([], pa.string())
     return pa.concat_arrays(all_stamps).take(pc.sort_indices(pa.concat_arrays(all_rows)))

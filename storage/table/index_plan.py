@@ -1,4 +1,5 @@
-"""Plan an index run: which videos to encode, which to reuse, which only need new metadata.
+"""Plan an index run: which videos to encode, which to reuse, which only need new metadata; and the
+rewrite of those whose metadata alone changed.
 
 Columnar throughout (Arrow compute over the manifest and the stored rows' planning columns), so the
 driver's memory follows the columns it needs, not a Python object per video.
@@ -18,9 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dataset import TaggedRows, live_mask, nan_as_null, read_tagged_rows
-from .files import list_stamps
 from storage.schema import CAPTION_KEY, KEY_SEPARATOR, VIDEO_KEY, metadata_columns
+
+from .dataset import TaggedRows, conform, live_mask, read_tagged_rows, same_values, write_part
+from .files import list_stamps
+from .live_rows import rows_of
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +50,6 @@ class Plan:
     captions_reused: int
     captions_read: TaggedRows | None
 
-
-def same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Stored values `a` against the manifest's `b`, as stored (NaN is null there): equal values,
-    or both null. Values are compared in the stored type; where they do not cast, as Python objects."""
-    try:
-        b = nan_as_null(b).cast(a.type)
-        equal = pc.equal(a, b)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # lists, structs, or types that do not cast
-        return pa.chunked_array([pa.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist())], pa.bool_())])
-    return pc.coalesce(equal, pc.and_(pc.is_null(a), pc.is_null(b)))
 
 
 def _equals(column: pa.ChunkedArray, value) -> pa.ChunkedArray:
@@ -192,3 +185,22 @@ def make_plan(manifest: pa.Table, videos_dir: str, captions_dir: str, model_fing
         len(plan.refresh), len(plan.deleted), plan.captions.num_rows, plan.captions_reused,
     )
     return plan
+
+
+def refresh_metadata(plan: Plan, metadata: pa.Table, videos_dir: str, schema: pa.Schema, run_id: str,
+                     rows_per_part: int) -> int:
+    """Rewrite the stored rows of the videos whose metadata alone changed (plan.refresh, rows of the
+    manifest's `metadata`) in `schema`, under `run_id`: no decoding, no encoding. Only the parts
+    holding them are read, a batch of rows at a time. Returns the rows written."""
+    refreshed = metadata.take(plan.refresh)
+    ids = refreshed["video_id"].combine_chunks()
+    stored = rows_of(plan.videos_read, plan.refresh_rows, videos_dir, VIDEO_KEY)
+    written = 0
+    for batch in stored.batches(stored.schema.names, rows_per_part):
+        taken = refreshed.take(pc.index_in(batch["video_id"], value_set=ids))
+        columns = {name: batch[name] for name in batch.column_names}
+        columns.update({name: taken[name] for name in metadata_columns(metadata.column_names)})
+        columns["run_id"] = pa.array([run_id] * batch.num_rows, pa.string())
+        write_part(conform(columns, batch.num_rows, schema), videos_dir, VIDEO_KEY)
+        written += batch.num_rows
+    return written

@@ -9,17 +9,17 @@ other condition and a similarity ranking. Per-video tags go on every segment of 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from errors import UserError
+from storage.schema import KEY_SEPARATOR, TAG_KEY, TAGS, VIDEO_KEY
 
 from .dataset import list_tables, live_mask, read_tagged_rows
-from storage.schema import KEY_SEPARATOR, TAG_KEY, TAGGING_KEY, TAGS, VIDEO_KEY
 from .digests import rows_digest
+from .tag_plan import stored_settings
 
 TAG_LIST = pa.list_(pa.string())
 TAG_COLUMNS_READ = [TAG_KEY, "video_id", "segment", "text", "rank", "run_id"]
@@ -44,11 +44,11 @@ class CorpusTags:
 
 
 def _corpus_tags(directory: str, name: str) -> CorpusTags | None:
-    tagged = read_tagged_rows(directory, TAG_COLUMNS_READ)
-    if tagged is None:
+    """A corpus' tags as its last finished tag run left them; None when no run finished."""
+    settings, tagged = stored_settings(directory), read_tagged_rows(directory, TAG_COLUMNS_READ)
+    if settings is None or tagged is None:
         return None
     rows = tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY))
-    settings = json.loads(tagged.schemas[0].metadata[TAGGING_KEY.encode()])
     if settings["per_segment"]:
         join = VIDEO_KEY
         rows = rows.append_column(join, pc.binary_join_element_wise(

@@ -1,26 +1,73 @@
-"""Plan a tag run: which videos to score against every text, which against the added texts only.
+"""Plan a tag run: what it reads (the corpus' vectors, the live video rows), which videos to score
+against every text, which against the added texts only.
 
-A tag run records the texts it scored (text_id and the run that encoded each) and its settings
-beside the tags (SCORED_TEXTS, not a part). Against that record the next run finds texts added
-and texts removed or re-encoded, and against the tags' `video_run_id` the videos re-encoded.
+A tag run records the texts it scored (text_id and the run that encoded each) and the settings it
+tagged with beside the tags (SCORED_TEXTS, not a part): the one record of a corpus' tag settings,
+which the next run and the load read. Against it the next run finds texts added and texts removed
+or re-encoded, and against the tags' `video_run_id` the videos re-encoded.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from errors import UserError
+from storage.schema import (EMBEDDING, SCORE, TAG_FIELDS, TAG_KEY, TAGGING_KEY, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS,
+                            check_corpus_name)
+
 from .atomic import publish_in
 from .dataset import filesystem, live_mask, read_tagged_rows
-from storage.schema import SCORE, TAG_FIELDS, TAG_KEY, TAGGING_KEY, TEXT_KEY
+from .live_rows import LiveRows, live_table, rows_of
 
 # The texts a tag run scored, in the tags directory (list_parts skips it: it is not a part).
 SCORED_TEXTS = "scored_texts.parquet"
+
+
+@dataclass
+class Corpus:
+    """A corpus' live texts and their vectors, as a tag run scores them."""
+
+    name: str
+    texts: pa.Table  # text_id, text, run_id: sorted by text_id (ties go to the first)
+    matrix: np.ndarray  # (T, D) float32, in that order
+    model: dict
+
+
+def read_corpus_vectors(root: str, texts: str) -> Corpus:
+    """A corpus by NAME (OUTPUT/texts/NAME) or directory, with its vectors: its parts read once."""
+    directory = texts.rstrip("/") if "/" in texts else f"{root}/{TEXTS}/{texts}"
+    name = check_corpus_name(directory.rsplit("/", 1)[-1])
+    tagged = read_tagged_rows(directory, [TEXT_KEY, "text", "run_id", EMBEDDING])
+    rows = live_table(tagged, TEXT_KEY, None) if tagged is not None else None
+    if rows is None or rows.num_rows == 0:
+        raise UserError(f"{directory}: no texts; encode a corpus first (vidx texts --input FILE --output {root})")
+    model = rows_of(tagged, rows, directory, TEXT_KEY).model()
+    rows = rows.sort_by(TEXT_KEY)
+    matrix = np.stack(rows[EMBEDDING].to_numpy(zero_copy_only=False)).astype(np.float32)
+    return Corpus(name, rows.select([TEXT_KEY, "text", "run_id"]), matrix, model)
+
+
+def read_video_rows(root: str) -> tuple[LiveRows, pa.Table]:
+    """The live 'ok' video rows: to read their vectors, and their key, video_id and run_id."""
+    directory = f"{root}/{VIDEOS}"
+    tagged = read_tagged_rows(directory, [VIDEO_KEY, "video_id", "run_id", "status"])
+    if tagged is None:
+        raise UserError(f"{root}: no video rows to tag; run vidx index first")
+    rows = live_table(tagged, VIDEO_KEY, "ok")
+    if rows.num_rows == 0:
+        raise UserError(f"{root}: no 'ok' video rows to tag")
+    return rows_of(tagged, rows, directory, VIDEO_KEY), rows
+
+
+def rows_of_videos(live: LiveRows, videos: pa.Table, ids: pa.Array) -> LiveRows:
+    """The rows of `live` (whose key, video_id... are `videos`, in the same order) of videos `ids`."""
+    return replace(live, rows=live.rows.filter(pc.is_in(videos["video_id"], value_set=ids)))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, negativ
                                                status_code_conformance, unsupported_method)
 
 from http_server import served
-from jobs.serve import create_app
+from jobs.server.app import create_app
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -55,10 +55,14 @@ def test_a_query_without_similarity_imports_no_torch(loaded, tmp_path):
 
 
 def test_help_states_the_jobs_own_defaults():
-    from jobs.index import DEFAULT_BATCH_SIZE
-    from jobs.nightly import DEFAULT_KEEP
-    from jobs.serve import DEFAULT_MAX_UPLOAD_MB
-    from jobs.sink import ROWS_PER_PART
+    from jobs.nightly import NightlyOptions
+    from jobs.pipeline.options import IndexOptions
+    from jobs.server.options import ServeOptions
+    from storage.table.dataset import ROWS_PER_PART
+
+    DEFAULT_BATCH_SIZE = IndexOptions().batch_size
+    DEFAULT_KEEP = NightlyOptions().keep
+    DEFAULT_MAX_UPLOAD_MB = ServeOptions().max_upload_mb
 
     def help_text(command: str) -> str:
         parser = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
@@ -74,7 +78,7 @@ def test_a_flag_left_out_takes_the_jobs_default(monkeypatch):
     seen = {}
     monkeypatch.setattr("jobs.index.index", lambda manifest, output, **options: seen.update(options) or {})
     assert main(["index", "--manifest", "m", "--output", "o", "--workers", "2"]) == 0
-    assert seen == {"model": "clip-meanp", "workers": 2}
+    assert seen == {"workers": 2}  # the rest are the job's own: IndexOptions' defaults
 
 
 def raised(error: Exception) -> Exception:

@@ -8,7 +8,7 @@ import json
 from fastapi.testclient import TestClient
 
 from jobs.__main__ import main
-from jobs.serve import create_app
+from jobs.server.app import create_app
 
 TEXT = "a red circle moves to the left"
 
@@ -40,11 +40,11 @@ def test_a_collection_loaded_under_its_own_name_is_searched_queried_and_served_b
     assert main(["query", "--db", db, "--json", "SELECT caption_id, text FROM library_captions LIMIT 2"]) == 0
     assert len(last_json(capsys)) == 2
 
-    client = TestClient(create_app(db, cache_dir=tmp_path / "thumbnails", collection="library"))
-    assert client.get("/healthz").json()["videos"] == swapped["library"]["collection"]
-    assert [h["key"] for h in client.post("/search", json={"text": TEXT, "k": 5}).json()] == [h["key"] for h in hits]
-    assert client.get("/library").json()["captions"]["collection"] == swapped["library_captions"]["collection"]
+    with TestClient(create_app(db, cache_dir=tmp_path / "thumbnails", collection="library")) as client:
+        assert client.get("/healthz").json()["videos"] == swapped["library"]["collection"]
+        assert [h["key"] for h in client.post("/search", json={"text": TEXT, "k": 5}).json()] == [h["key"] for h in hits]
+        assert client.get("/library").json()["captions"]["collection"] == swapped["library_captions"]["collection"]
 
-    # Nothing was served as `videos` in this database.
-    assert main(["search", "--db", db, "--text", TEXT]) == 2
-    assert "no collection 'videos'" in capsys.readouterr().err
+        # Nothing was served as `videos` in this database.
+        assert main(["search", "--db", db, "--text", TEXT]) == 2
+        assert "no collection 'videos'" in capsys.readouterr().err

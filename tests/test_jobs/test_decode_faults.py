@@ -12,11 +12,11 @@ import fsspec
 import pytest
 from s3fs.errors import translate_boto_error
 
-import jobs.workers
+import jobs.pipeline.workers
 import storage.table.files
 from encoders.video import VideoDecodeError
 from flaky_s3 import FlakyS3FileSystem, set_faults
-from jobs.workers import READ_ATTEMPTS, decode_item
+from jobs.pipeline.workers import READ_ATTEMPTS, decode_item
 from object_store import new_bucket, upload
 from storage.table.files import is_transient
 
@@ -65,7 +65,7 @@ def test_any_other_exception_is_an_error_row_naming_it(good_videos, tiny_model, 
     def failing(*args, **kwargs):
         raise MemoryError("cannot allocate 3 GB for frames")
 
-    monkeypatch.setattr(jobs.workers, "decode_video", failing)
+    monkeypatch.setattr(jobs.pipeline.workers, "decode_video", failing)
     [row] = decode(str(good_videos["h264"]), tiny_model)
     assert (row["status"], row["error_kind"], sleeps) == ("error", "permanent", [])
     assert row["error"] == "MemoryError: cannot allocate 3 GB for frames"

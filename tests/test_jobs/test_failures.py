@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobs.__main__ import main
-from jobs.serve import create_app
+from jobs.server.app import create_app
 from servers import free_port, start_milvus_lite_server
 from storage.table.dataset import write_part
 from storage.milvus.store import VectorStore
@@ -71,15 +71,15 @@ def test_a_command_that_only_reads_creates_no_database(tmp_path, capsys, argv):
 @pytest.mark.slow
 def test_a_database_gone_mid_traffic_is_a_503_and_the_server_says_why(tmp_path):
     process, uri = start_milvus_lite_server(tmp_path / "shared.db")
-    try:
-        client = TestClient(create_app(uri, cache_dir=tmp_path / "thumbnails"))
-        refused = client.post("/query", json={"sql": "SELECT * FROM videos"})
-        assert refused.status_code == 400 and refused.json()["error"].startswith("no such collection")
-    finally:
-        process.kill()  # the database goes away; the vidx server stays up
-        process.wait(timeout=30)
-    for path, body in (("/query", {"sql": "SELECT * FROM videos"}), ("/search", {"text": "a dog"})):
-        response = client.post(path, json=body)
-        assert response.status_code == 503 and response.headers["retry-after"], response.text
-        error = response.json()["error"]
-        assert error.startswith(f"vector database {uri} failed") and "\n" not in error
+    with TestClient(create_app(uri, cache_dir=tmp_path / "thumbnails")) as client:
+        try:
+            refused = client.post("/query", json={"sql": "SELECT * FROM videos"})
+            assert refused.status_code == 400 and refused.json()["error"].startswith("no such collection")
+        finally:
+            process.kill()  # the database goes away; the vidx server stays up
+            process.wait(timeout=30)
+        for path, body in (("/query", {"sql": "SELECT * FROM videos"}), ("/search", {"text": "a dog"})):
+            response = client.post(path, json=body)
+            assert response.status_code == 503 and response.headers["retry-after"], response.text
+            error = response.json()["error"]
+            assert error.startswith(f"vector database {uri} failed") and "\n" not in error

@@ -78,11 +78,10 @@ class QueryStream(threading.Thread):
         self.db, self.stop, self.answered, self.errors = db, threading.Event(), 0, []
 
     def run(self) -> None:
-        store = VectorStore(self.db)
         while not self.stop.is_set():
             try:
-                assert search(self.db, text="a red circle moves up", k=3, store=store)
-                assert run_query(self.db, "SELECT video_id, tag FROM videos WHERE segment = 0 LIMIT 5", store=store)
+                assert search(self.db, text="a red circle moves up", k=3)
+                assert run_query(self.db, "SELECT video_id, tag FROM videos WHERE segment = 0 LIMIT 5")
                 self.answered += 1
             except Exception as e:  # noqa: BLE001 (any failure is what the test counts)
                 self.errors.append(repr(e))
@@ -149,7 +148,7 @@ def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, shared_
     assert encoded_before_kill <= to_encode
     assert {r["video_id"] for r in served(db).values()} == {r["video_id"] for r in night1}  # killed before its swap
     stats = run_night(capsys, manifest2, workdir, db, "--model", "tiny")
-    assert (stats["deleted"], stats["metadata_updated"]) == (1, 1)
+    assert (stats["deleted"], stats["metadata_updated"]) == (1, 1), stats
     assert stats["added"] + stats["changed"] == len(to_encode - encoded_before_kill)
     # The stats are true: the rows this night's index wrote are those of the videos it says it did.
     run_id = json.loads(Path(stats["index_stats_file"]).read_text())["run_id"]

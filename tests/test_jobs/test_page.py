@@ -11,7 +11,7 @@ import pytest
 from http_server import served
 from jobs.demo import demo
 from jobs.load import load
-from jobs.serve import create_app
+from jobs.server.app import create_app
 from jobs.texts import texts
 
 # Debian's packages (.ci/run installs them); given explicitly so Selenium Manager never downloads one.

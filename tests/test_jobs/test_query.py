@@ -11,7 +11,7 @@ import pytest
 
 from jobs.__main__ import main
 from jobs.query import run_query
-from storage.schema import QUERY_FORMATS
+from storage.query.questions import QUERY_FORMATS
 from storage.milvus.store import VectorStore
 
 

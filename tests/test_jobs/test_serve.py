@@ -10,8 +10,10 @@ from fastapi.testclient import TestClient
 
 from jobs.query import run_query
 from jobs.search import search
-from jobs.serve import create_app, serve
-from jobs.server.api import QueryForm, QueryRequest, SearchForm, SearchRequest
+from jobs.serve import serve
+from jobs.server.app import create_app
+from jobs.server.api import QueryForm, SearchForm
+from storage.query.questions import Search, Statement
 from jobs.server.inputs import MAX_CLIPS
 
 TOKEN = "s3cret-token"
@@ -21,7 +23,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def client(loaded) -> TestClient:
     _, db = loaded
-    return TestClient(create_app(db, token=TOKEN))
+    with TestClient(create_app(db, token=TOKEN)) as client:
+        yield client
 
 
 def test_healthz_names_the_served_versions(client):
@@ -78,13 +81,13 @@ def fastapi_schemas() -> dict:
     app = FastAPI()
 
     @app.post("/search.json")
-    def search_json(body: SearchRequest): ...
+    def search_json(body: Search): ...
 
     @app.post("/search.form")
     def search_form(body: Annotated[SearchForm, Form(media_type="multipart/form-data")]): ...
 
     @app.post("/query.json")
-    def query_json(body: QueryRequest): ...
+    def query_json(body: Statement): ...
 
     @app.post("/query.form")
     def query_form(body: Annotated[QueryForm, Form(media_type="multipart/form-data")]): ...
@@ -99,8 +102,8 @@ def test_openapi_documents_json_and_form_bodies_as_fastapi_does_for_the_models(c
     expected = fastapi_schemas()
     search_fields = {"text", "video", "video_id", "target", "k", "where", "per_video"}
     for path, json_model, form_model, json_fields, form_fields in (
-            ("/search", SearchRequest, SearchForm, search_fields, search_fields | {"clip"}),
-            ("/query", QueryRequest, QueryForm, {"sql", "params", "explain"}, {"sql", "explain"})):
+            ("/search", Search, SearchForm, search_fields, search_fields | {"clip"}),
+            ("/query", Statement, QueryForm, {"sql", "params", "explain"}, {"sql", "explain"})):
         body = paths[path]["post"]["requestBody"]
         assert body["required"] and set(body["content"]) == {"application/json", "multipart/form-data"}
         json_schema, form_schema = (body["content"][kind]["schema"]

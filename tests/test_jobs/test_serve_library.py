@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from encoders.thumbnails import frame_at
 from jobs.search import search
-from jobs.serve import create_app
+from jobs.server.app import create_app
 from jobs.server.inputs import MAX_FIELDS
 from servers import free_port
 
@@ -42,7 +42,8 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def client(loaded, cache_dir) -> TestClient:
     _, db = loaded
-    return TestClient(create_app(db, cache_dir=cache_dir, max_upload_bytes=UPLOAD_LIMIT))
+    with TestClient(create_app(db, cache_dir=cache_dir, max_upload_mb=UPLOAD_LIMIT / 2**20)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +218,9 @@ def test_per_video_search_shows_each_video_once_at_its_best_segment(client, load
 
 def test_media_need_the_token_from_a_header_or_the_pages_cookie(loaded, library, cache_dir):
     _, db = loaded
-    client = TestClient(create_app(db, token="s3cret", cache_dir=cache_dir))
-    url = f"/videos/{library[0]['video_id']}"
-    assert client.get(url).status_code == 401
-    assert client.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-    client.cookies.set("vidx_token", "s3cret")
-    assert client.get(url).status_code == 200 and client.get("/").status_code == 200
+    with TestClient(create_app(db, token="s3cret", cache_dir=cache_dir)) as client:
+        url = f"/videos/{library[0]['video_id']}"
+        assert client.get(url).status_code == 401
+        assert client.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        client.cookies.set("vidx_token", "s3cret")
+        assert client.get(url).status_code == 200 and client.get("/").status_code == 200

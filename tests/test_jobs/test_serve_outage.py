@@ -15,7 +15,7 @@ import pytest
 
 from http_server import served
 from jobs.load import load
-from jobs.serve import create_app
+from jobs.server.app import create_app
 from processes import wait_for
 from rows import assert_same_rows
 from storage.schema import CAPTIONS, VIDEOS

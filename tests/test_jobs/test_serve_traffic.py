@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from errors import UserError
-from jobs.search import encode_alone
-from jobs.serve import create_app, serve
+from jobs.serve import serve
+from jobs.server.app import create_app
 from jobs.server.batching import TextBatcher
 from processes import wait_for
 
@@ -26,9 +26,9 @@ def samples(metrics_text: str) -> dict[tuple, float]:
 
 def test_concurrent_captions_are_encoded_together_as_each_alone(tiny_model):
     sizes = []
-    batcher = TextBatcher(max_batch=8, max_wait_s=0.05, on_batch=sizes.append)
     captions = [f"a red circle moving left, number {i}" for i in range(24)]
-    with ThreadPoolExecutor(len(captions)) as pool:
+    with TextBatcher(max_batch=8, max_wait_s=0.05, on_batch=sizes.append) as batcher, \
+            ThreadPoolExecutor(len(captions)) as pool:
         vectors = list(pool.map(lambda text: batcher(tiny_model, text), captions))
     np.testing.assert_allclose(np.stack(vectors), tiny_model.encode_text(captions), atol=1e-5)
     assert sum(sizes) == len(captions) and max(sizes) > 1 and max(sizes) <= 8
@@ -39,14 +39,14 @@ def test_an_encoder_error_reaches_every_caller_of_its_batch_and_the_batcher_goes
         def encode_text(self, texts):
             raise RuntimeError("out of memory")
 
-    batcher = TextBatcher(max_wait_s=0.05)
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(batcher, Broken(), f"caption {i}") for i in range(4)]
-        for future in futures:
-            with pytest.raises(RuntimeError, match="out of memory"):
-                future.result()
-    np.testing.assert_allclose(batcher(tiny_model, "a blue square"), encode_alone(tiny_model, "a blue square"),
-                               atol=1e-5)
+    with TextBatcher(max_wait_s=0.05) as batcher:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(batcher, Broken(), f"caption {i}") for i in range(4)]
+            for future in futures:
+                with pytest.raises(RuntimeError, match="out of memory"):
+                    future.result()
+        np.testing.assert_allclose(batcher(tiny_model, "a blue square"), tiny_model.encode_text(["a blue square"])[0],
+                                   atol=1e-5)
 
 
 def test_past_its_places_and_queue_a_server_answers_503_with_retry_after_and_counts_it(lite_db):
@@ -55,10 +55,10 @@ def test_past_its_places_and_queue_a_server_answers_503_with_retry_after_and_cou
     def held(model, text):  # the first request holds the only place
         entered.set()
         release.wait(60)
-        return encode_alone(model, text)
+        return model.encode_text([text])[0]
 
     count = {"sql": "SELECT count(*) FROM videos"}
-    with TestClient(create_app(lite_db, max_in_flight=1, max_queue=1, texts=held)) as client, \
+    with TestClient(create_app(lite_db, max_in_flight=1, max_queue=1, encode_text=held)) as client, \
             ThreadPoolExecutor(2) as pool:
         first = pool.submit(client.post, "/search", json={"text": "a red circle", "k": 2})
         assert entered.wait(60)
@@ -104,5 +104,5 @@ def test_a_server_with_nothing_loaded_is_not_ready_and_says_why(lite_db):
 def test_replicas_refuse_a_milvus_lite_database_and_limits_must_be_sane(tmp_path):
     with pytest.raises(UserError, match="milvus-lite .* lets one process own a database: give a Milvus server"):
         serve(str(tmp_path / "vidx.db"), ray=True)
-    with pytest.raises(UserError, match="--max-in-flight must be at least 1 and --max-queue at least 0"):
+    with pytest.raises(UserError, match="--max-in-flight 0: should be greater than or equal to 1"):
         serve(str(tmp_path / "vidx.db"), max_in_flight=0)

@@ -19,8 +19,9 @@ from fastapi.testclient import TestClient
 from jobs.__main__ import main
 from jobs.load import load
 from jobs.query import query_table
-from jobs.serve import create_app
-from jobs.tag import retag, tag
+from jobs.server.app import create_app
+from jobs.pipeline.tag_run import retag
+from jobs.tag import tag
 from jobs.texts import texts
 from storage.table.dataset import list_parts, read_live
 from storage.schema import EMBEDDING, TAG_KEY, TEXT_KEY
@@ -226,14 +227,14 @@ def test_a_corpus_is_searchable_from_the_cli_sql_and_http(served_corpus, capsys,
     rows = query_table(db, f"SELECT text_id, text, score FROM {corpus} "
                            f"ORDER BY similarity(ID('{video}')) DESC LIMIT 3").to_pylist()
     assert [r[TEXT_KEY] for r in rows] == [hit[TEXT_KEY] for hit in hits]
-    client = TestClient(create_app(db, cache_dir=tmp_path))
-    library = client.get("/library").json()
-    assert library["corpora"][corpus]["rows"] == len(PHRASES)
-    answer = client.post("/search", json={"video_id": video, "target": corpus, "k": 3}).json()
-    assert [hit[TEXT_KEY] for hit in answer] == [hit[TEXT_KEY] for hit in hits]
-    if corpus != "served_txt":  # the tables' metadata is served beside each text
-        category = query_table(db, f"SELECT category, count(*) AS n FROM {corpus} GROUP BY category").to_pylist()
-        assert {r["category"]: r["n"] for r in category} == {"motion": 1, "object": len(PHRASES) - 1}
+    with TestClient(create_app(db, cache_dir=tmp_path)) as client:
+        library = client.get("/library").json()
+        assert library["corpora"][corpus]["rows"] == len(PHRASES)
+        answer = client.post("/search", json={"video_id": video, "target": corpus, "k": 3}).json()
+        assert [hit[TEXT_KEY] for hit in answer] == [hit[TEXT_KEY] for hit in hits]
+        if corpus != "served_txt":  # the tables' metadata is served beside each text
+            category = query_table(db, f"SELECT category, count(*) AS n FROM {corpus} GROUP BY category").to_pylist()
+            assert {r["category"]: r["n"] for r in category} == {"motion": 1, "object": len(PHRASES) - 1}
 
 
 def test_tags_filter_videos_in_sql(served_corpus):

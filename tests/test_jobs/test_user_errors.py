@@ -8,14 +8,15 @@ from fastapi.testclient import TestClient
 
 from jobs.__main__ import main
 from jobs.query import run_query
-from jobs.serve import create_app
+from jobs.server.app import create_app
 from storage.milvus.store import VectorStore
 
 
 @pytest.fixture(scope="module")
 def client(loaded, tmp_path_factory) -> TestClient:
     _, db = loaded
-    return TestClient(create_app(db, cache_dir=tmp_path_factory.mktemp("thumbnails")))
+    with TestClient(create_app(db, cache_dir=tmp_path_factory.mktemp("thumbnails"))) as client:
+        yield client
 
 
 @pytest.fixture

@@ -57,6 +57,15 @@ def test_what_each_statement_becomes(sql, plan, scores):
     assert (parsed.plan, parsed.scores) == (plan, scores)
 
 
+def test_group_by_takes_positions_as_order_by_does():
+    parsed = parse_query("SELECT tag, count(*) AS n FROM videos GROUP BY 1 ORDER BY 2 DESC", COLUMNS)
+    assert (parsed.groups, parsed.columns) == (["tag"], ["tag"])
+    assert parsed.relational == 'SELECT tag, COUNT(*) AS n FROM source GROUP BY 1 ORDER BY 2 DESC LIMIT 1001'
+    best = parse_query("SELECT video_id, max(similarity(ID('v1'))) AS best FROM videos GROUP BY 1 ORDER BY best DESC "
+                       "LIMIT 3", COLUMNS)
+    assert (best.plan, best.groups) == (TOP_GROUPS, ["video_id"])
+
+
 def test_the_relational_step_reads_similarity_as_the_score_and_names_every_column():
     parsed = parse_query("SELECT video_id, max(similarity(TEXT('a'))), arg_max(start_s, score) AS at, count(*) "
                          "FROM videos GROUP BY video_id", COLUMNS)
@@ -114,7 +123,9 @@ def test_string_literals_cannot_change_the_filter_structure():
     ("SELECT tag FROM videos HAVING tag = 'x'", "HAVING needs GROUP BY or an aggregate"),
     ("SELECT count(DISTINCT tag) FROM videos", "DISTINCT inside an aggregate is not supported"),
     ("SELECT tag FROM videos ORDER BY 3", "ORDER BY position out of range"),
-    ("SELECT tag FROM videos GROUP BY 1", "GROUP BY takes column names"),
+    ("SELECT tag FROM videos GROUP BY lower(tag)", "GROUP BY takes column names"),
+    ("SELECT tag, count(*) FROM videos GROUP BY 2", "GROUP BY position out of range, or not a column of SELECT: '2'"),
+    ("SELECT tag FROM videos GROUP BY 3", "GROUP BY position out of range"),
     ("SELECT min(segment), max(segment), min(segment) FROM videos", "a second output column named 'min(segment)' "
                                                                     "(name it with AS): 'MIN(segment)' at line 1, "
                                                                     "column 36"),

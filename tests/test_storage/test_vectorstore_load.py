@@ -18,7 +18,7 @@ from storage.table import live_rows
 from storage.table.dataset import read_live
 from storage.table.live_rows import scan_live
 from storage.milvus.filters import equals
-from storage.milvus.exact_copy import FlatCopy, FlatCopyWriter, flat_copy_path
+from storage.milvus.exact_copy import ExactCopy, ExactCopyWriter, exact_copy_path
 from storage.milvus.store import VectorStore, VectorStoreError
 from storage.milvus.versions import build_and_swap, inserted_batches, retire_versions, served_fields
 
@@ -91,7 +91,7 @@ def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(sto
     assert store.versions("videos") == ["videos_v2", "videos_v3"] and store.alias_target("videos") == "videos_v3"
     assert retire_versions(store, "videos", keep=1) == ["videos_v2"]
     if store.embedded:  # the exact-search copies go with their versions
-        assert sorted(p.name for p in flat_copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow", "videos_v3.f32"]
+        assert sorted(p.name for p in exact_copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow", "videos_v3.f32"]
 
 
 def test_search_equals_brute_force_top_k(store, tmp_path):
@@ -124,14 +124,14 @@ def test_a_part_whose_rows_were_all_superseded_serves_none_of_them(store, tmp_pa
 def test_the_exact_copy_holds_batches_of_any_size_as_one_matrix(tmp_path):
     """A load writes batch after batch, among them the empty batch of a part with no live row."""
     table = embeddings_table(6)
-    writer = FlatCopyWriter(tmp_path / "videos.arrow")
+    writer = ExactCopyWriter(tmp_path / "videos.arrow")
     [batch] = table.to_batches()
     writer.write(pa.Table.from_batches([batch.slice(0, 0), batch.slice(0, 4)]))
     writer.write(pa.Table.from_batches([batch.slice(4)]))
     writer.close()
-    copy = FlatCopy(tmp_path / "videos.arrow")
+    copy = ExactCopy(tmp_path / "videos.arrow")
     np.testing.assert_array_equal(copy.matrix, np.stack(table["embedding"].to_numpy(zero_copy_only=False)))
-    hits = copy.search(table["embedding"][5].values.to_numpy(), 2, ["key", "tag"])
+    hits = copy.top_k(table["embedding"][5].values.to_numpy(), 2, columns=["key", "tag"]).to_pylist()
     assert [(h["key"], h["tag"]) for h in hits][0] == ("v5#0", table["tag"][5].as_py())
 
 

@@ -1,4 +1,5 @@
-"""Ray connection, checks a cluster must pass before any work, and embedder actor sizing.
+"""The Ray wiring the runs share: the connection, the checks a cluster must pass before any work, the
+embedder actor pool and its sizing, and Arrow tables as Ray Data blocks.
 
 A local Ray by default, a cluster by --address or RAY_ADDRESS (as under `ray job submit`).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
+import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -19,6 +21,11 @@ logger = logging.getLogger(__name__)
 
 # The GPU probe waits for a sliver of each GPU; other jobs may hold them all.
 GPU_PROBE_SECONDS = 120
+# Captions (or a corpus' texts) per block: the text tower encodes thousands per second; blocks spread
+# them over the actors.
+CAPTIONS_PER_BLOCK = 1024
+# Captions per embedder call.
+CAPTIONS_PER_BATCH = 256
 
 
 class ClusterError(UserError):
@@ -26,14 +33,13 @@ class ClusterError(UserError):
 
 
 def cluster_address(address: str | None = None) -> str | None:
+    """The cluster a run joins: --address, else RAY_ADDRESS (as under `ray job submit`); None for a local Ray."""
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def connect(address: str | None = None) -> None:
-    """Join the cluster at `address` / RAY_ADDRESS (as under `ray job submit`), else start a local Ray.
-
-    "local" is explicit: Ray would otherwise join a cluster that `ray start` left on this machine.
-    """
+    """Join the cluster at `address` (see cluster_address), else start a local Ray. "local" is
+    explicit: Ray would otherwise join a cluster that `ray start` left on this machine."""
     if ray.is_initialized():
         return
     address = cluster_address(address)
@@ -113,3 +119,16 @@ def embedder_pool(workers: int) -> ray.data.ActorPoolStrategy:
     """A fixed pool of `workers` embedder actors, one batch in flight each: with more, the first
     actor up takes queued batches while the others are still loading their model."""
     return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
+
+
+def embedder_options(spec: dict, workers: int, device: str | None) -> dict:
+    """map_batches options of a pool of `workers` embedder actors, each with the model of `spec`."""
+    resources = embedder_resources(workers)
+    return {"fn_constructor_kwargs": {"spec": spec, "threads": resources["threads"], "device": device},
+            # Ray Data restarts a lost actor (OOM killer, node gone) and redoes its batches.
+            "compute": embedder_pool(workers), "num_cpus": resources["num_cpus"], "num_gpus": resources["num_gpus"]}
+
+
+def blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
+    """One Ray Data block per `rows` rows (one task each), straight from Arrow."""
+    return ray.data.from_arrow([table.slice(start, rows) for start in range(0, table.num_rows, rows)])

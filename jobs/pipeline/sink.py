@@ -12,11 +12,9 @@ import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from storage.table.dataset import conform, write_part
 from storage.schema import EMBEDDING
+from storage.table.dataset import ROWS_PER_PART, conform, write_part
 
-# Rows per part: big enough for efficient Parquet, small enough that a crash loses little work.
-ROWS_PER_PART = 256
 # Per-row numbers the steps attach for the run's stats; not stored.
 TIMING_COLUMNS = ("decode_seconds", "encode_seconds")
 # Per-row Ray node ids the steps attach: the stats count rows per node and step; not stored.

@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.__main__ import main
-from jobs.index import IndexRun, refresh_metadata
-from storage.table.index_plan import make_plan
+from storage.table.index_plan import make_plan, refresh_metadata
 from storage.table.compaction import compact
 from storage.table.dataset import conform, list_parts, read_live, write_part
 from storage.table.live_rows import LiveRows
@@ -123,24 +122,24 @@ def test_a_metadata_refresh_reads_and_rewrites_only_the_part_holding_the_edited_
                                                                                      monkeypatch):
     output = str(tmp_path / "out")
     before = make_manifest(tmp_path, tags=["a", "b", "c", "d"])
-    run = IndexRun("r2", tiny_model, before.drop_columns(["captions"]), f"{output}/{VIDEOS}", f"{output}/{CAPTIONS}",
-                   1, 256, None)
+    videos_dir = f"{output}/{VIDEOS}"
     for half in (before.slice(0, 2), before.slice(2, 2)):  # two parts: v0, v1 and v2, v3
-        store_videos(output, half, fingerprint=tiny_model.fingerprint, dim=tiny_model.dim, model=run.model_record)
-    parts = list_parts(run.videos_dir)
+        store_videos(output, half, fingerprint=tiny_model.fingerprint, dim=tiny_model.dim, model=tiny_model.record)
+    parts = list_parts(videos_dir)
     edited = make_manifest(tmp_path, tags=["a", "B", "c", "d"])
-    run.metadata = edited.drop_columns(["captions"])
+    metadata = edited.drop_columns(["captions"])
     plan = plan_of(edited, output, fingerprint=tiny_model.fingerprint)
     opened = []
     part_batches = LiveRows._part_batches
     monkeypatch.setattr(LiveRows, "_part_batches", lambda self, i, *a: opened.append(self.paths[i]) or
                         part_batches(self, i, *a))
-    assert refresh_metadata(run, plan) == 1
+    schema = video_schema(tiny_model.dim, metadata.schema, tiny_model.record)
+    assert refresh_metadata(plan, metadata, videos_dir, schema, "r2", 256) == 1
     assert opened == [p for p in parts if "v1#0" in pq.read_table(p, columns=["key"])["key"].to_pylist()]
-    compact(run.videos_dir, None, "key")
-    rows = read_live(run.videos_dir).sort_by("key")
+    compact(videos_dir, None, "key")
+    rows = read_live(videos_dir).sort_by("key")
     assert rows["tag"].to_pylist() == ["a", "B", "c", "d"] and rows["run_id"].to_pylist() == ["r1", "r2", "r1", "r1"]
-    assert len(set(parts) & set(list_parts(run.videos_dir))) == 1  # the part of v2 and v3 was never rewritten
+    assert len(set(parts) & set(list_parts(videos_dir))) == 1  # the part of v2 and v3 was never rewritten
 
 
 def test_a_nan_in_the_metadata_does_not_refresh_on_every_run(tmp_path):

@@ -1,0 +1,51 @@
+"""What a question may read: the collections (aliases) a database serves, described once per question."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+
+import pyarrow as pa
+
+from storage.milvus.store import VectorStore, scalar_schema
+from storage.schema import MODEL_KEY, TABLES, VIDEOS_KEY, video_alias
+
+
+class ServedColumns(Mapping):
+    """The scalar columns of each collection (alias) the database serves, asked for by name: the
+    FROM name of a statement may be any collection a `vidx load --collection` made. Each alias is
+    described once, so one question sees one version throughout (a swap may land between two)."""
+
+    def __init__(self, store: VectorStore):
+        self.store, self.described = store, {}
+
+    def _description(self, name: str) -> dict:
+        if name not in self.described:
+            self.described[name] = self.store.describe(name)
+        if self.described[name] is None:
+            raise KeyError(name)
+        return self.described[name]
+
+    def __getitem__(self, name: str) -> set[str]:
+        return set(self.schema(name, None).names)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in TABLES if name in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def collection(self, name: str) -> str:
+        """The collection (version) the alias names."""
+        return self._description(name)["collection_name"]
+
+    def schema(self, name: str, columns: list[str] | None) -> pa.Schema:
+        return scalar_schema(self._description(name), columns)
+
+    def model(self, name: str) -> dict:
+        """The record of the model that made the collection: its TEXT(..) and VIDEO(..) are encoded by it."""
+        return json.loads(self._description(name).get("properties", {})[MODEL_KEY])
+
+    def videos_of(self, name: str) -> str:
+        """The videos whose ID('...') a question over `name` may name: a corpus records them."""
+        return self._description(name).get("properties", {}).get(VIDEOS_KEY) or video_alias(name)
