@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from storage.table.compaction import compact  # noqa: E402
-from storage.table.dataset import list_parts, read_tagged_rows, write_part  # noqa: E402
+from storage.table.dataset import list_parts, read_part_rows, write_part  # noqa: E402
 
 ROWS_PER_PART = 256
 PLAN_COLUMNS = ["key", "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",
@@ -85,7 +85,7 @@ def vidx_way(base: pa.Table, changes: dict, dim: int, directory: Path, rows_per_
     for start in range(0, base.num_rows, rows_per_part):
         write_part(base.slice(start, rows_per_part), str(directory), "key")
     figures[f"{name}_files"] = len(list_parts(str(directory)))
-    timed(figures, f"{name}_noop_read_s", lambda: read_tagged_rows(str(directory), PLAN_COLUMNS))
+    timed(figures, f"{name}_noop_read_s", lambda: read_part_rows(str(directory), PLAN_COLUMNS))
     new = video_rows(np.concatenate([changes["changed"], changes["added"]]), "run-2", dim, np.random.default_rng(3))
 
     def write_new() -> None:

@@ -15,7 +15,7 @@ DIM = 16
 MODEL = {"spec": {"name": "tiny"}, "fingerprint": "a"}
 
 
-def embeddings_table(n: int, seed: int = 0, run_id: str = "run-1", tags=("news", "sport"), model=MODEL) -> pa.Table:
+def embeddings_table(n: int, seed: int = 0, run_id: str = "run-1", genres=("news", "sport"), model=MODEL) -> pa.Table:
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -27,7 +27,7 @@ def embeddings_table(n: int, seed: int = 0, run_id: str = "run-1", tags=("news",
         "status": ["ok"] * n,
         "error": pa.nulls(n, pa.string()),
         "run_id": [run_id] * n,
-        "tag": rng.choice(list(tags), n).tolist(),
+        "genre": rng.choice(list(genres), n).tolist(),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIM),
     })
     return table.replace_schema_metadata({b"vidx.model": json.dumps(model).encode()})

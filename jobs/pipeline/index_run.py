@@ -17,7 +17,7 @@ import ray
 from encoders import VideoTextEncoder, create_model
 from storage.schema import CAPTION_KEY, CAPTIONS, VIDEO_KEY, VIDEOS, caption_schema, video_schema
 from storage.table.compaction import compact
-from storage.table.dataset import TaggedRows, remove_temp_files
+from storage.table.dataset import PartRows, remove_temp_files
 from storage.table.index_plan import Plan, make_plan, refresh_metadata
 from storage.table.manifest import read_manifest
 from storage.table.runs import new_run_id, write_run_record
@@ -93,7 +93,7 @@ def encode_captions(run: IndexRun, plan: Plan) -> dict:
     return dict(sink.stats)
 
 
-def compact_dataset(run: IndexRun, manifest: pa.Table, plan: Plan) -> tuple[dict, dict[str, TaggedRows | None]]:
+def compact_dataset(run: IndexRun, manifest: pa.Table, plan: Plan) -> tuple[dict, dict[str, PartRows | None]]:
     """Drop the rows no reader should see: superseded, deleted, and captions no longer given. Parts
     the plan read are not read again. Returns the stats and each table's small columns after."""
     captioned = manifest.filter(pc.greater(pc.list_value_length(manifest["captions"]), 0))
@@ -134,7 +134,7 @@ def run_steps(run: IndexRun, plan: Plan) -> tuple[dict, dict, int, dict]:
     return video_stats, caption_stats, refreshed, timings
 
 
-def run_index(manifest: str, output: str, options: IndexOptions) -> tuple[dict, dict[str, TaggedRows | None]]:
+def run_index(manifest: str, output: str, options: IndexOptions) -> tuple[dict, dict[str, PartRows | None]]:
     """Index a manifest into OUTPUT/videos and OUTPUT/captions. Returns the run's stats, and each
     table's small columns as the run leaves them (a load that follows need not read them again).
 

@@ -11,7 +11,7 @@ from errors import UserError
 from storage.schema import (CAPTION_KEY, CAPTIONS, CORPORA_KEY, TEXT_KEY, TEXTS, VIDEO_KEY, VIDEOS, VIDEOS_KEY,
                             caption_alias, corpus_alias)
 from storage.table.corpus import check_same_model
-from storage.table.dataset import TaggedRows, list_tables
+from storage.table.dataset import PartRows, list_tables
 from storage.table.live_rows import LiveRows, scan_live
 from storage.table.runs import new_run_id
 from storage.table.tag_columns import TagColumns, check_tag_column, read_tag_columns
@@ -30,7 +30,7 @@ class IndexTables:
     corpora: dict[str, LiveRows]
 
 
-def read_index(embeddings: str, known: dict[str, TaggedRows | None] | None = None) -> IndexTables:
+def read_index(embeddings: str, known: dict[str, PartRows | None] | None = None) -> IndexTables:
     """OUTPUT/videos' live 'ok' rows with the tags of `vidx tag` as list columns, OUTPUT/captions and
     each corpus OUTPUT/texts/NAME; refused (a UserError) when there is nothing to serve or a corpus
     is of another model, so a refused load changes nothing. `known`: each table's small columns as

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .dataset import PART_READERS, TaggedRows, filesystem, live_mask, read_tagged_rows, write_part
+from .dataset import PART_READERS, PartRows, filesystem, live_mask, read_part_rows, write_part
 from storage.progress import Progress
 from storage.schema import GROUP_COLUMN
 
@@ -40,29 +40,29 @@ def _rewrite(fs, path: str, keep: np.ndarray, directory: str, key_column: str) -
 
 
 def compact(directory: str, wanted_video_ids: pa.Array | None, key_column: str,
-            known: TaggedRows | None = None) -> tuple[dict[str, int], TaggedRows | None]:
+            known: PartRows | None = None) -> tuple[dict[str, int], PartRows | None]:
     """Drop superseded, deleted and duplicated rows; parts with nothing to drop are untouched.
     `known`: the parts' small columns as the plan read them (only parts written since are read).
     Returns the stats, and the dataset's small columns after compaction (None when it is empty)."""
     columns = [*dict.fromkeys([key_column, GROUP_COLUMN[key_column]]), "run_id"]
     if known is not None and "status" in known.rows.column_names:  # kept for the load that follows
         columns.append("status")
-    tagged = read_tagged_rows(directory, columns, known)
+    part_rows = read_part_rows(directory, columns, known)
     stats = {"parts_rewritten": 0, "parts_deleted": 0, "rows_dropped": 0}
-    if tagged is None:
+    if part_rows is None:
         return stats, None
-    keep = live_mask(tagged.rows, wanted_video_ids, key_column).to_numpy(zero_copy_only=False)
-    bounds = tagged.bounds()
-    kept_per_part = np.bincount(tagged.rows["_part"].to_numpy(), weights=keep, minlength=len(tagged.paths))
+    keep = live_mask(part_rows.rows, wanted_video_ids, key_column).to_numpy(zero_copy_only=False)
+    bounds = part_rows.bounds()
+    kept_per_part = np.bincount(part_rows.rows["_part"].to_numpy(), weights=keep, minlength=len(part_rows.paths))
     losing = np.flatnonzero(kept_per_part < np.diff(bounds))
-    stats["rows_dropped"] = int(tagged.rows.num_rows - keep.sum())
+    stats["rows_dropped"] = int(part_rows.rows.num_rows - keep.sum())
     renamed: dict[int, str] = {}
     if len(losing):
         fs, _ = filesystem(directory)
-        largest = max(tagged.nbytes[i] for i in losing)
+        largest = max(part_rows.nbytes[i] for i in losing)
         workers = int(np.clip(REWRITE_BYTES // max(2 * largest, 1), 1, PART_READERS))
         with ThreadPoolExecutor(workers, thread_name_prefix="compact") as pool:
-            written = pool.map(lambda i: _rewrite(fs, tagged.paths[i], keep[bounds[i]:bounds[i + 1]], directory,
+            written = pool.map(lambda i: _rewrite(fs, part_rows.paths[i], keep[bounds[i]:bounds[i + 1]], directory,
                                                   key_column), losing)
             progress = Progress(logger, f"compaction of {directory}: rewritten", len(losing), "parts that lose rows")
             for i, path in zip(losing, written):
@@ -72,7 +72,7 @@ def compact(directory: str, wanted_video_ids: pa.Array | None, key_column: str,
                     renamed[i] = path
                     stats["parts_rewritten"] += 1
                 progress.advance(1)
-    deleted = np.zeros(len(tagged.paths), bool)
+    deleted = np.zeros(len(part_rows.paths), bool)
     deleted[losing] = True
     deleted[list(renamed)] = False
-    return stats, tagged.parts(np.flatnonzero(~deleted), rows=keep, renamed=renamed)
+    return stats, part_rows.parts(np.flatnonzero(~deleted), rows=keep, renamed=renamed)

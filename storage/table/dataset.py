@@ -4,7 +4,7 @@ Parts are published atomically (locally a temporary name, then a rename; on obje
 have no rename, one PUT of the finished bytes) under names derived from their rows, so a retried
 write replaces and never duplicates. Each row carries the `run_id` of the run that
 wrote it; for every video the rows of the newest run win, and compaction (storage.table.compaction)
-removes the rest. Every part's small columns are read once per run (TaggedRows) and handed on, so
+removes the rest. Every part's small columns are read once per run (PartRows) and handed on, so
 a night reads no part twice; the vectors are read only where rows are rewritten or loaded
 (storage.table.live_rows).
 """
@@ -175,7 +175,7 @@ def part_bounds(rows: pa.Table, parts: int) -> np.ndarray:
 
 
 @dataclass
-class TaggedRows:
+class PartRows:
     """The rows of every part of a dataset with `_part`, the index of each row's part in `paths`;
     rows are in part order, and in file order within a part. Parts of different runs may differ in
     metadata columns or D: columns are unified permissively (a part without one reads null)."""
@@ -196,12 +196,12 @@ class TaggedRows:
         distinct = {id(self.schemas[i]): self.schemas[i] for i in parts}
         return pa.unify_schemas(list(distinct.values()), promote_options="permissive")
 
-    def select(self, columns: list[str]) -> TaggedRows:
+    def select(self, columns: list[str]) -> PartRows:
         """Only `columns` (those it has) of the rows: the others' memory goes with the original."""
         kept = [c for c in columns if c in self.rows.column_names]
-        return TaggedRows(self.paths, self.schemas, self.models, self.nbytes, self.rows.select([*kept, "_part"]))
+        return PartRows(self.paths, self.schemas, self.models, self.nbytes, self.rows.select([*kept, "_part"]))
 
-    def parts(self, chosen: np.ndarray, rows: np.ndarray | None = None, renamed: dict[int, str] | None = None) -> TaggedRows:
+    def parts(self, chosen: np.ndarray, rows: np.ndarray | None = None, renamed: dict[int, str] | None = None) -> PartRows:
         """The parts `chosen` (indices, ascending), numbered anew: only `rows` of them when given (a
         mask over self.rows), and under a new path where `renamed` says so."""
         renamed = renamed or {}
@@ -214,11 +214,11 @@ class TaggedRows:
         table = self.rows.take(pa.array(taken, pa.int64()))
         table = table.set_column(table.schema.get_field_index("_part"), "_part",
                                  pa.array(renumber[table["_part"].to_numpy()]))
-        return TaggedRows([renamed.get(i, self.paths[i]) for i in chosen], [self.schemas[i] for i in chosen],
+        return PartRows([renamed.get(i, self.paths[i]) for i in chosen], [self.schemas[i] for i in chosen],
                           [self.models[i] for i in chosen], [self.nbytes[i] for i in chosen], table)
 
 
-def _tag(paths: list[str], read: Iterable[PartColumns]) -> TaggedRows:
+def _part_rows(paths: list[str], read: Iterable[PartColumns]) -> PartRows:
     distinct, schemas, models, nbytes, tables = [], [], [], [], []
     for i, part in enumerate(read):
         # Parts of one run share a schema: keep one object of it, not one per part.
@@ -229,17 +229,17 @@ def _tag(paths: list[str], read: Iterable[PartColumns]) -> TaggedRows:
         models.append((part.schema.metadata or {}).get(MODEL_KEY.encode()))
         nbytes.append(part.nbytes)
         tables.append(part.table.append_column("_part", pa.array(np.full(part.table.num_rows, i, np.int32))))
-    return TaggedRows(paths, schemas, models, nbytes, pa.concat_tables(tables, promote_options="permissive"))
+    return PartRows(paths, schemas, models, nbytes, pa.concat_tables(tables, promote_options="permissive"))
 
 
-def _concat(first: TaggedRows, second: TaggedRows) -> TaggedRows:
+def _concat(first: PartRows, second: PartRows) -> PartRows:
     rows = second.rows.set_column(second.rows.schema.get_field_index("_part"), "_part",
                                   pc.add(second.rows["_part"], pa.scalar(len(first.paths), pa.int32())))
-    return TaggedRows(first.paths + second.paths, first.schemas + second.schemas, first.models + second.models,
+    return PartRows(first.paths + second.paths, first.schemas + second.schemas, first.models + second.models,
                       first.nbytes + second.nbytes, pa.concat_tables([first.rows, rows], promote_options="permissive"))
 
 
-def read_tagged_rows(directory: str, columns: list[str] | None, known: TaggedRows | None = None) -> TaggedRows | None:
+def read_part_rows(directory: str, columns: list[str] | None, known: PartRows | None = None) -> PartRows | None:
     """`columns` (all when None) of every part; None when there is no part. Parts in `known` (read
     earlier with these columns) are taken from it, not read again: a part's name is derived from
     its rows, so the same name holds the same rows."""
@@ -253,7 +253,7 @@ def read_tagged_rows(directory: str, columns: list[str] | None, known: TaggedRow
     else:
         reused = None
     fs, _ = filesystem(directory)
-    read = _tag(paths, read_parts(paths, fs, columns)) if paths else None
+    read = _part_rows(paths, read_parts(paths, fs, columns)) if paths else None
     if reused is None or read is None:
         return reused or read
     return _concat(reused, read)
@@ -298,7 +298,7 @@ def live_mask(rows: pa.Table, wanted_video_ids: pa.Array | None, key_column: str
 def read_live(directory: str, key_column: str = VIDEO_KEY, columns: list[str] | None = None) -> pa.Table | None:
     """The dataset as readers should see it: each video's newest rows, each key once (the same
     rows `compact` keeps, so this equals a plain read of a compacted dataset)."""
-    tagged = read_tagged_rows(directory, columns=columns)
-    if tagged is None:
+    part_rows = read_part_rows(directory, columns=columns)
+    if part_rows is None:
         return None
-    return tagged.rows.filter(live_mask(tagged.rows, None, key_column)).drop_columns(["_part"])
+    return part_rows.rows.filter(live_mask(part_rows.rows, None, key_column)).drop_columns(["_part"])

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from storage.schema import CAPTION_KEY, KEY_SEPARATOR, VIDEO_KEY, metadata_columns
 
-from .dataset import TaggedRows, conform, live_mask, read_tagged_rows, same_values, write_part
+from .dataset import PartRows, conform, live_mask, read_part_rows, same_values, write_part
 from .files import list_stamps
 from .live_rows import rows_of
 
@@ -45,10 +45,10 @@ class Plan:
     errors_retried: int  # of those, videos whose rows were errors
     deleted: list[str]  # video_ids with rows, gone from the manifest
     refresh_rows: pa.Table  # the stored live rows of the `refresh` videos (key, run_id, _part of videos_read)
-    videos_read: TaggedRows | None  # the stored videos' planning columns, every part's
+    videos_read: PartRows | None  # the stored videos' planning columns, every part's
     captions: pa.Table  # caption_id, video_id, text: captions to encode
     captions_reused: int
-    captions_read: TaggedRows | None
+    captions_read: PartRows | None
 
 
 
@@ -62,19 +62,19 @@ def _ids(table: pa.Table, mask=None) -> pa.Array:
     return pc.unique(ids)
 
 
-def _stored_rows(directory: str, columns: list[str], key_column: str) -> tuple[TaggedRows | None, pa.Table | None]:
+def _stored_rows(directory: str, columns: list[str], key_column: str) -> tuple[PartRows | None, pa.Table | None]:
     """Every part's `columns` (kept for the steps after the plan: no part is read twice), and the
     live rows among them, with their `_part`."""
-    tagged = read_tagged_rows(directory, columns)
-    if tagged is None:
+    part_rows = read_part_rows(directory, columns)
+    if part_rows is None:
         return None, None
-    stored = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
-    tagged = tagged.select(KEPT_COLUMNS)
+    stored = part_rows.rows.filter(live_mask(part_rows.rows, None, key_column))
+    part_rows = part_rows.select(KEPT_COLUMNS)
     if stored.num_rows == 0:
-        return tagged, None
+        return part_rows, None
     if "error_kind" in columns and "error_kind" not in stored.column_names:  # written before error kinds
         stored = stored.append_column("error_kind", pa.nulls(stored.num_rows, pa.string()))
-    return tagged, stored
+    return part_rows, stored
 
 
 def _current_rows(manifest: pa.Table) -> pa.Table:
@@ -110,10 +110,10 @@ def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, seg
     """The video half of a Plan, as keyword arguments."""
     meta = metadata_columns(manifest.column_names)
     current = _current_rows(manifest)
-    tagged, stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, VIDEO_KEY)
+    part_rows, stored = _stored_rows(videos_dir, PLAN_COLUMNS + meta, VIDEO_KEY)
     if stored is None:
         return {"encode": current.select(ENCODE_COLUMNS), "refresh": pa.array([], pa.int64()), "reused": 0,
-                "changed": 0, "errors_retried": 0, "deleted": [], "videos_read": tagged,
+                "changed": 0, "errors_retried": 0, "deleted": [], "videos_read": part_rows,
                 "refresh_rows": pa.table({VIDEO_KEY: pa.array([], pa.string()), "run_id": pa.array([], pa.string()),
                                           "_part": pa.array([], pa.int32())})}
 
@@ -138,7 +138,7 @@ def plan_videos(manifest: pa.Table, videos_dir: str, model_fingerprint: str, seg
         "refresh": current["_row"].filter(refresh).combine_chunks(),
         "refresh_rows": stored.filter(pc.is_in(stored["video_id"], value_set=refresh_ids))
                               .select([VIDEO_KEY, "run_id", "_part"]),
-        "videos_read": tagged,
+        "videos_read": part_rows,
         "reused": pc.sum(pc.and_(pc.invert(encode), pc.invert(refresh))).as_py() or 0,
         "changed": pc.sum(pc.and_(had_rows, redo)).as_py() or 0,
         "errors_retried": len(_ids(stored, retry)),
@@ -158,9 +158,9 @@ def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str)
         CAPTION_KEY: pc.binary_join_element_wise(
             video_ids, pc.subtract(pa.array(np.arange(len(parent))), first).cast(pa.string()), KEY_SEPARATOR),
         "video_id": video_ids, "text": pc.list_flatten(texts)})
-    tagged, stored = _stored_rows(captions_dir, CAPTION_PLAN_COLUMNS, CAPTION_KEY)
+    part_rows, stored = _stored_rows(captions_dir, CAPTION_PLAN_COLUMNS, CAPTION_KEY)
     if stored is None:
-        return {"captions": wanted, "captions_reused": 0, "captions_read": tagged}
+        return {"captions": wanted, "captions_reused": 0, "captions_read": part_rows}
     position = pc.index_in(wanted[CAPTION_KEY], value_set=stored[CAPTION_KEY].combine_chunks())
     found = stored.take(pc.fill_null(position, 0))
     same = pc.and_(pc.is_valid(position), pc.and_(same_values(found["text"], wanted["text"]),
@@ -172,7 +172,7 @@ def plan_captions(manifest: pa.Table, captions_dir: str, model_fingerprint: str)
                      pc.invert(pc.is_in(manifest["video_id"], value_set=_ids(wanted, pc.invert(same)))))
     reused_ids = manifest["video_id"].filter(reused).combine_chunks()
     return {"captions": wanted.filter(pc.invert(pc.is_in(wanted["video_id"], value_set=reused_ids))),
-            "captions_reused": pc.sum(counts.filter(reused)).as_py() or 0, "captions_read": tagged}
+            "captions_reused": pc.sum(counts.filter(reused)).as_py() or 0, "captions_read": part_rows}
 
 
 def make_plan(manifest: pa.Table, videos_dir: str, captions_dir: str, model_fingerprint: str,

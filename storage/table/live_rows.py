@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .dataset import (PART_READERS, DatasetError, TaggedRows, filesystem, live_mask, part_bounds, read_ahead,
-                      read_tagged_rows)
+from .dataset import (PART_READERS, DatasetError, PartRows, filesystem, live_mask, part_bounds, read_ahead,
+                      read_part_rows)
 from storage.schema import GROUP_COLUMN, VIDEO_KEY
 
 # Bytes of parts (uncompressed) read ahead at once. Small parts (256 rows at D = 1024: 1 MB) are
@@ -88,34 +88,34 @@ class LiveRows:
             yield pa.concat_tables(pending)
 
 
-def rows_of(tagged: TaggedRows, rows: pa.Table, directory: str, key_column: str) -> LiveRows:
-    """`rows` (some of tagged.rows, in their order) as LiveRows, to read whole."""
+def rows_of(part_rows: PartRows, rows: pa.Table, directory: str, key_column: str) -> LiveRows:
+    """`rows` (some of part_rows.rows, in their order) as LiveRows, to read whole."""
     fs, _ = filesystem(directory)
     holding = np.unique(rows["_part"].to_numpy())
-    return LiveRows(tagged.paths, fs, tagged.unified_schema(holding),
-                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, tagged.models,
-                    tagged.nbytes)
+    return LiveRows(part_rows.paths, fs, part_rows.unified_schema(holding),
+                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, part_rows.models,
+                    part_rows.nbytes)
 
 
-def live_table(tagged: TaggedRows, key_column: str, status: str | None) -> pa.Table:
-    """The live rows of `tagged`, all its columns (only those with `status`, when given and the
+def live_table(part_rows: PartRows, key_column: str, status: str | None) -> pa.Table:
+    """The live rows of `part_rows`, all its columns (only those with `status`, when given and the
     dataset has that column)."""
-    rows = tagged.rows.filter(live_mask(tagged.rows, None, key_column))
+    rows = part_rows.rows.filter(live_mask(part_rows.rows, None, key_column))
     if status and "status" in rows.column_names:  # a part without `status` reads it as null
         rows = rows.filter(pc.equal(rows["status"], status))
     return rows
 
 
-def live_rows(tagged: TaggedRows, directory: str, key_column: str, status: str | None) -> LiveRows:
-    """The live rows of `tagged` as LiveRows (see live_table)."""
-    return rows_of(tagged, live_table(tagged, key_column, status), directory, key_column)
+def live_rows(part_rows: PartRows, directory: str, key_column: str, status: str | None) -> LiveRows:
+    """The live rows of `part_rows` as LiveRows (see live_table)."""
+    return rows_of(part_rows, live_table(part_rows, key_column, status), directory, key_column)
 
 
 def scan_live(directory: str, key_column: str = VIDEO_KEY, status: str | None = None,
-              known: TaggedRows | None = None) -> LiveRows | None:
+              known: PartRows | None = None) -> LiveRows | None:
     """The rows `read_live` returns (only those with `status`, when given), without reading the
     vectors yet: memory grows by a few bytes per row, not by the width of a row. `known`: the
     parts' small columns as read earlier (only parts not in it are read). None when empty."""
     columns = [*dict.fromkeys([key_column, GROUP_COLUMN[key_column]]), "run_id", *(["status"] if status else [])]
-    tagged = read_tagged_rows(directory, columns, known)
-    return None if tagged is None else live_rows(tagged, directory, key_column, status)
+    part_rows = read_part_rows(directory, columns, known)
+    return None if part_rows is None else live_rows(part_rows, directory, key_column, status)

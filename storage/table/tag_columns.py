@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from errors import UserError
 from storage.schema import KEY_SEPARATOR, TAG_KEY, TAGS, VIDEO_KEY
 
-from .dataset import list_tables, live_mask, read_tagged_rows
+from .dataset import list_tables, live_mask, read_part_rows
 from .digests import rows_digest
 from .tag_plan import stored_settings
 
@@ -45,10 +45,10 @@ class CorpusTags:
 
 def _corpus_tags(directory: str, name: str) -> CorpusTags | None:
     """A corpus' tags as its last finished tag run left them; None when no run finished."""
-    settings, tagged = stored_settings(directory), read_tagged_rows(directory, TAG_COLUMNS_READ)
-    if settings is None or tagged is None:
+    settings, part_rows = stored_settings(directory), read_part_rows(directory, TAG_COLUMNS_READ)
+    if settings is None or part_rows is None:
         return None
-    rows = tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY))
+    rows = part_rows.rows.filter(live_mask(part_rows.rows, None, TAG_KEY))
     if settings["per_segment"]:
         join = VIDEO_KEY
         rows = rows.append_column(join, pc.binary_join_element_wise(
@@ -62,7 +62,7 @@ def _corpus_tags(directory: str, name: str) -> CorpusTags | None:
 
 
 class TagColumns:
-    """Every tagged corpus of an index, as columns to add to its video rows."""
+    """Every part_rows corpus of an index, as columns to add to its video rows."""
 
     def __init__(self, corpora: list[CorpusTags]):
         self.corpora = corpora

@@ -22,7 +22,7 @@ from storage.schema import (EMBEDDING, SCORE, TAG_FIELDS, TAG_KEY, TAGGING_KEY, 
                             check_corpus_name)
 
 from .atomic import publish_in
-from .dataset import filesystem, live_mask, read_tagged_rows
+from .dataset import filesystem, live_mask, read_part_rows
 from .live_rows import LiveRows, live_table, rows_of
 
 # The texts a tag run scored, in the tags directory (list_parts skips it: it is not a part).
@@ -43,11 +43,11 @@ def read_corpus_vectors(root: str, texts: str) -> Corpus:
     """A corpus by NAME (OUTPUT/texts/NAME) or directory, with its vectors: its parts read once."""
     directory = texts.rstrip("/") if "/" in texts else f"{root}/{TEXTS}/{texts}"
     name = check_corpus_name(directory.rsplit("/", 1)[-1])
-    tagged = read_tagged_rows(directory, [TEXT_KEY, "text", "run_id", EMBEDDING])
-    rows = live_table(tagged, TEXT_KEY, None) if tagged is not None else None
+    part_rows = read_part_rows(directory, [TEXT_KEY, "text", "run_id", EMBEDDING])
+    rows = live_table(part_rows, TEXT_KEY, None) if part_rows is not None else None
     if rows is None or rows.num_rows == 0:
         raise UserError(f"{directory}: no texts; encode a corpus first (vidx texts --input FILE --output {root})")
-    model = rows_of(tagged, rows, directory, TEXT_KEY).model()
+    model = rows_of(part_rows, rows, directory, TEXT_KEY).model()
     rows = rows.sort_by(TEXT_KEY)
     matrix = np.stack(rows[EMBEDDING].to_numpy(zero_copy_only=False)).astype(np.float32)
     return Corpus(name, rows.select([TEXT_KEY, "text", "run_id"]), matrix, model)
@@ -56,13 +56,13 @@ def read_corpus_vectors(root: str, texts: str) -> Corpus:
 def read_video_rows(root: str) -> tuple[LiveRows, pa.Table]:
     """The live 'ok' video rows: to read their vectors, and their key, video_id and run_id."""
     directory = f"{root}/{VIDEOS}"
-    tagged = read_tagged_rows(directory, [VIDEO_KEY, "video_id", "run_id", "status"])
-    if tagged is None:
+    part_rows = read_part_rows(directory, [VIDEO_KEY, "video_id", "run_id", "status"])
+    if part_rows is None:
         raise UserError(f"{root}: no video rows to tag; run vidx index first")
-    rows = live_table(tagged, VIDEO_KEY, "ok")
+    rows = live_table(part_rows, VIDEO_KEY, "ok")
     if rows.num_rows == 0:
         raise UserError(f"{root}: no 'ok' video rows to tag")
-    return rows_of(tagged, rows, directory, VIDEO_KEY), rows
+    return rows_of(part_rows, rows, directory, VIDEO_KEY), rows
 
 
 def rows_of_videos(live: LiveRows, videos: pa.Table, ids: pa.Array) -> LiveRows:
@@ -142,10 +142,10 @@ def stored_settings(directory: str) -> dict | None:
 
 
 def read_stored_tags(directory: str, settings: dict) -> StoredTags:
-    tagged, scored = read_tagged_rows(directory, [f.name for f in TAG_FIELDS]), read_scored_texts(directory)
-    if tagged is None or scored is None:
+    part_rows, scored = read_part_rows(directory, [f.name for f in TAG_FIELDS]), read_scored_texts(directory)
+    if part_rows is None or scored is None:
         return StoredTags(None, None, False)
-    live = tagged.rows.filter(live_mask(tagged.rows, None, TAG_KEY))
+    live = part_rows.rows.filter(live_mask(part_rows.rows, None, TAG_KEY))
     return StoredTags(live, scored, settings_of(scored) == settings)
 
 

@@ -25,9 +25,9 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def mixed_manifest(tmp_path_factory, good_videos, bad_files) -> Path:
-    rows = [{"uri": str(p), "video_id": f"good_{name}", "tag": "good", "rating": i, "captions": [f"video {name}"]}
+    rows = [{"uri": str(p), "video_id": f"good_{name}", "genre": "good", "rating": i, "captions": [f"video {name}"]}
             for i, (name, p) in enumerate(good_videos.items())]
-    rows += [{"uri": str(bad_files[kind]), "video_id": f"bad_{kind}", "tag": "bad", "rating": -1}
+    rows += [{"uri": str(bad_files[kind]), "video_id": f"bad_{kind}", "genre": "bad", "rating": -1}
              for kind in BAD_KINDS]
     return write_manifest(tmp_path_factory.mktemp("manifest") / "manifest.jsonl", rows)
 
@@ -49,14 +49,14 @@ def indexed(mixed_manifest, tmp_path_factory, local_ray) -> tuple[Path, dict]:
 def test_one_ok_row_per_good_video_and_one_error_row_per_bad_file(indexed):
     output, record = indexed
     table = pq.read_table(output / "videos")
-    rows = {r["video_id"]: r for r in table.select(["video_id", "key", "status", "error", "tag"]).to_pylist()}
+    rows = {r["video_id"]: r for r in table.select(["video_id", "key", "status", "error", "genre"]).to_pylist()}
     assert table.num_rows == len(GOOD_VIDEOS) + len(BAD_KINDS) == len(rows)
     for spec in GOOD_VIDEOS:
         assert rows[f"good_{spec.name}"]["status"] == "ok" and rows[f"good_{spec.name}"]["error"] is None
     for kind in BAD_KINDS:
         row = rows[f"bad_{kind}"]
         assert row["status"] == "error" and row["error"] and "\n" not in row["error"]
-        assert row["tag"] == "bad"
+        assert row["genre"] == "bad"
     assert record["stats"]["rows_ok"] == len(GOOD_VIDEOS) and record["stats"]["rows_error"] == len(BAD_KINDS)
 
 
@@ -65,7 +65,7 @@ def test_schema_metadata_and_vectors(indexed):
     table = pq.read_table(output / "videos")
     dim = record["model"]["dim"]
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), dim)
-    assert table.schema.field("rating").type == pa.int64() and table.schema.field("tag").type == pa.string()
+    assert table.schema.field("rating").type == pa.int64() and table.schema.field("genre").type == pa.string()
     metadata = table.schema.metadata
     assert int(metadata[b"vidx.dim"]) == dim and json.loads(metadata[b"vidx.model"])["spec"]["name"] == "tiny"
     ok = table.filter(pa.compute.equal(table["status"], "ok"))
@@ -163,14 +163,14 @@ def test_new_content_under_an_old_mtime_is_re_encoded(good_videos, tmp_path, loc
 
 
 def test_metadata_only_change_rewrites_rows_without_encoding(good_videos, tmp_path, local_ray, capsys):
-    rows = [{"uri": str(good_videos["h264"]), "tag": "old"}, {"uri": str(good_videos["vfr"]), "tag": "same"}]
+    rows = [{"uri": str(good_videos["h264"]), "genre": "old"}, {"uri": str(good_videos["vfr"]), "genre": "same"}]
     output = str(tmp_path / "out")
     run_index(capsys, "--manifest", str(write_manifest(tmp_path / "m.jsonl", rows)), "--output", output)
     before = {r["key"]: r for r in pq.read_table(output + "/videos").to_pylist()}
-    rows[0]["tag"] = "new"
+    rows[0]["genre"] = "new"
     stats = run_index(capsys, "--manifest", str(write_manifest(tmp_path / "m.jsonl", rows)), "--output", output)
     assert (stats["encoded"], stats["metadata_updated"], stats["reused"]) == (0, 1, 1)
     after = {r["key"]: r for r in pq.read_table(output + "/videos").to_pylist()}
     assert sorted(after) == sorted(before) == ["h264#0", "vfr#0"]
-    assert after["h264#0"]["tag"] == "new" and after["vfr#0"]["tag"] == "same"
+    assert after["h264#0"]["genre"] == "new" and after["vfr#0"]["genre"] == "same"
     assert after["h264#0"]["embedding"] == before["h264#0"]["embedding"]

@@ -34,7 +34,7 @@ from storage.table.dataset import read_live
 from storage.milvus.store import VectorStore
 
 pytestmark = pytest.mark.slow
-METADATA = ("shape", "colour", "direction", "background", "tag")
+METADATA = ("shape", "colour", "direction", "background", "genre")
 
 
 def write_manifest(path: Path, rows: list[dict]) -> str:
@@ -81,7 +81,7 @@ class QueryStream(threading.Thread):
         while not self.stop.is_set():
             try:
                 assert search(self.db, text="a red circle moves up", k=3)
-                assert run_query(self.db, "SELECT video_id, tag FROM videos WHERE segment = 0 LIMIT 5")
+                assert run_query(self.db, "SELECT video_id, genre FROM videos WHERE segment = 0 LIMIT 5")
                 self.answered += 1
             except Exception as e:  # noqa: BLE001 (any failure is what the test counts)
                 self.errors.append(repr(e))
@@ -116,7 +116,7 @@ def new_parts(workdir: Path, before: set[str]) -> set[str]:
 def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, shared_db, local_ray, query_stream, capsys):
     library = [json.loads(line) for line in synth(tmp_path / "lib", n=11, seed=23).read_text().splitlines()]
     for row in library:
-        row["tag"] = "archive"
+        row["genre"] = "archive"
     workdir, db = tmp_path / "work", shared_db
 
     # Night 1: the first 8 videos.
@@ -130,7 +130,7 @@ def test_three_nights_serve_each_manifest_with_no_failed_query(tmp_path, shared_
     # Night 2: add two, change one's content, delete one, edit one's metadata; killed, then re-run.
     changed, deleted, edited = library[0], library[1], library[2]
     shutil.copyfile(library[10]["uri"], changed["uri"])  # new content at the same uri and video_id
-    night2 = [dict(row, tag="featured") if row is edited else row for row in library[:10] if row is not deleted]
+    night2 = [dict(row, genre="featured") if row is edited else row for row in library[:10] if row is not deleted]
     manifest2 = write_manifest(tmp_path / "night2.jsonl", night2)
     before = {p.name for p in (workdir / "videos").glob("part-*.parquet")}
     killed = subprocess.Popen(

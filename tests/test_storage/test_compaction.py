@@ -10,18 +10,18 @@ import pytest
 from embeddings import embeddings_table, write
 from storage.table import dataset
 from storage.table.compaction import compact
-from storage.table.dataset import list_parts, read_live, read_tagged_rows, write_part
+from storage.table.dataset import list_parts, read_live, read_part_rows, write_part
 
 SMALL_COLUMNS = ["key", "video_id", "run_id", "status"]
 
 
 def plain_read(directory: str) -> pa.Table:
     """What pyarrow (or DuckDB) sees of the dataset, knowing nothing of runs."""
-    return ds.dataset(directory, format="parquet").to_table().select(["key", "run_id", "tag"]).sort_by("key")
+    return ds.dataset(directory, format="parquet").to_table().select(["key", "run_id", "genre"]).sort_by("key")
 
 
 def live(directory: str) -> pa.Table:
-    return read_live(directory).select(["key", "run_id", "tag"]).sort_by("key")
+    return read_live(directory).select(["key", "run_id", "genre"]).sort_by("key")
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_plain_reads_see_the_live_rows_after_compaction_and_only_losing_parts_ar
     assert stats == {"parts_rewritten": 1, "parts_deleted": 0, "rows_dropped": 5}
     assert plain_read(library).equals(before)
     assert len(set(parts) & set(list_parts(library))) == 3  # two untouched parts of run-1 and run-2's
-    fresh = read_tagged_rows(library, ["key", "video_id", "run_id"])
+    fresh = read_part_rows(library, ["key", "video_id", "run_id"])
     assert sorted(after.paths) == sorted(fresh.paths)
     assert after.rows.drop_columns(["_part"]).sort_by("key").equals(fresh.rows.drop_columns(["_part"]).sort_by("key"))
 
@@ -67,7 +67,7 @@ def test_deleted_videos_leave_and_a_part_losing_every_row_is_deleted(library):
 
 
 def test_the_parts_the_plan_read_are_not_read_again(library, reads):
-    known = read_tagged_rows(library, SMALL_COLUMNS)  # as the plan reads them
+    known = read_part_rows(library, SMALL_COLUMNS)  # as the plan reads them
     reads.clear()
     stats, after = compact(library, None, "key", known)
     assert stats["parts_rewritten"] == 1 and reads == []  # the small columns came from the plan

@@ -22,7 +22,7 @@ from storage.table.manifest import validate_manifest
 DIM = 4
 
 
-def make_manifest(tmp_path, n: int = 4, tags=None, captions=None) -> pa.Table:
+def make_manifest(tmp_path, n: int = 4, genres=None, captions=None) -> pa.Table:
     uris = []
     for i in range(n):
         path = tmp_path / "videos" / f"v{i}.mp4"
@@ -30,7 +30,7 @@ def make_manifest(tmp_path, n: int = 4, tags=None, captions=None) -> pa.Table:
         if not path.exists():
             path.write_bytes(f"video {i}".encode())
         uris.append(str(path))
-    columns = {"uri": uris, "tag": tags or ["t"] * n}
+    columns = {"uri": uris, "genre": genres or ["t"] * n}
     if captions is not None:
         columns["captions"] = captions
     return validate_manifest(pa.table(columns), "test")
@@ -111,22 +111,22 @@ def test_a_changed_file_model_or_sampling_is_encoded_again(tmp_path):
 
 def test_metadata_changes_refresh_rows_without_encoding(tmp_path):
     output = str(tmp_path / "out")
-    store_videos(output, make_manifest(tmp_path, tags=["a", "b", None, "d"]))
-    plan = plan_of(make_manifest(tmp_path, tags=["a", "B", None, "d"]), output)
+    store_videos(output, make_manifest(tmp_path, genres=["a", "b", None, "d"]))
+    plan = plan_of(make_manifest(tmp_path, genres=["a", "B", None, "d"]), output)
     assert (plan.encode.num_rows, plan.refresh.to_pylist(), plan.reused) == (0, [1], 3)
-    with_column = make_manifest(tmp_path, tags=["a", "b", None, "d"]).append_column("rating", pa.array([1, 2, 3, 4]))
+    with_column = make_manifest(tmp_path, genres=["a", "b", None, "d"]).append_column("rating", pa.array([1, 2, 3, 4]))
     assert plan_of(with_column, output).refresh.to_pylist() == [0, 1, 2, 3]  # a column their rows lack
 
 
 def test_a_metadata_refresh_reads_and_rewrites_only_the_part_holding_the_edited_video(tmp_path, tiny_model,
                                                                                      monkeypatch):
     output = str(tmp_path / "out")
-    before = make_manifest(tmp_path, tags=["a", "b", "c", "d"])
+    before = make_manifest(tmp_path, genres=["a", "b", "c", "d"])
     videos_dir = f"{output}/{VIDEOS}"
     for half in (before.slice(0, 2), before.slice(2, 2)):  # two parts: v0, v1 and v2, v3
         store_videos(output, half, fingerprint=tiny_model.fingerprint, dim=tiny_model.dim, model=tiny_model.record)
     parts = list_parts(videos_dir)
-    edited = make_manifest(tmp_path, tags=["a", "B", "c", "d"])
+    edited = make_manifest(tmp_path, genres=["a", "B", "c", "d"])
     metadata = edited.drop_columns(["captions"])
     plan = plan_of(edited, output, fingerprint=tiny_model.fingerprint)
     opened = []
@@ -138,7 +138,7 @@ def test_a_metadata_refresh_reads_and_rewrites_only_the_part_holding_the_edited_
     assert opened == [p for p in parts if "v1#0" in pq.read_table(p, columns=["key"])["key"].to_pylist()]
     compact(videos_dir, None, "key")
     rows = read_live(videos_dir).sort_by("key")
-    assert rows["tag"].to_pylist() == ["a", "B", "c", "d"] and rows["run_id"].to_pylist() == ["r1", "r2", "r1", "r1"]
+    assert rows["genre"].to_pylist() == ["a", "B", "c", "d"] and rows["run_id"].to_pylist() == ["r1", "r2", "r1", "r1"]
     assert len(set(parts) & set(list_parts(videos_dir))) == 1  # the part of v2 and v3 was never rewritten
 
 

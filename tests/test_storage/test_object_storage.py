@@ -118,11 +118,11 @@ def test_manifests_by_url_keep_the_scheme_of_their_videos(s3):
     fs = fsspec.filesystem("s3")
     for name in ("b.mp4", "a.mp4", "notes.txt"):
         fs.pipe_file(f"{bucket}/library/{name}", b"x")
-    fs.pipe_file(f"{bucket}/m.jsonl", f'{{"uri": "s3://{bucket}/library/a.mp4", "tag": "t"}}\n'.encode())
+    fs.pipe_file(f"{bucket}/m.jsonl", f'{{"uri": "s3://{bucket}/library/a.mp4", "genre": "t"}}\n'.encode())
     assert read_manifest(f"s3://{bucket}/library").column("uri").to_pylist() == [
         f"s3://{bucket}/library/a.mp4", f"s3://{bucket}/library/b.mp4"]
     manifest = read_manifest(f"s3://{bucket}/m.jsonl")
-    assert manifest.select(["video_id", "tag"]).to_pylist() == [{"video_id": "a", "tag": "t"}]
+    assert manifest.select(["video_id", "genre"]).to_pylist() == [{"video_id": "a", "genre": "t"}]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from storage.milvus.errors import RowStream, VectorStoreError
 from storage.query.relational import matching_rows, run_relational
 from storage.query import QueryError
 
-SCHEMA = pa.schema([("tag", pa.string()), ("n", pa.int64())])
+SCHEMA = pa.schema([("genre", pa.string()), ("n", pa.int64())])
 
 
 class Down(grpc.RpcError):
@@ -27,9 +27,9 @@ def batches(failure: BaseException | None):
 
 
 def test_a_stream_is_aggregated_batch_by_batch_and_sums_are_plain_integers():
-    rows = run_relational("SELECT tag, sum(n) AS total FROM source GROUP BY tag ORDER BY tag",
+    rows = run_relational("SELECT genre, sum(n) AS total FROM source GROUP BY genre ORDER BY genre",
                           RowStream(SCHEMA, batches(None), "http://db"))
-    assert rows.to_pylist() == [{"tag": "a", "total": 5}, {"tag": "b", "total": 2}]
+    assert rows.to_pylist() == [{"genre": "a", "total": 5}, {"genre": "b", "total": 2}]
     assert rows.schema.field("total").type == pa.int64()  # DuckDB's sum is a 128-bit decimal
 
 
@@ -59,5 +59,5 @@ def test_a_statement_mixing_types_is_one_line_of_bad_input():
 
 def test_matching_rows_are_the_positions_the_condition_keeps():
     table = pa.Table.from_batches(list(batches(None)))
-    assert matching_rows(table, "tag = 'a'").tolist() == [0, 2]
+    assert matching_rows(table, "genre = 'a'").tolist() == [0, 2]
     assert matching_rows(table, "n > 10").tolist() == []

@@ -131,8 +131,8 @@ def test_the_exact_copy_holds_batches_of_any_size_as_one_matrix(tmp_path):
     writer.close()
     copy = ExactCopy(tmp_path / "videos.arrow")
     np.testing.assert_array_equal(copy.matrix, np.stack(table["embedding"].to_numpy(zero_copy_only=False)))
-    hits = copy.top_k(table["embedding"][5].values.to_numpy(), 2, columns=["key", "tag"]).to_pylist()
-    assert [(h["key"], h["tag"]) for h in hits][0] == ("v5#0", table["tag"][5].as_py())
+    hits = copy.top_k(table["embedding"][5].values.to_numpy(), 2, columns=["key", "genre"]).to_pylist()
+    assert [(h["key"], h["genre"]) for h in hits][0] == ("v5#0", table["genre"][5].as_py())
 
 
 def test_a_swap_made_by_one_client_is_seen_by_another_at_once(store, tmp_path):
@@ -151,20 +151,20 @@ def test_a_swap_made_by_one_client_is_seen_by_another_at_once(store, tmp_path):
 
 def test_filtered_search_returns_only_matching_rows(store, tmp_path):
     load(store, write(tmp_path / "videos", embeddings_table(500, seed=3)), "v1")
-    hits = store.search("videos", np.ones(DIM, np.float32) / 4, k=50, filter='tag == "news" and duration_s > 30',
-                        output_fields=["key", "tag", "duration_s"])
-    assert hits and all(h["tag"] == "news" and h["duration_s"] > 30 for h in hits)
+    hits = store.search("videos", np.ones(DIM, np.float32) / 4, k=50, filter='genre == "news" and duration_s > 30',
+                        output_fields=["key", "genre", "duration_s"])
+    assert hits and all(h["genre"] == "news" and h["duration_s"] > 30 for h in hits)
 
 
 def test_any_string_is_matched_as_itself_by_a_filter(store, tmp_path):
-    """Quotes, backslashes, control characters and non-ASCII text: each tag finds exactly its rows."""
-    tags = ('say "hi"', "back\\slash", "tab\there", "new\nline", "record\x1eseparator", "Ø", 'x" or tag != "')
-    table = embeddings_table(70, seed=5, tags=tags)
+    """Quotes, backslashes, control characters and non-ASCII text: each genre finds exactly its rows."""
+    genres = ('say "hi"', "back\\slash", "tab\there", "new\nline", "record\x1eseparator", "Ø", 'x" or genre != "')
+    table = embeddings_table(70, seed=5, genres=genres)
     load(store, write(tmp_path / "videos", table), "v1")
-    for tag in tags:
-        rows = store.query(store.resolve("videos"), filter=equals("tag", tag), output_fields=["key"], limit=100)
-        expected = [key for key, row_tag in zip(table["key"].to_pylist(), table["tag"].to_pylist()) if row_tag == tag]
-        assert sorted(row["key"] for row in rows) == sorted(expected), tag
+    for genre in genres:
+        rows = store.query(store.resolve("videos"), filter=equals("genre", genre), output_fields=["key"], limit=100)
+        expected = [key for key, row_genre in zip(table["key"].to_pylist(), table["genre"].to_pylist()) if row_genre == genre]
+        assert sorted(row["key"] for row in rows) == sorted(expected), genre
 
 
 def test_a_key_written_twice_is_served_once_on_both_engines(store, tmp_path):
@@ -189,13 +189,13 @@ def test_the_engines_differ_on_a_repeated_key(store, tmp_path):
 
 
 def test_nulls_are_stored_where_the_engine_can_or_refused_with_the_rule(store, tmp_path):
-    parts = write(tmp_path / "videos", embeddings_table(20, tags=("news", None)))
+    parts = write(tmp_path / "videos", embeddings_table(20, genres=("news", None)))
     if store.nullable:
         load(store, parts, "v1")
-        hits = store.query(store.resolve("videos"), filter="tag is null", output_fields=["key", "tag"], limit=100)
-        assert hits and all(h["tag"] is None for h in hits)
+        hits = store.query(store.resolve("videos"), filter="genre is null", output_fields=["key", "genre"], limit=100)
+        assert hits and all(h["genre"] is None for h in hits)
     else:  # Milvus 2.3.5, the oldest server tested
-        with pytest.raises(VectorStoreError, match=r"column 'tag' is empty \(null\) in \d+ of the 20 rows to serve.*"
+        with pytest.raises(VectorStoreError, match=r"column 'genre' is empty \(null\) in \d+ of the 20 rows to serve.*"
                                                    r"Milvus 2\.3\.5 has no nullable fields"):
             load(store, parts, "v1")
         assert store.versions("videos") == []  # nothing half-built is left
