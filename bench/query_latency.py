@@ -13,7 +13,9 @@ parse, plan, source, DuckDB; only the query vector is given, as the bench has no
 (the same question as `vidx search --where` and /search ask it: built from its parts, then the same
 executor), `milvus` (the database's own filtered search: on milvus-lite its HNSW walk, what
 `vidx search --where` answered with before the one engine) and `numpy` (mask, then product: the
-exact answer). recall@10 is |top-10 ∩ numpy's top-10| / 10, averaged. Then, on the first
+exact answer). `sql` asks a statement it has asked before (a server's plan is made once per
+collection version, storage/query/plans.py); `new-sql` a new one each time, parsed and planned.
+recall@10 is |top-10 ∩ numpy's top-10| / 10, averaged. Then, on the first
 SCAN_QUERIES queries, statements past top-k: a threshold keeping the 100 best rows, the best
 segment per video (GROUP BY video_id), and counts (WHERE, GROUP BY), with their recall where a
 vector decides the rows.
@@ -31,6 +33,7 @@ uniform random vectors are the worst case for any graph index and no library loo
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -44,14 +47,14 @@ import numpy as np
 import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().parent)]
 
 from process_memory import peak_rss_mb  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
 from storage.milvus.store import SEARCH_EF, VectorStore  # noqa: E402
 from storage.query import parse_query  # noqa: E402
 from storage.query.engine import Engine  # noqa: E402
-from storage.query.questions import Search, search_question  # noqa: E402
+from storage.query.questions import Search  # noqa: E402
 from storage.query.relational import matching_rows  # noqa: E402
 from storage.query.served import ServedColumns  # noqa: E402
 from storage.schema import MODEL_KEY, row_key  # noqa: E402
@@ -177,21 +180,26 @@ def timed_in_turn(ways: dict, queries: np.ndarray) -> tuple[dict, dict]:
     return results, seconds
 
 
-def sql_way(engine: Engine, sql: str, column: str):
+def sql_way(engine: Engine, sql: str, column: str, planned: bool = True):
     """A statement as `vidx query` runs it (parse, plan, source, DuckDB), the query vector given: the
-    bench has no model to encode text, so similarity() names a placeholder ID."""
+    bench has no model to encode text, so similarity() names a placeholder ID. `planned`: asked
+    again, as a server gets a statement it has seen (planned once: storage/query/plans.py); else a
+    new statement each time (another placeholder), parsed and planned anew."""
+    asked = itertools.count()
+
     def run(query: np.ndarray) -> list:
         served = ServedColumns(engine.store)
-        return engine.answer(served, parse_query(sql, served), query).column(column).to_pylist()
+        statement = sql if planned else sql.replace("ID('query')", f"ID('q{next(asked)}')")
+        return engine.answer(served, engine.statement(served, statement), query).column(column).to_pylist()
     return run
 
 
 def search_way(engine: Engine, where: str):
-    """A filtered search as `vidx search --where` and /search ask it (the question built from its parts,
-    the same executor), the query vector given."""
+    """A filtered search as `vidx search --where` and /search ask it (the question built from its
+    parts, the same executor), the query vector given."""
     def run(query: np.ndarray) -> list:
         served = ServedColumns(engine.store)
-        question = search_question(Search(video_id="query", k=K, where=where), "bench", served)
+        question = engine.search_question(served, Search(video_id="query", k=K, where=where), "bench")
         return engine.answer(served, question, query).column("key").to_pylist()
     return run
 
@@ -215,8 +223,9 @@ def filter_ways(engine: Engine, vectors: np.ndarray, scalars: pa.Table, keys: np
     ways = {}
     for name, where in FILTERS.items():
         clause = f"WHERE {where} " if where else ""
-        ways[f"sql {name}"] = sql_way(engine, f"SELECT key, score FROM bench {clause}"
-                                              f"ORDER BY similarity(ID('query')) DESC LIMIT {K}", "key")
+        statement = f"SELECT key, score FROM bench {clause}ORDER BY similarity(ID('query')) DESC LIMIT {K}"
+        ways[f"sql {name}"] = sql_way(engine, statement, "key")
+        ways[f"new-sql {name}"] = sql_way(engine, statement, "key", planned=False)
         ways[f"search {name}"] = search_way(engine, where)
         ways[f"milvus {name}"] = milvus_way(engine.store, where)
         kept = matching_rows(scalars, where) if where else None
@@ -312,7 +321,7 @@ def figures(results: dict, seconds: dict) -> dict:
         found[way] = percentiles_ms(seconds[way])
         if kind != "numpy":
             found[way]["recall_at_10"] = recall(results[way], results[f"numpy {name}"])
-        if kind in ("sql", "search"):
+        if kind in ("sql", "new-sql", "search"):
             unfiltered = np.median(seconds[f"{kind} none"])
             found[way]["p50_over_unfiltered"] = round(float(np.median(seconds[way]) / unfiltered), 2)
     return found

@@ -13,6 +13,7 @@ same way: the copy on milvus-lite, whose own query visits every row in Python.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from operator import itemgetter
 from typing import Protocol
 
@@ -28,7 +29,9 @@ from storage.schema import (EMBEDDING, MAX_RESULTS, SCORE, TABLES, VIDEO_KEY, VI
                             target_alias)
 
 from .arrow_filter import Untranslated, arrow_matches
+from .checker import Similarity
 from .plan import RANGE, explain, plan_on
+from .plans import Plans
 from .relational import matching_rows, run_relational
 from .questions import Search, search_question
 from .served import ServedColumns
@@ -76,19 +79,33 @@ class Engine:
     def __init__(self, store: VectorStore, encoding: QueryEncoding | None = None):
         """`encoding`: how TEXT(..) and VIDEO(..) are encoded; None where no question has them."""
         self.store, self.encoding = store, encoding
+        self.plans = Plans()
+
+    def statement(self, served: ServedColumns, sql: str, params: dict | None = None) -> Question:
+        """The Question a statement asks of what `served` serves (planned once per collection version)."""
+        key = ("statement", sql, tuple(sorted((params or {}).items())))
+        return self.plans.question(key, served, lambda: parse_query(sql, served, params))
+
+    def search_question(self, served: ServedColumns, search: Search, alias: str) -> Question:
+        """The Question `search` asks of the collection served as `alias`, planned once per collection
+        version whatever value it searches for."""
+        kind, value = search.query()
+        key = ("search", alias, kind, search.model_dump_json(exclude={"text", "video", "video_id"}))
+        question = self.plans.question(key, served, lambda: search_question(search, alias, served))
+        return replace(question, similarity=Similarity(kind, value))
 
     # The doors.
 
     def query(self, sql: str, params: dict | None = None, videos: VideoResolver = local_video) -> pa.Table:
         """The rows of a statement; `videos`: what VIDEO(..) may open."""
         served = ServedColumns(self.store)
-        question = parse_query(sql, served, params)
+        question = self.statement(served, sql, params)
         return self.answer(served, question, self.vector(served, question, videos))
 
     def explain(self, sql: str, params: dict | None = None) -> dict:
         """The steps a statement becomes on this database (what --explain prints)."""
         served = ServedColumns(self.store)
-        question = parse_query(sql, served, params)
+        question = self.statement(served, sql, params)
         return explain(question, self.store.exact_copy(served.collection(question.table)) is not None)
 
     def search(self, search: Search, collection: str = VIDEOS, videos: VideoResolver = local_video) -> list[dict]:
@@ -100,7 +117,7 @@ class Engine:
             check_corpus_name(search.target)
         self.store.described(alias)  # a collection that is not there is named before the filter is read
         try:
-            question = search_question(search, alias, served)
+            question = self.search_question(served, search, alias)
         except QueryError as e:
             raise QueryError(f"search failed (--where {search.where!r}): {e}") from None
         vector = self.vector(served, question, videos, videos_alias=collection)

@@ -110,7 +110,7 @@ def search_question(search: Search, alias: str, columns: Mapping[str, set[str]])
     tree = tree.order_by(exp.Ordered(this=similarity, desc=True))
     if search.where.strip():
         tree = tree.where(parse_where(search.where))
-    question = question_of(search.where, tree, columns)
+    question = question_of(search.where, tree, alias, columns)
     if not search.per_video or search.target != VIDEOS:
         return question
     best = exp.Window(this=exp.RowNumber(), partition_by=[exp.column(PER_VIDEO)],

@@ -17,7 +17,7 @@ class ServedColumns(Mapping):
     described once, so one question sees one version throughout (a swap may land between two)."""
 
     def __init__(self, store: VectorStore):
-        self.store, self.described = store, {}
+        self.store, self.described, self.columns = store, {}, {}
 
     def _description(self, name: str) -> dict:
         if name not in self.described:
@@ -27,7 +27,9 @@ class ServedColumns(Mapping):
         return self.described[name]
 
     def __getitem__(self, name: str) -> set[str]:
-        return set(self.schema(name, None).names)
+        if name not in self.columns:
+            self.columns[name] = set(self.schema(name, None).names)
+        return self.columns[name]
 
     def __iter__(self) -> Iterator[str]:
         return (name for name in TABLES if name in self)

@@ -101,7 +101,7 @@ def _with_params(sql: str, tree: exp.Expression, params: dict) -> exp.Expression
     for placeholder in tree.find_all(exp.Placeholder):
         if placeholder.name not in params:
             raise refuse(sql, placeholder, f"no value given for parameter :{placeholder.name}")
-    return tree.transform(lambda n: exp.convert(params[n.name]) if isinstance(n, exp.Placeholder) else n)
+    return tree.transform(lambda n: exp.convert(params[n.name]) if isinstance(n, exp.Placeholder) else n, copy=False)
 
 
 def _table(sql: str, tree: exp.Expression, columns: Mapping[str, set[str]]) -> str:
@@ -187,14 +187,15 @@ def _relational(sql: str, tree: exp.Select, limit: int | None) -> tuple[str, lis
     named.set("expressions", [item if isinstance(item, (exp.Alias, exp.Column, exp.Star)) else
                               exp.alias_(item, name, quoted=True) for item, name in zip(named.expressions, names)])
     if limit is None:
-        named = named.limit(MAX_RESULTS + 1)
+        named.limit(MAX_RESULTS + 1, copy=False)
     return relational_sql(named), names
 
 
 def relational_sql(tree: exp.Select) -> str:
-    """A SELECT over the served collection as DuckDB runs it over SOURCE: similarity(...) is the source's score."""
-    named = tree.transform(lambda n: exp.column(SCORE) if is_similarity(n) else n)
-    named.find(exp.Table).replace(exp.to_table(SOURCE))
+    """A SELECT over the served collection as DuckDB runs it over SOURCE: similarity(...) is the
+    source's score. `tree` becomes it (pass a copy)."""
+    named = tree.transform(lambda n: exp.column(SCORE) if is_similarity(n) else n, copy=False)
+    named.find(exp.Table).replace(exp.Table(this=exp.to_identifier(SOURCE)))
     return named.sql(dialect=DIALECT)
 
 
@@ -240,14 +241,13 @@ def parse_query(sql: str, columns: Mapping[str, set[str]], params: dict | None =
     """Parse and check a statement against `columns`: the served collections (aliases) the
     database holds, each with its scalar columns. Raises QueryError."""
     tree = parse(sql)
-    _table(sql, tree, columns)
-    return question_of(sql, _with_params(sql, tree, params or {}), columns)
+    table = _table(sql, tree, columns)  # FROM first: its columns say what the rest may name
+    return question_of(sql, _with_params(sql, tree, params or {}), table, columns)
 
 
-def question_of(sql: str, tree: exp.Select, columns: Mapping[str, set[str]]) -> Question:
-    """The Question a checked SELECT (its parameters given values) asks; `sql` is the text its
-    parts are found in when one is refused."""
-    table = _table(sql, tree, columns)
+def question_of(sql: str, tree: exp.Select, table: str, columns: Mapping[str, set[str]]) -> Question:
+    """The Question a SELECT (its parameters given values) over served collection `table` asks,
+    checked; `sql` is the text its parts are found in when one is refused."""
     checker = Checker(sql, tree, columns[table])
     aggregated = checker.check()
     limit = _count(sql, tree.args.get("limit"), "LIMIT")
