@@ -26,7 +26,7 @@ from pathlib import Path
 import ray
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 
 from encoders import create_model  # noqa: E402
 from encoders.video import decode_video  # noqa: E402

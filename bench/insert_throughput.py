@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(ROOT / "bench")]
 
 from query_latency import clustered_vectors, write_dataset  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().parent)]
 
 from process_memory import peak_rss_mb  # noqa: E402
 from nightly_library import (MODEL, make_library, manifests, write_baseline_index,  # noqa: E402

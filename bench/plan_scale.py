@@ -68,7 +68,7 @@ def serve_s3(port: int, sizes: list[int]) -> None:
 
 
 def start_s3(sizes: list[int]) -> tuple[subprocess.Popen, dict, dict]:
-    from servers import free_port  # tests/servers.py
+    from servers import free_port  # harness/servers.py
 
     port = free_port()
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
@@ -262,7 +262,7 @@ def main() -> None:
     elif args.command == "measure":
         measure(args)
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
         results = bench(args.sizes, args.sample)
         Path(args.out).write_text(json.dumps(results, indent=2))
         print(json.dumps(results))

@@ -28,7 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 from media import scheduling_kept  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -51,9 +51,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().parent)]
 
-from jobs.synth import COLOURS, DIRECTIONS, SHAPES, synth  # noqa: E402
+from encoders.synth import COLOURS, DIRECTIONS, SHAPES  # noqa: E402
+from jobs.synth import synth  # noqa: E402
 from http_load import WARMUP_S, closed_level, open_level  # noqa: E402
 from code_versions import Version, code_versions  # noqa: E402
 from random_checkpoint import random_vitb32_checkpoint  # noqa: E402

@@ -1,4 +1,4 @@
-"""Real video files for tests, encoded with PyAV's codecs, plus broken files of every kind."""
+"""Real video files for tests and benchmarks, encoded with PyAV's codecs, plus broken files of every kind."""
 
 from __future__ import annotations
 
