@@ -37,9 +37,9 @@ def explain_query(db: str, sql: str, params: dict | None = None) -> dict:
         return Engine(store).explain(sql, params)
 
 
-def run_query(db: str, sql: str, params: dict | None = None, explain: bool = False) -> list[dict] | dict:
-    """The rows of a statement as dicts, or with `explain` the steps it becomes: /query's answer."""
-    return explain_query(db, sql, params) if explain else query_table(db, sql, params).to_pylist()
+def run_query(db: str, sql: str, params: dict | None = None, explain_only: bool = False) -> list[dict] | dict:
+    """The rows of a statement as dicts, or with `explain_only` the steps it becomes: /query's answer."""
+    return explain_query(db, sql, params) if explain_only else query_table(db, sql, params).to_pylist()
 
 
 def run(arguments: Arguments) -> bytes | dict | None:
