@@ -34,7 +34,8 @@ class SamplingCfg:
     feature_framerate: int = 2  # 2 for the MSR-VTT checkpoints, 1 for MSVD/VATEX
     max_frames: int = 12
     # "exact": the frames on screen at the paper's times (decoded from each GOP's keyframe);
-    # "keyframe": the nearest keyframe to each time, 15-20x fewer CPU-seconds on long GOPs (README: Decoding).
+    # "keyframe": the nearest keyframe to each time, far fewer CPU-seconds on long GOPs (docs/decoding.md;
+    # docs/benchmarks.md, "CPU-seconds per video").
     seek: str = "exact"
 
     def __post_init__(self):

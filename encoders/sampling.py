@@ -89,9 +89,9 @@ def sample_keyframe_indices(
     the rest of the slots masked, moves frames to slot positions (the temporal transformer's
     position embeddings) that are not their times and leaves slots empty that a full-length
     clip always fills; the TDB then sees differences between frames seconds apart where it
-    learnt neighbours. Measured (bench/seek_quality.py, `demo`, 100 held-out synth clips, five
-    keyframes each): text->video R@1 21.0% repeating, 2.0% once each, 25.5% exact. Repeats
-    read as no motion between those slots, which is what the keyframes can tell.
+    learnt neighbours. Repeating keeps most of exact mode's text->video R@1 where once each loses
+    nearly all of it (docs/benchmarks.md, "What `--seek keyframe` costs in quality": five keyframes
+    a clip). Repeats read as no motion between those slots, which is what the keyframes can tell.
     """
     return nearest_keyframes(slot_times(sampling, start_s, end_s, per_slot), frame_starts, keyframe)
 

@@ -3,8 +3,8 @@
 Two passes over the file: one reads every packet's timestamp and keyframe flag (no decoding),
 the other decodes only the packets the sampled frames need (frame_plan), each at most once.
 PyAV's FFmpeg beats decord's (FFmpeg 4.1) on one sequential pass of 720p H.264 and lets the
-plan skip frames no one references (bench/decode_cost.py). Every failure surfaces as
-VideoDecodeError with a one-line reason.
+plan skip frames no one references (docs/benchmarks.md, "Threads, and PyAV against decord").
+Every failure surfaces as VideoDecodeError with a one-line reason.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ LEAN_PROBE = {"skip_frame": "all"}
 # Decoders that read skip_frame for every frame, so unwanted unreferenced frames can be skipped one
 # by one. libdav1d (AV1) reads it only when opened, and setting it later slows it down severalfold.
 SKIPS_UNREFERENCED = {"h264", "hevc", "vp8", "vp9", "mpeg4", "mpeg2video", "mpeg1video", "h263"}
-# Packets to read through before seeking instead (a seek and its first packet cost ~0.07 ms,
-# about 7 packets' reading).
+# Packets to read through before seeking instead: a seek and its first packet cost what reading
+# a few packets does (docs/benchmarks.md, "Why the constants are what they are").
 SEEK_AHEAD = 16
 # FFmpeg demuxers that read single images: a picture is not a video.
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe"}
@@ -100,9 +100,10 @@ def open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vide
 
 
 def _open_container(path: str) -> av.container.InputContainer:
-    """Opening normally decodes the first frame to learn the pixel format (as costly as a keyframe:
-    15 ms at 720p); telling that probe to discard frames makes opening ~6x cheaper. Streams whose
-    container does not state the frame size are opened the ordinary way."""
+    """Opening normally decodes the first frame to learn the pixel format (as costly as a
+    keyframe); telling that probe to discard frames makes opening several times cheaper
+    (docs/benchmarks.md, "Why the constants are what they are"). Streams whose container does not
+    state the frame size are opened the ordinary way."""
     if os.path.getsize(path) == 0:
         raise VideoDecodeError("empty file")
     try:
@@ -127,7 +128,8 @@ def _checked_stream(container) -> av.video.stream.VideoStream:
     if width * height > MAX_PIXELS:
         raise VideoDecodeError(f"frame size {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
     # One thread per decoder: an index run decodes many videos at once, one per CPU, and a
-    # decoder's own threads cost CPU-seconds (frame threads: +4% on 720p H.264) for no throughput.
+    # decoder's own threads cost CPU-seconds for no throughput (docs/benchmarks.md, "Why the
+    # constants are what they are").
     stream.codec_context.thread_count = 1
     return stream
 
@@ -139,8 +141,8 @@ def _packets(container, stream) -> Iterator[av.Packet]:
 
 
 def read_frame_table(container, stream) -> FrameTable:
-    """Every frame's timestamp and keyframe flag from one demux pass: reading packets costs about
-    a microsecond each, decoding milliseconds."""
+    """Every frame's timestamp and keyframe flag from one demux pass: reading a packet costs a
+    small fraction of decoding one (docs/benchmarks.md, "Why the constants are what they are")."""
     rows = [(packet.pts, packet.is_keyframe, packet.duration) for packet in _packets(container, stream)]
     if not rows:
         raise VideoDecodeError("no video packets")
@@ -160,7 +162,8 @@ def _index_arrays(container, stream) -> tuple[np.ndarray, np.ndarray] | None:
     count = len(entries)
     if count == 0 or count != stream.frames:
         return None
-    # One pass: each entry is a Python object made on access (3 µs), a third of keyframe mode's table.
+    # One pass: each entry is a Python object made on access, a large share of keyframe mode's table
+    # (docs/benchmarks.md, "Why the constants are what they are").
     dts, keyframe, ends = np.array([(entry.timestamp, entry.is_keyframe, entry.pos + entry.size)
                                     for entry in entries], np.int64).T
     present = int((ends <= os.path.getsize(container.name)).sum())
@@ -234,7 +237,8 @@ def read_keyframe_table(container, stream) -> FrameTable | None:
 class PacketCursor:
     """One stream's packets read forward in decode order. Over a gap it seeks where the container
     indexes every frame (MP4, MOV: a seek lands on the keyframe asked for) and reads through
-    otherwise: a packet costs about 10 us to read, a decode milliseconds."""
+    otherwise: reading a packet costs a small fraction of decoding one (docs/benchmarks.md, "Why the
+    constants are what they are")."""
 
     def __init__(self, container, stream, table: FrameTable):
         self._container, self._stream = container, stream
@@ -269,7 +273,8 @@ def decode_frames(path: str, table: FrameTable, wanted: np.ndarray, size: int) -
     Only packets in a decode run (frame_plan.decode_runs) reach the decoder, and each run ends by
     draining it, so nothing past the run's last wanted packet is decoded. Inside a run, frames no
     other frame references and no one wants are skipped (FFmpeg's skip_frame NONREF): the wanted
-    frames stay exact, and decoding costs about a third less.
+    frames stay exact, and decoding costs less (docs/benchmarks.md, "Why the constants are what
+    they are").
     """
     index_of = {int(table.pts[i]): int(i) for i in wanted}
     frames, rotation = {}, None

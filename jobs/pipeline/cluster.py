@@ -83,7 +83,7 @@ def _cuda_devices() -> int:
 
 def check_gpus_visible(device: str) -> None:
     """Every node that declares GPUs to Ray must have torch see them, or its embedder actors would
-    silently run fp32 on CPU. --device cpu says that is intended (see README: GPU nodes)."""
+    silently run fp32 on CPU. --device cpu says that is intended (see docs/clusters.md, "GPU nodes")."""
     if device == "cpu":
         return
     gpu_nodes = [n for n in _alive_nodes() if n["Resources"].get("GPU", 0) > 0]
@@ -106,8 +106,9 @@ def embedder_resources(workers: int) -> dict:
     """Embedder actor sizing: one GPU each where the cluster has GPUs.
 
     On CPU-only clusters the actors hold no logical CPU: one that does keeps decode tasks from
-    being scheduled (on 2 CPUs, two such actors hang the job; one halves decoding). Their torch
-    `threads` share the node's cores with decoding instead, and the OS interleaves the two.
+    being scheduled (on 2 CPUs two such actors hang the job, and one slows decoding:
+    docs/benchmarks.md, "Why the constants are what they are"). Their torch `threads` share the
+    node's cores with decoding instead, and the OS interleaves the two.
     """
     resources = ray.cluster_resources()
     if resources.get("GPU", 0) >= 1:

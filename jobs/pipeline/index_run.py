@@ -30,8 +30,8 @@ from .workers import CaptionEmbedder, VideoEmbedder, decode_item
 
 logger = logging.getLogger(__name__)
 
-# Videos per decode task: Ray's per-task cost would dominate a task per video (docs/benchmarks.md,
-# "Indexing throughput").
+# Videos per decode task: Ray's per-task cost would dominate a task per video
+# (docs/benchmarks.md, "Why the constants are what they are").
 VIDEOS_PER_DECODE_TASK = 8
 
 
@@ -62,8 +62,8 @@ class IndexRun:
 def encode_videos(run: IndexRun, plan: Plan, segment_seconds: float | None) -> dict:
     """Decode and embed the plan's videos into parts under videos/; the sink's stats."""
     # Ray Data's per-operator reservation would keep half the CPUs for the embedder and writer
-    # steps, which need none on CPU nodes: decoding ran at half speed (docs/benchmarks.md, "Indexing
-    # throughput"). Memory backpressure still bounds what is in flight.
+    # steps, which need none on CPU nodes: decoding ran slower (docs/benchmarks.md, "Why the
+    # constants are what they are"). Memory backpressure still bounds what is in flight.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     sink = PartsDatasink(run.videos_dir, run.video_schema(), VIDEO_KEY, run.constants, manifest=run.metadata,
                          rows_per_part=run.options.rows_per_part)

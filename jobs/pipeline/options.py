@@ -27,8 +27,8 @@ class IndexOptions(Options):
     model: str = Field("clip-meanp", description="clip2video (needs --checkpoint), clip-meanp, tiny, demo")
     checkpoint: str | None = Field(None, description="official CLIP2Video checkpoint (pytorch_model.bin.N)")
     workers: int = Field(1, ge=1, description="embedder actors, each with one model (one GPU each on GPU clusters)")
-    # 8 videos x 12 frames = 96 images per forward pass. On CPU, larger batches gained nothing; GPUs
-    # want larger ones (docs/benchmarks.md, "Indexing throughput").
+    # 8 videos x 12 frames = 96 images per forward pass. On CPU, larger batches gained nothing
+    # (docs/benchmarks.md, "Why the constants are what they are"); GPUs want larger ones.
     batch_size: int = Field(8, ge=1, description="videos per encoder call")
     segment_seconds: float | None = Field(None, gt=0, description="one row per segment of this length")
     seek: SeekMode = Field(

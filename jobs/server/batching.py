@@ -1,10 +1,11 @@
 """Captions of concurrent requests encoded together: one forward pass per batch.
 
-A text tower costs about as much for 32 captions as for a few on a CPU (and far less per caption
-on a GPU), so a server that encodes each request's caption alone spends its cores on overhead and
-on torch's threads fighting each other. Requests hand their caption to one encoder thread and wait;
-it takes what is queued (up to `max_batch`), waits at most `max_wait_s` for more, and answers all
-of them from one forward pass.
+A text tower encodes 32 captions at once in a fraction of 32 times one caption's time on a CPU
+(docs/benchmarks.md, "Serving under load"), and far less per caption on a GPU, so a server that
+encodes each request's caption alone spends its cores on overhead and on torch's threads fighting
+each other. Requests hand their caption to one encoder thread and wait; it takes what is queued
+(up to `max_batch`), waits at most `max_wait_s` for more, and answers all of them from one forward
+pass.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 from encoders.recorded import RecordedModels
 
 # A batch: up to 32 captions in one forward pass (on a GPU about the time of one), and at most 2 ms
-# of waiting for more, short beside a forward pass (~40 ms for one ViT-B/32 caption on 2 cores).
+# of waiting for more, short beside a forward pass of one ViT-B/32 caption on 2 cores
+# (docs/benchmarks.md, "Serving under load").
 MAX_BATCH = 32
 MAX_WAIT_SECONDS = 0.002
 

@@ -31,7 +31,8 @@ from storage.top_k import best_with_ties
 from .scores import ScoreRange
 
 # A filter keeping fewer than this share of the rows: score only those (a gather, then a product);
-# gathering half the rows costs more than the product over all of them.
+# gathering half the rows costs more than the product over all of them (docs/benchmarks.md, "Why
+# the constants are what they are").
 GATHER_BELOW = 0.2
 
 
@@ -105,8 +106,9 @@ class ExactCopy:
     filter kept (positions, ascending; None for every row).
 
     The vectors are read into memory rather than mapped, as milvus-lite and a numpy search hold
-    theirs (a product over a mapped file ran slower, docs/benchmarks.md). The scalars are one chunk:
-    taking hits from the load's many batches costs another millisecond per search."""
+    theirs (a product over a mapped file ran slower: docs/benchmarks.md, "Load and query latency").
+    The scalars are one chunk: taking hits from the load's many batches made every search slower
+    (docs/benchmarks.md, "Why the constants are what they are")."""
 
     def __init__(self, path: Path):
         self.rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all().combine_chunks()

@@ -3,11 +3,11 @@
 pymilvus 3.0.2 (pinned) has no public columnar insert that packs vectors without Python floats:
 
 - `MilvusClient.insert` takes row dicts only; it turns each vector into Python floats (ndarray.tolist)
-  and appends them one by one. Packing a 4,096 x 1024 batch that way cost 0.32 CPU-s (0.45 with the
-  rows of `Table.to_pylist`), against 0.015-0.026 here (this 2-core machine, pymilvus 3.0.2); into
-  embedded milvus-lite a batch took 1.5-1.6 s instead of 1.1-1.2 s.
+  and appends them one by one: packing a batch that way costs far more CPU than here, and
+  inserting it into embedded milvus-lite takes longer (docs/benchmarks.md, "Why the constants are
+  what they are").
 - The ORM `Collection.insert` takes columns or a DataFrame but flattens the vectors the same way
-  (0.30 CPU-s, 0.80 with a DataFrame), and it is deprecated: removed in pymilvus 3.1.
+  (as costly), and it is deprecated: removed in pymilvus 3.1.
 - Bulk import (`bulk_writer.bulk_import`, `utility.do_bulk_insert`) imports files from the server's
   object storage as an asynchronous job; milvus-lite has no Import RPC.
 

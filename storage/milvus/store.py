@@ -40,13 +40,13 @@ SERVER_SCHEMES = ("http://", "https://", "tcp://")
 # Longest VARCHAR Milvus accepts.
 MAX_VARCHAR = 65_535
 # HNSW on inner product: the vectors are unit length, so IP ranks as the paper's score. The build
-# cost grows with efConstruction: on 100k clustered 1024-d vectors (faiss, this busy 2-core machine)
-# 64 built in 128 s where 200 took 1,210 s, and still finds 0.99 of the exact top-10 at ef 64.
+# cost grows with efConstruction: 64 builds far faster than 200 and still finds nearly all
+# of the exact top-10 at ef 64 (docs/benchmarks.md, "Why the constants are what they are").
 HNSW_PARAMS = {"M": 16, "efConstruction": 64}
-# The least HNSW search breadth (ef, the candidates kept per segment). 1M clustered 1024-d vectors
-# in five ~220k-row segments of a Milvus 2.3.5 server, recall@10 against exact search at ef 64 / 96
-# / 128 / 192: 0.91 / 0.94 / 0.97 / 0.98, p50 8.8 / 8.5 / 9.0 / 10.5 ms (a search costs about the
-# same up to 128); at 100k in one segment ef 64 already finds 0.99.
+# The least HNSW search breadth (ef, the candidates kept per segment). In a server's ~220k-row
+# segments recall@10 climbs with ef up to 128 at about the same search time, and gains little beyond
+# (docs/benchmarks.md, "Server settings": the search breadth table); one segment of 100k rows needs
+# less (docs/benchmarks.md, "Why the constants are what they are").
 SEARCH_EF = 128
 # A range search returns at most Milvus' largest limit (topk); its bounds are widened by the margin
 # (Milvus' radius is exclusive, and its scores are float32), and the exact comparison comes after.
@@ -54,7 +54,8 @@ RANGE_LIMIT = 16_384
 RANGE_MARGIN = 1e-6
 MAX_INNER_PRODUCT = 1e6  # no upper bound: unit vectors score at most 1
 # A scan's batch: 4,000 rows of 1024-d vectors arrive as ~16 MB (gRPC takes 64 MB a message); a
-# column scan of 100k rows took 0.75 s in batches of 1,000, 0.37 s in batches of 4,000.
+# column scan ran faster in batches of 4,000 than of 1,000 (docs/benchmarks.md, "Why the constants
+# are what they are").
 SCAN_BATCH = 4000
 # Milvus field types -> Arrow (the types vidx stores: collection_fields; its only arrays are tags).
 ARROW_TYPES = {DataType.VARCHAR: pa.string(), DataType.BOOL: pa.bool_(), DataType.INT64: pa.int64(),
@@ -66,7 +67,8 @@ NULLABLE_SINCE = (2, 5)
 # pymilvus pings every 10 s even when idle; milvus-lite's gRPC server (embedded or `milvus-lite
 # server`) keeps gRPC's defaults (no pings without a call, at most one per 5 min), answers the third
 # early ping with GOAWAY "too many pings", and the client cannot reconnect: an idle `vidx serve`
-# broke after ~30 s (2 of 6 runs). Ping only during calls, every 5 min: every server accepts that.
+# broke (docs/benchmarks.md, "Why the constants are what they are"). Ping only during calls, every
+# 5 min: every server accepts that.
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
 
 

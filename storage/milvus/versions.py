@@ -35,13 +35,14 @@ logger = logging.getLogger(__name__)
 
 # Vectors read back after a load and compared with the Parquet rows they came from.
 VALIDATION_SAMPLE = 64
-# Bytes of vectors per insert request (4,096 rows at 1024-d). Against Milvus 2.3.5 here, requests of
-# 1,000 / 2,000 / 4,000 / 8,000 such rows inserted 1,366 / 1,879 / 2,197 / 1,948 rows/s: the rate
-# peaks near 16 MB, a quarter of the server's 64 MB request limit.
+# Bytes of vectors per insert request (4,096 rows at 1024-d). Against Milvus 2.3.5 the insert rate
+# peaked near 16 MB requests, a quarter of the server's 64 MB request limit (docs/benchmarks.md,
+# "Why the constants are what they are").
 INSERT_BYTES = 16 << 20
-# Insert requests a server has at once: vidx packs the next while the server stores one (8,918
-# against 8,049 rows/s with one, bench/insert_throughput.py). milvus-lite (Python, in one process or
-# its server mode) takes one at a time, and its flat copy is written in order.
+# Insert requests a server has at once: vidx packs the next while the server stores one, which
+# inserted more rows/s than one in flight (docs/benchmarks.md, "Why the constants are what they
+# are"; today's rate: "Inserts"). milvus-lite (Python, in one process or its server mode) takes one
+# at a time, and its exact copy is written in order.
 SERVER_INSERTS_IN_FLIGHT = 2
 
 

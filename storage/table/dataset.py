@@ -270,7 +270,8 @@ def live_mask(rows: pa.Table, wanted_video_ids: pa.Array | None, key_column: str
     """Rows to keep: videos still wanted (all when None), only the newest run's rows per video, one
     row per key; a corpus' rows go by text instead (schema.GROUP_COLUMN). Array kernels and numpy,
     not Python loops (a library's keys are millions of strings), and not a join: Acero's hash join
-    kept ~450 bytes per row after it returned."""
+    held on to memory for every row after it returned (docs/benchmarks.md, "Why the constants are
+    what they are")."""
     group = GROUP_COLUMN[key_column]
     video = _codes(rows[group])
     run = pc.rank(rows["run_id"], tiebreaker="dense").to_numpy()  # run ids sort by time

@@ -2,8 +2,9 @@
 deserve another attempt.
 
 Stamps for a whole manifest come from directory listings: one LIST request returns size, ETag and
-mtime for up to 1,000 objects, where a HEAD per video costs a round trip each (10^6 videos at
-~20 ms would be hours before any work starts). Local directories are read with os.scandir.
+mtime for up to 1,000 objects, where a HEAD per video costs a round trip each (for 10^6 videos,
+hours before any work starts: docs/benchmarks.md, "Planning"). Local directories are read with
+os.scandir.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ CHUNK = 1 << 20
 # backoff in all, longer than a throttling burst or a store's brief unavailability.
 READ_ATTEMPTS = 4
 # Listings in flight at once. A few hide the store's round trips; more gain nothing, since parsing
-# the replies (~0.3-1 ms per object in botocore) holds this process's GIL, and a slow store (moto
-# here) only queues them until they time out (8 did, on a loaded 2-core machine).
+# the replies in botocore holds this process's GIL, and a slow store (moto here) only queues them
+# until they time out (docs/benchmarks.md, "Why the constants are what they are").
 LISTING_THREADS = 4
 # errno values of failures that a later attempt may not meet: s3fs raises OSError(EBUSY) for
 # SlowDown/503 and OSError(EREMOTEIO) for 500 InternalError; the rest are network conditions.
