@@ -1,7 +1,7 @@
 """Milvus filter expressions: the one writer of a literal, and the filters vidx builds from it.
 
 Every value that enters a filter goes through `literal`, so no input changes the expression's
-structure (the SQL-like dialect's WHERE clause included, storage/sql/milvus_filter.py).
+structure (the SQL-like dialect's WHERE clause included, storage/query/milvus_filter.py).
 """
 
 from __future__ import annotations

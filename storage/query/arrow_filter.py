@@ -3,11 +3,11 @@
 The second translator of the one parsed WHERE (the first writes a Milvus filter, milvus_filter.py):
 each condition becomes Arrow compute kernels over the copy's columns, in SQL's three-valued logic
 (a comparison with a null is null, NOT null is null, and only true keeps a row), as DuckDB evaluates
-it, in a fraction of what starting a DuckDB query costs (docs/benchmarks.md, "The query engine's
-fixed cost"). A condition whose meaning
-could differ between the two (a value of another type than its column, which DuckDB casts; a LIKE
-pattern with a backslash, which Arrow reads as an escape) is not translated: the caller asks DuckDB.
-The property test holds the two to the same rows (tests/test_storage/test_query_doors.py).
+it, without starting a DuckDB query (what that costs on the exact copy: docs/benchmarks.md, "SQL
+queries under filters"). A condition whose meaning could differ between the two (a value of another
+type than its column, which DuckDB casts; a LIKE pattern with a backslash, which Arrow reads as an
+escape) is not translated: the caller asks DuckDB. The property test holds the two to the same rows
+(tests/test_query_doors.py).
 """
 
 from __future__ import annotations

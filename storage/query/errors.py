@@ -12,7 +12,7 @@ from errors import UserError
 
 QUOTES = "'\"`"
 NEWLINE = "\n"
-# The dialect sqlglot reads: DuckDB's, the engine that runs what Milvus does not (storage/relational.py).
+# The dialect sqlglot reads: DuckDB's, the engine that runs what Milvus does not (relational.py).
 DIALECT = "duckdb"
 
 

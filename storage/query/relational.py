@@ -1,7 +1,7 @@
 """The relational step of a query: DuckDB over Arrow rows, and the exact copy's filter.
 
 What Milvus does not do (grouping, aggregates, HAVING, ordering by columns, DISTINCT), DuckDB
-does over the rows a query's source returns (storage/sql/statement.py). A source may be a table
+does over the rows a query's source returns (storage/query/statement.py). A source may be a table
 in memory or a stream of record batches (a Milvus query iterator): DuckDB reads a stream once,
 batch by batch, so a whole-collection aggregate holds the groups, not the rows.
 """
