@@ -7,7 +7,7 @@ it, without starting a DuckDB query (what that costs on the exact copy: docs/ben
 queries under filters"). A condition whose meaning could differ between the two (a value of another
 type than its column, which DuckDB casts; a LIKE pattern with a backslash, which Arrow reads as an
 escape) is not translated: the caller asks DuckDB. The property test holds the two to the same rows
-(tests/test_query_doors.py).
+(test_query_doors.py).
 """
 
 from __future__ import annotations
