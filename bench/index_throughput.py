@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 
 from encoders import create_model  # noqa: E402
 from encoders.video import decode_video  # noqa: E402
-from jobs.cluster import connect, embedder_pool, embedder_resources  # noqa: E402
-from jobs.index import VIDEOS_PER_DECODE_TASK, index  # noqa: E402
-from jobs.workers import VideoEmbedder, decode_item  # noqa: E402
+from jobs.index import index  # noqa: E402
+from jobs.pipeline.cluster import connect, embedder_pool, embedder_resources  # noqa: E402
+from jobs.pipeline.index_run import VIDEOS_PER_DECODE_TASK  # noqa: E402
+from jobs.pipeline.workers import VideoEmbedder, decode_item  # noqa: E402
 from media import VideoSpec, write_video  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

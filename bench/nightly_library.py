@@ -25,8 +25,8 @@ def write_encoded_rows(run, videos, rng) -> None:
     from storage.table.dataset import conform, write_part
 
     dim, schema = run.encoder.dim, run.video_schema()
-    for start in range(0, videos.num_rows, run.rows_per_part):
-        rows = videos.slice(start, run.rows_per_part)
+    for start in range(0, videos.num_rows, run.options.rows_per_part):
+        rows = videos.slice(start, run.options.rows_per_part)
         m = rows.num_rows
         vectors = rng.standard_normal((m, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -64,15 +64,15 @@ def manifests(library: Path, n: int, out: Path) -> dict[str, Path]:
 
     ids = range(n)
     base = {"uri": [str(video_path(library, i)) for i in ids], "video_id": [f"v{i:07d}" for i in ids],
-            "tag": ["library"] * n}
+            "genre": ["library"] * n}
     picked = {kind: {i for i in ids if i % 100 == offset} for kind, offset in (("deleted", 2), ("changed", 3),
                                                                                 ("edited", 1))}
     added = range(n, n + int(n * CHANGED))
     change = {"uri": [str(video_path(library, i, "changed" if i in picked["changed"] else "videos"))
                       for i in ids if i not in picked["deleted"]] + [str(video_path(library, i)) for i in added],
               "video_id": [f"v{i:07d}" for i in ids if i not in picked["deleted"]] + [f"v{i:07d}" for i in added]}
-    change["tag"] = ["library"] * len(change["uri"])
-    metadata = {**base, "tag": ["edited" if i in picked["edited"] else "library" for i in ids]}
+    change["genre"] = ["library"] * len(change["uri"])
+    metadata = {**base, "genre": ["edited" if i in picked["edited"] else "library" for i in ids]}
     paths = {}
     for name, columns in (("base", base), ("noop", base), ("change", change), ("metadata", metadata)):
         paths[name] = out / f"manifest-{name}.parquet"
@@ -87,12 +87,13 @@ def write_baseline_index(manifest: Path, output: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.index import IndexRun, create_driver_model
-    from jobs.sink import ROWS_PER_PART
+    from jobs.pipeline.index_run import IndexRun, create_driver_model
+    from jobs.pipeline.options import IndexOptions
     from storage.table.files import list_stamps
 
     table = pq.read_table(manifest)
-    encoder = create_driver_model(MODEL, None, "exact")
-    run = IndexRun(BASE_RUN, encoder, table, str(output / "videos"), str(output / "captions"), 1, ROWS_PER_PART, None)
+    options = IndexOptions(model=MODEL)
+    run = IndexRun(BASE_RUN, create_driver_model(options), table, str(output / "videos"), str(output / "captions"),
+                   options)
     videos = table.select(["video_id", "uri"]).append_column("file_stat", list_stamps(table["uri"]))
     write_encoded_rows(run, videos.append_column("_row", pa.array(np.arange(table.num_rows))), np.random.default_rng(1))

@@ -9,7 +9,7 @@ Usage: python bench/nightly_scale.py [--sizes 100000 1000000] [--s3-sizes 100000
 Nights, each a `jobs.nightly.nightly` in a fresh process on a fresh copy of the same index:
   noop      nothing changed;
   change    1 % of the videos added, 1 % changed (a new file), 1 % deleted;
-  metadata  1 % of the videos with a new `tag`.
+  metadata  1 % of the videos with a new `genre`.
 Each step's time and peak RSS (VmHWM, reset through /proc/self/clear_refs as the step starts) are
 taken by wrapping the functions the night calls: plan, encode, refresh, compaction, load (digest,
 and on a night with changes the new version's build and swap), retention.
@@ -83,30 +83,44 @@ class Steps:
         setattr(module, name, timed)
 
 
-def encode_by_writing_rows(run, plan, batch_size, segment_seconds) -> dict:
-    """In place of jobs.index.encode_videos: its rows written, nothing decoded or encoded."""
+def encode_by_writing_rows(run, plan, *_) -> dict:
+    """In place of the index run's encode_videos: its rows written, nothing decoded or encoded."""
     import numpy as np
 
     write_encoded_rows(run, plan.encode, np.random.default_rng(0))
     return {"rows": plan.encode.num_rows, "status_ok": plan.encode.num_rows}
 
 
+def wrap_night(steps: Steps) -> None:
+    """The night's steps timed where the revision has them (jobs/pipeline and storage/milvus since the
+    one query engine, jobs/index.py and jobs/nightly.py before), nothing decoded (no Ray)."""
+    try:
+        import jobs.pipeline.index_run as index_run
+        import storage.milvus.publish as load_module
+        import storage.milvus.versions as retire_module
+        load_name = "publish_index"
+    except ImportError:
+        import jobs.index as index_run
+        import jobs.nightly as load_module
+        retire_module, load_name = load_module, "load"
+    steps.wrap(index_run, "make_plan", "plan")
+    steps.wrap(index_run, "encode_videos", "encode", encode_by_writing_rows)
+    steps.wrap(index_run, "refresh_metadata", "refresh")
+    steps.wrap(index_run, "compact_dataset", "compaction")
+    steps.wrap(load_module, load_name, "load")
+    steps.wrap(retire_module, "retire_versions", "retention")
+    index_run.connect_checked = lambda *a, **k: None
+
+
 def night(args: argparse.Namespace) -> None:
     """One nightly run of the code of args.code; prints its steps' figures as one JSON line."""
     sys.path.insert(0, str(args.code))
-    import jobs.index
     import jobs.nightly
     from storage.milvus.store import VectorStore
 
     started_rss = peak_rss_mb()
     steps = Steps()
-    steps.wrap(jobs.index, "make_plan", "plan")
-    steps.wrap(jobs.index, "encode_videos", "encode", encode_by_writing_rows)
-    steps.wrap(jobs.index, "refresh_metadata", "refresh")
-    steps.wrap(jobs.index, "compact_dataset", "compaction")
-    steps.wrap(jobs.nightly, "load", "load")
-    steps.wrap(jobs.nightly, "retire_versions", "retention")
-    jobs.index.connect_checked = lambda *a, **k: None  # no Ray: nothing is decoded
+    wrap_night(steps)
     # Every night starts from the same version, which the default retention (2) keeps as the previous.
     VectorStore(args.db).swap_alias(ALIAS, args.baseline)
     Path("/proc/self/clear_refs").write_text("5")
@@ -124,8 +138,8 @@ def compaction_alone(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(args.code))
     try:
         from storage.table.compaction import compact
-    except ImportError:  # before storage/compaction.py
-        from storage.table.dataset import compact
+    except ImportError:  # before storage/ by concern
+        from storage.compaction import compact
 
     Path("/proc/self/clear_refs").write_text("5")
     started = time.perf_counter()

@@ -109,7 +109,7 @@ def write_manifest_and_index(root: str, n: int) -> tuple[str, str]:
 
     uris = video_uris(root, n)
     ids = [Path(u).stem for u in uris]
-    manifest = pa.table({"uri": uris, "video_id": ids, "tag": ["library"] * n})
+    manifest = pa.table({"uri": uris, "video_id": ids, "genre": ["library"] * n})
     with fsspec.open(f"{root}/manifest.parquet", "wb") as f:
         pq.write_table(manifest, f)
     stamps = list_stamps(pa.array(uris)).to_pylist()
@@ -118,7 +118,7 @@ def write_manifest_and_index(root: str, n: int) -> tuple[str, str]:
         rows = slice(start, start + ROWS_PER_STORED_PART)
         m = len(ids[rows])
         columns = {"key": pa.array([f"{v}#0" for v in ids[rows]]), "video_id": pa.array(ids[rows]),
-                   "uri": pa.array(uris[rows]), "tag": pa.array(["library"] * m),
+                   "uri": pa.array(uris[rows]), "genre": pa.array(["library"] * m),
                    "file_stat": pa.array(stamps[rows], pa.string()), "model_fingerprint": pa.array([FINGERPRINT] * m),
                    "status": pa.array(["ok"] * m), "run_id": pa.array(["r0"] * m),
                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(m * DIM, np.float32)), DIM)}
@@ -139,11 +139,11 @@ def plan_per_video(manifest_url: str, output: str, sample: int | None) -> dict:
     started = time.perf_counter()
     manifest = read_manifest(manifest_url)
     stored = read_live(f"{output}/{VIDEOS}", columns=["key", "video_id", "uri", "file_stat", "model_fingerprint",
-                                                       "segment_seconds", "run_id", "tag"])
+                                                       "segment_seconds", "run_id", "genre"])
     previous: dict[str, list[dict]] = {}
     for row in stored.to_pylist():
         previous.setdefault(row["video_id"], []).append(row)
-    rows = manifest.select(["uri", "video_id", "tag"]).to_pylist()
+    rows = manifest.select(["uri", "video_id", "genre"]).to_pylist()
     setup_s, started = time.perf_counter() - started, time.perf_counter()
     reused = 0
     for row in rows[:sample] if sample else rows:

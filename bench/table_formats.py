@@ -5,7 +5,7 @@ plain reader.
 
 Usage: python bench/table_formats.py [--rows 1000000] [--dim 256] [--work DIR] [--out table_formats.json]
 
-The same rows both ways: one row per video, the planning columns the index keeps, a `tag` and a
+The same rows both ways: one row per video, the planning columns the index keeps, a `genre` and a
 unit vector of `--dim` floats. Delta writes them in one commit, in files of its own size (asked for
 256 rows' bytes, delta-rs writes about 1,000 rows a file); vidx in parts of 256 rows (as `vidx
 index` writes them) and again in parts of Delta's file size. Each way's step is timed in this process, on local
@@ -39,7 +39,7 @@ from storage.table.dataset import list_parts, read_part_rows, write_part  # noqa
 
 ROWS_PER_PART = 256
 PLAN_COLUMNS = ["key", "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",
-                "error_kind", "run_id", "tag"]
+                "error_kind", "run_id", "genre"]
 
 
 def progress(message: str) -> None:
@@ -56,7 +56,7 @@ def video_rows(ids: np.ndarray, run_id: str, dim: int, rng: np.random.Generator)
         "uri": [f"/library/{i // 1000:04d}/{i:07d}.mp4" for i in ids],
         "file_stat": [f"{i}:1733000000000000000" for i in ids], "model_fingerprint": ["tiny"] * n,
         "segment_seconds": pa.nulls(n, pa.float64()), "status": ["ok"] * n, "error_kind": pa.nulls(n, pa.string()),
-        "run_id": [run_id] * n, "tag": ["library"] * n,
+        "run_id": [run_id] * n, "genre": ["library"] * n,
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
     })
 

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.index import index  # noqa: E402
-from jobs.synth import COLOURS, DIRECTIONS, SHAPES, Scene, synth  # noqa: E402
+from encoders.synth import COLOURS, DIRECTIONS, SHAPES, Scene  # noqa: E402
+from jobs.synth import synth  # noqa: E402
 from jobs.tag import tag  # noqa: E402
 from jobs.texts import texts  # noqa: E402
 from storage.table.dataset import read_live  # noqa: E402

@@ -77,24 +77,26 @@ def tag_in_child(index: Path) -> dict:
 
 def per_video_searches(index: Path, db: str, searches: int, videos: int) -> dict:
     from jobs.load import load
-    from jobs.search import search
     from storage.milvus.store import VectorStore
+    from storage.query.engine import Engine
+    from storage.query.questions import Search
 
     started = time.perf_counter()
     load(str(index), db)
     load_s = time.perf_counter() - started
     store = VectorStore(db, create=False)
+    engine = Engine(store)
     chosen = np.random.default_rng(1).choice(videos, searches, replace=False)
-    search(db, video_id=f"v{chosen[0]:07d}", target="texts", k=TOP_K, store=store)  # warm: the copy read once
+    engine.search(Search(video_id=f"v{chosen[0]:07d}", target="texts", k=TOP_K))  # warm: the copy read once
     started = time.perf_counter()
     for i in chosen:
-        search(db, video_id=f"v{i:07d}", target="texts", k=TOP_K, store=store)
+        engine.search(Search(video_id=f"v{i:07d}", target="texts", k=TOP_K))
     by_id = time.perf_counter() - started
     # A client holding the vectors already: only the corpus search (its exact copy, one product each).
     vectors = list(store.vectors(store.resolve("videos"), VIDEO_KEY, [f"v{i:07d}#0" for i in chosen]).values())
-    corpus, started = store.resolve("texts"), time.perf_counter()
+    corpus, started = store.exact_copy(store.resolve("texts")), time.perf_counter()
     for vector in vectors:
-        store.search(corpus, vector, TOP_K)
+        corpus.top_k(vector, TOP_K)
     by_vector = time.perf_counter() - started
     return {"load_s": round(load_s, 1), "searches": searches,
             "by_video_id": {"ms_per_video": round(1000 * by_id / searches, 2), "videos_per_s": round(searches / by_id, 1)},
