@@ -1,4 +1,7 @@
-"""The command line starts without heavy imports and turns user errors into one line, bugs into tracebacks."""
+"""The command line as a whole (jobs/__main__.py): it starts without heavy imports, every command has
+help stating the jobs' own defaults, user errors are one line with exit 2, what is not the user's
+doing (a database that cannot be reached) one line with exit 1, bugs tracebacks; and a command that
+only reads creates no database."""
 
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ import sys
 import numpy as np
 import pytest
 
+from cli import cli_error
 from encoders.config import ModelConfigError, get_model_config
 from errors import IntegrityError, NotFound, TooLarge, Unavailable, UserError, exit_code, http_status
 from jobs.__main__ import build_parser, main
+from servers import free_port
 from storage.query import QueryError
 
 HEAVY = ("torch", "open_clip", "ray", "pymilvus", "decord")
@@ -116,3 +121,20 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr("jobs.evaluation.evaluate", broken)
     with pytest.raises(KeyError):
         main(["eval", "--embeddings", "anything"])
+
+
+def test_a_database_that_cannot_be_reached_is_exit_1_naming_it(capsys):
+    db = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for argv in (["query", "--db", db, "SELECT * FROM videos"], ["search", "--db", db, "--text", "a dog"]):
+        line = cli_error(capsys, *argv, code=1)
+        assert line.startswith(f"cannot open vector database {db}: ") and "server unavailable" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["query", "SELECT * FROM videos"], ["search", "--text", "a dog"], ["serve"],
+])
+def test_a_command_that_only_reads_creates_no_database(tmp_path, capsys, argv):
+    db = tmp_path / "no" / "such" / "vidx.db"
+    line = cli_error(capsys, argv[0], "--db", str(db), *argv[1:])
+    assert line.startswith(f"no vector database at {db}")
+    assert not (tmp_path / "no").exists()

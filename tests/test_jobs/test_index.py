@@ -1,4 +1,5 @@
-"""The index job end to end on a real local Ray: rows, errors, equality, incremental re-runs."""
+"""`vidx index` end to end on a real local Ray: rows, errors, equality, incremental re-runs, `--seek
+keyframe`, and manifests refused before any work."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli import cli_error, cli_json
 from encoders.video import decode_video
 from jobs.__main__ import main
 from media import GOOD_VIDEOS
@@ -33,8 +35,7 @@ def mixed_manifest(tmp_path_factory, good_videos, bad_files) -> Path:
 
 
 def run_index(capsys, *args: str) -> dict:
-    assert main(["index", "--model", "tiny", *args]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return cli_json(capsys, "index", "--model", "tiny", *args)
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +141,17 @@ def test_changed_model_or_sampling_re_encodes_and_replaces_rows(good_videos, tmp
 def test_unusable_manifest_stops_before_any_work(tmp_path, capsys, problem, content, message):
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(content)
-    assert main(["index", "--model", "tiny", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    line = cli_error(capsys, "index", "--model", "tiny", "--manifest", str(manifest), "--output", str(tmp_path / "out"))
+    assert message in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("column", ["run_id", "error_kind", "_row"])
+def test_a_manifest_column_the_dataset_uses_is_refused_in_one_line(tmp_path, capsys, column):
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(f'{{"uri": "a.mp4", "{column}": "x"}}\n')
+    line = cli_error(capsys, "index", "--model", "tiny", "--manifest", str(manifest), "--output", str(tmp_path / "out"))
+    assert f"column {column!r} is reserved" in line
 
 
 def test_new_content_under_an_old_mtime_is_re_encoded(good_videos, tmp_path, local_ray, capsys, tiny_model):
@@ -174,3 +182,41 @@ def test_metadata_only_change_rewrites_rows_without_encoding(good_videos, tmp_pa
     assert sorted(after) == sorted(before) == ["h264#0", "vfr#0"]
     assert after["h264#0"]["genre"] == "new" and after["vfr#0"]["genre"] == "same"
     assert after["h264#0"]["embedding"] == before["h264#0"]["embedding"]
+
+
+def rows_by_key(output: Path) -> dict:
+    table = pq.read_table(output / "videos")
+    return {r["key"]: r for r in table.to_pylist()}
+
+
+def test_keyframe_rows_record_the_keyframe_times_and_switching_mode_re_encodes(good_videos, bad_files, tmp_path,
+                                                                               local_ray, capsys):
+    """`--seek keyframe`: its rows say which frame times were used, and the two modes never mix in
+    one dataset (the mode is part of the model fingerprint)."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"uri": str(p)}) + "\n" for p in
+                                (good_videos["long_gop"], good_videos["h264"], bad_files["truncated"])))
+    output = tmp_path / "out"
+    run_index(capsys, "--manifest", str(manifest), "--output", str(output), "--segment-seconds", "2")
+    exact = rows_by_key(output)
+    stats = run_index(capsys, "--manifest", str(manifest), "--output", str(output), "--segment-seconds", "2",
+                      "--seek", "keyframe")
+    assert stats["encoded"] == 3 and stats["reused"] == 0  # another fingerprint: nothing reused
+    keyframe = rows_by_key(output)
+    assert exact.keys() == keyframe.keys()
+    for key, row in keyframe.items():
+        assert row["model_fingerprint"] != exact[key]["model_fingerprint"]
+        if row["status"] == "error":
+            assert row["sampled_times"] == [] and row["error"]
+            continue
+        assert row["sampled_frames"] == len(row["sampled_times"]) == len(exact[key]["sampled_times"])
+        np.testing.assert_allclose(exact[key]["sampled_times"][0], row["start_s"], atol=0.05)
+    # long_gop: 5 s at 30 fps with keyframes at frames 0, 32, 64, 96 and 128
+    key_times = {round(i / 30, 6) for i in (0, 32, 64, 96, 128)}
+    long_gop = [row for key, row in keyframe.items() if key.startswith("long_gop")]
+    assert len(long_gop) == 3 and all({round(t, 6) for t in row["sampled_times"]} <= key_times for row in long_gop)
+    record = json.loads((output / "runs" / f"{stats['stats_file'].rsplit('/', 1)[-1]}").read_text())
+    assert record["config"]["seek"] == "keyframe"
+    assert record["model"]["spec"]["sampling"] == {"seek": "keyframe"}
+    assert run_index(capsys, "--manifest", str(manifest), "--output", str(output), "--segment-seconds", "2",
+                     "--seek", "keyframe")["encoded"] == 0  # same mode again: incremental

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cli import cli_json
 from encoders import create_model
 from encoders.checkpoint import to_official_keys
-from jobs.__main__ import main
 from jobs.index import index
 from jobs.nightly import nightly, workdir_lock
 from jobs.query import run_query
@@ -66,8 +66,7 @@ def assert_serves(db: str, manifest_rows: list[dict], vectors: dict[str, np.ndar
 
 
 def run_night(capsys, manifest: str, workdir: Path, db: str, *model: str) -> dict:
-    assert main(["nightly", "--manifest", manifest, "--workdir", str(workdir), "--db", db, *model]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return cli_json(capsys, "nightly", "--manifest", manifest, "--workdir", str(workdir), "--db", db, *model)
 
 
 class QueryStream(threading.Thread):

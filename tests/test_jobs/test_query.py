@@ -1,18 +1,24 @@
-"""The query command on a served index: filters select exactly what the Parquet selects."""
+"""`vidx query` on a served index: filters select exactly what the Parquet selects, both engines answer
+alike, tags filter videos, every output format holds the same rows; refusals in one line."""
 
 from __future__ import annotations
 
 import json
 import random
 
+import numpy as np
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from cli import cli_error, cli_json
+from corpora import stored_tags
 from jobs.__main__ import main
-from jobs.query import run_query
-from storage.query.questions import QUERY_FORMATS
+from jobs.query import query_table, run_query
 from storage.milvus.store import VectorStore
+from storage.query.questions import QUERY_FORMATS
+from storage.schema import TEXT_KEY
+from storage.table.dataset import read_live
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ ATOMS = [
 
 
 def atoms_for(db: str) -> list:
-    """IS [NOT] NULL needs nullable fields: not on Milvus before 2.5 (test_server_mode shows the refusal)."""
+    """IS [NOT] NULL needs nullable fields: not on Milvus before 2.5 (the IS NULL test below shows the refusal)."""
     return ATOMS if VectorStore(db).nullable else [atom for atom in ATOMS if "NULL" not in atom[0]]
 
 
@@ -86,9 +92,8 @@ def test_limit_offset_and_field_order(loaded):
 
 def test_cli_explain_and_refusal(loaded, capsys):
     _, db = loaded
-    assert main(["query", "--db", db, "--explain", "--param", "c=red",
-                 "SELECT video_id FROM videos WHERE colour = :c LIMIT 2"]) == 0
-    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    plan = cli_json(capsys, "query", "--db", db, "--explain", "--param", "c=red",
+                    "SELECT video_id FROM videos WHERE colour = :c LIMIT 2")
     source, relational = plan["steps"]
     if VectorStore(db).is_lite:  # the exact copy, filtered by DuckDB
         assert source == {"method": "exact copy: filter", "collection": "videos", "filter": "colour = 'red'",
@@ -98,9 +103,14 @@ def test_cli_explain_and_refusal(loaded, capsys):
                           "filter": 'colour == "red"', "columns": ["colour", "video_id"]}
     assert plan["plan"] == "scan" and relational["sql"] == ("SELECT video_id FROM source WHERE colour = 'red' "
                                                             "LIMIT 2")
-    assert main(["query", "--db", db, "SELECT video_id, count(*) FROM videos"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == ("vidx query: error: must be in GROUP BY or inside an aggregate: 'video_id' at line 1, column 8")
+    line = cli_error(capsys, "query", "--db", db, "SELECT video_id, count(*) FROM videos")
+    assert line == "must be in GROUP BY or inside an aggregate: 'video_id' at line 1, column 8"
+
+
+def test_a_parameter_without_a_value(loaded, capsys):
+    _, db = loaded
+    assert cli_error(capsys, "query", "--db", db, "--param", "colour", "SELECT * FROM videos") == \
+        "--param 'colour': expected NAME=VALUE"
 
 
 @pytest.mark.parametrize("output_format", QUERY_FORMATS)
@@ -122,3 +132,48 @@ def test_every_output_format_holds_the_same_rows(loaded, output_format, tmp_path
         assert "colour" in lines[1] and "longest" in lines[1]
         for row in expected:
             assert any(row["colour"] in line and str(row["n"]) in line for line in lines)
+
+
+# --- The same index on milvus-lite and on a Milvus server (2.3.5) ---
+
+SQL = [
+    "SELECT key, score FROM videos ORDER BY similarity(TEXT('a blue triangle moves down')) DESC LIMIT 8",
+    "SELECT key, colour, score FROM videos WHERE colour IN ('red', 'blue') AND segment = 0 "
+    "ORDER BY similarity(TEXT('a blue triangle')) DESC LIMIT 5",
+    "SELECT key, score FROM videos WHERE start_s >= 2 ORDER BY similarity(ID('synth_11_00003')) DESC LIMIT 6",
+]
+
+
+def test_both_engines_answer_sql_like_queries_alike(lite_db, server_db_loaded, capsys):
+    for sql in SQL:
+        lite, server = (cli_json(capsys, "query", "--db", db, sql, "--json") for db in (lite_db, server_db_loaded))
+        assert [r["key"] for r in lite] == [r["key"] for r in server], sql
+        np.testing.assert_allclose([r["score"] for r in lite], [r["score"] for r in server], atol=1e-4)
+    scan = "SELECT key, colour, duration_s FROM videos WHERE colour <> 'red' AND duration_s > 1 LIMIT 1000"
+    lite, server = (cli_json(capsys, "query", "--db", db, scan, "--json") for db in (lite_db, server_db_loaded))
+    assert sorted(lite, key=lambda r: r["key"]) == sorted(server, key=lambda r: r["key"])
+
+
+def test_is_null_filters_on_a_server_without_nullable_fields_are_one_line_and_exit_2(server_db_loaded, capsys):
+    sql = "SELECT key FROM videos WHERE background IS NOT NULL LIMIT 5"
+    line = cli_error(capsys, "query", "--db", server_db_loaded, sql)
+    assert line.startswith("Milvus refused") and "is null" in line
+
+
+# --- Tags (`vidx tag`), served as a list column of the videos ---
+
+def test_tags_filter_videos_in_sql(served_corpus):
+    index, db = served_corpus
+    tags = stored_tags(index, "vocab")
+    text_of = {r[TEXT_KEY]: r["text"] for r in read_live(str(index / "texts" / "vocab"), TEXT_KEY).to_pylist()}
+    wanted = text_of[max(text_of, key=lambda text_id: sum(t == text_id for _, _, t, _ in tags))]
+    holding = sorted({v for v, _, t, _ in tags if text_of[t] == wanted})
+    rows = query_table(db, "SELECT video_id, count(*) AS segments FROM videos WHERE array_contains(vocab, :t) "
+                           "GROUP BY video_id ORDER BY video_id", {"t": wanted}).to_pylist()
+    assert [r["video_id"] for r in rows] == holding
+    best = query_table(db, "SELECT video_id, vocab FROM videos WHERE array_contains(vocab, :t) "
+                           "ORDER BY similarity(TEXT('a blue square')) DESC LIMIT 2", {"t": wanted}).to_pylist()
+    assert best and all(r["video_id"] in holding and wanted in r["vocab"] for r in best)
+    first = {v: [text_of[t] for _, t in sorted((rank, t) for video, _, t, rank in tags if video == v)] for v in holding}
+    listed = query_table(db, f"SELECT video_id, vocab FROM videos WHERE video_id = '{holding[0]}' LIMIT 1").to_pylist()
+    assert listed[0]["vocab"] == first[holding[0]]  # best first

@@ -1,21 +1,25 @@
-"""The search command against an index loaded into milvus-lite: exact answers, clear refusals."""
+"""`vidx search` against an index loaded into each engine: answers equal to exact search over the
+Parquet (text->video, video->video, video->text, a corpus as the target), clear refusals."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
 
-from jobs.__main__ import main
+from cli import cli_error, cli_json
+from corpora import FORMATS, PHRASES, brute_force_tags
 from jobs.load import load
+from jobs.query import query_table
+from jobs.server.app import create_app
+from storage.schema import TEXT_KEY
 from storage.table.dataset import write_part
 
 
 def run_search(capsys, *args: str) -> list[dict]:
-    assert main(["search", *args, "--json"]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return cli_json(capsys, "search", *args, "--json")
 
 
 def brute_force(table: pa.Table, vector: np.ndarray, key: str, k: int) -> tuple[list[str], np.ndarray]:
@@ -59,9 +63,7 @@ def test_where_filter_returns_only_matching_rows(loaded, capsys):
 
 def test_bad_filter_is_one_line_and_exit_2(loaded, capsys):
     _, db = loaded
-    assert main(["search", "--db", db, "--text", "x", "--where", "colour === 'red'"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("vidx search: error:") and "--where" in err and "Traceback" not in err
+    assert "--where" in cli_error(capsys, "search", "--db", db, "--text", "x", "--where", "colour === 'red'")
 
 
 def test_a_collection_made_by_another_model_is_refused(tmp_path, db, capsys):
@@ -71,6 +73,78 @@ def test_a_collection_made_by_another_model_is_refused(tmp_path, db, capsys):
     model = b'{"spec": {"name": "tiny"}, "fingerprint": "other"}'
     write_part(table.replace_schema_metadata({b"vidx.model": model}), str(tmp_path / "index" / "videos"), "key")
     load(str(tmp_path / "index"), db)
-    assert main(["search", "--db", db, "--text", "a dog"]) == 2
-    err = capsys.readouterr().err
-    assert "fingerprint other" in err and "re-index" in err
+    line = cli_error(capsys, "search", "--db", db, "--text", "a dog")
+    assert "fingerprint other" in line and "re-index" in line
+
+
+# --- The same index on milvus-lite and on a Milvus server (2.3.5): the same answers, equal to exact search ---
+
+def exact_top_k(table: pa.Table, vector: np.ndarray, key: str, k: int, where=lambda row: True) -> list[tuple]:
+    rows = [r for r in table.to_pylist() if where(r)]
+    scores = np.stack([r["embedding"] for r in rows]) @ vector
+    return [(rows[i][key], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def assert_same_ranking(hits: list[dict], expected: list[tuple], key: str) -> None:
+    assert [h[key] for h in hits] == [k for k, _ in expected]
+    np.testing.assert_allclose([h["score"] for h in hits], [s for _, s in expected], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def videos(served_index) -> pa.Table:
+    return pq.read_table(served_index / "videos")
+
+
+def test_both_engines_answer_every_query_kind_as_exact_search(served_index, videos, lite_db, server_db_loaded,
+                                                              tiny_model, capsys):
+    text = tiny_model.encode_text(["a green square moves up"])[0]
+    first = videos.sort_by("key").to_pylist()[0]
+    searches = [  # (arguments, reference top-k)
+        (["--text", "a green square moves up", "-k", "6"], exact_top_k(videos, text, "key", 6)),
+        (["--text", "a green square moves up", "-k", "6", "--where", "segment == 0"],
+         exact_top_k(videos, text, "key", 6, lambda r: r["segment"] == 0)),
+        (["--video-id", first["video_id"], "-k", "5"],
+         exact_top_k(videos, np.asarray(first["embedding"], np.float32), "key", 5)),
+        (["--video", first["uri"], "-k", "3"], None),  # decoded again: the video itself comes first
+    ]
+    for args, expected in searches:
+        answers = [run_search(capsys, "--db", db, *args) for db in (lite_db, server_db_loaded)]
+        if expected is None:
+            assert answers[0][0]["video_id"] == answers[1][0]["video_id"] == first["video_id"]
+            expected = [(h["key"], h["score"]) for h in answers[0]]
+        for hits in answers:
+            assert_same_ranking(hits, expected, "key")
+
+
+def test_both_engines_answer_video_to_text_as_exact_search(served_index, videos, lite_db, server_db_loaded, capsys):
+    captions = pq.read_table(served_index / "captions")
+    row = videos.sort_by("key").to_pylist()[0]
+    expected = exact_top_k(captions, np.asarray(row["embedding"], np.float32), "caption_id", 5)
+    for db in (lite_db, server_db_loaded):
+        hits = run_search(capsys, "--db", db, "--video-id", row["video_id"], "--target", "captions", "-k", "5")
+        # Equal captions have equal vectors: compare scores, not the order of ties.
+        np.testing.assert_allclose([h["score"] for h in hits], [s for _, s in expected], atol=1e-4)
+
+
+# --- A corpus (`vidx texts`) as the target ---
+
+@pytest.mark.parametrize("corpus", ["vocab", *(f"served_{fmt}" for fmt in FORMATS)])
+def test_a_corpus_is_searchable_from_the_cli_sql_and_http(served_corpus, capsys, tmp_path, corpus):
+    index, db = served_corpus
+    video = "synth_11_00003"
+    ranked = sorted((rank, t) for v, segment, t, rank in brute_force_tags(index, corpus, len(PHRASES), True)
+                    if (v, segment) == (video, 0))  # a stored video is searched for by its first segment
+    expected = [t for _, t in ranked]
+    hits = cli_json(capsys, "search", "--db", db, "--video-id", video, "--target", corpus, "-k", "3", "--json")
+    assert [hit[TEXT_KEY] for hit in hits] == expected[:3]
+    rows = query_table(db, f"SELECT text_id, text, score FROM {corpus} "
+                           f"ORDER BY similarity(ID('{video}')) DESC LIMIT 3").to_pylist()
+    assert [r[TEXT_KEY] for r in rows] == [hit[TEXT_KEY] for hit in hits]
+    with TestClient(create_app(db, cache_dir=tmp_path)) as client:
+        library = client.get("/library").json()
+        assert library["corpora"][corpus]["rows"] == len(PHRASES)
+        answer = client.post("/search", json={"video_id": video, "target": corpus, "k": 3}).json()
+        assert [hit[TEXT_KEY] for hit in answer] == [hit[TEXT_KEY] for hit in hits]
+        if corpus != "served_txt":  # the tables' metadata is served beside each text
+            category = query_table(db, f"SELECT category, count(*) AS n FROM {corpus} GROUP BY category").to_pylist()
+            assert {r["category"]: r["n"] for r in category} == {"motion": 1, "object": len(PHRASES) - 1}

@@ -17,7 +17,7 @@ from encoders.checkpoint import to_official_keys
 from encoders.video import decode_video
 from jobs.synth import synth
 from jobs.train import train
-from test_index_resilience import kill_group, wait_for
+from processes import kill_group, wait_for
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4

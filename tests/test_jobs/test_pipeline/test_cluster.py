@@ -1,6 +1,10 @@
-"""The index job on a three-node Ray cluster, with manifest, videos and output on an S3-compatible
+"""The runs on Ray clusters (jobs/pipeline/cluster.py: the connection and the checks a cluster must
+pass before any work).
+
+The index job on a three-node Ray cluster, with manifest, videos and output on an S3-compatible
 server: a head that schedules no work (as ray_cluster.yaml), a CPU worker, and a worker that
-declares a logical GPU (this machine has none, so its encoders run with --device cpu)."""
+declares a logical GPU (this machine has none, so its encoders run with --device cpu). And
+`ray start --head` + `ray job submit --working-dir . -- python -m jobs index ...` on this machine."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from cli import refused
 from flaky_s3 import install, set_faults
 from jobs.__main__ import main
 from jobs.index import index
@@ -26,11 +32,44 @@ from processes import kill_group, wait_for
 from ray_nodes import LocalCluster, job_environment
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TESTS = REPO / "tests"
 BAD_KINDS = ["empty", "garbage", "text", "truncated", "truncated_faststart", "header_only", "image", "missing"]
 # Small parts and batches: many parts, so a node lost mid-run leaves finished ones behind.
 SMALL = ["--model", "tiny", "--device", "cpu", "--batch-size", "2", "--rows-per-part", "4"]
+
+
+# A one-node cluster first: the three-node one below stays up until this module ends.
+@pytest.fixture
+def ray_head():
+    """A real head node that runs work, stopped afterwards by process id."""
+    cluster = LocalCluster(job_environment({}))
+    try:
+        cluster.start_head(num_cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_index_runs_under_ray_job_submit(ray_head, tmp_path):
+    manifest = synth(tmp_path / "synth", n=4, seed=5)
+    output = tmp_path / "index"
+    result = ray_head.submit("python", "-m", "jobs", "index", "--model", "tiny", "--manifest", str(manifest),
+                             "--output", str(output), working_dir=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout
+    table = pq.read_table(output / "videos")
+    assert table.num_rows == 4 and set(table["status"].to_pylist()) == {"ok"}
+
+
+def test_cluster_config_is_valid_for_the_ray_cluster_launcher():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((REPO / "ray_cluster.yaml").read_text()))
+    validate_config(config)
+    head = config["available_node_types"][config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}, "the head must schedule no work"
+    assert any(cmd.startswith("cd ~/vidx && python3 -m pip install -e .") for cmd in config["setup_commands"])
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +95,6 @@ def vidx(cluster: LocalCluster, *args: str, timeout: float = 600) -> subprocess.
 
 def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
-
-
-def refusal(result: subprocess.CompletedProcess) -> str:
-    """The one-line error of a job that could not run (its log lines aside); exit 2, no traceback."""
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("vidx index: error: ")]
-    return line
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +179,14 @@ def test_index_on_three_nodes_from_s3_to_s3_equals_a_single_node_run(cluster, li
 
 
 def test_a_local_output_or_local_videos_on_the_cluster_are_refused_unless_shared(cluster, library, tmp_path):
-    line = refusal(vidx(cluster, "index", "--manifest", library["manifest"], "--output", str(tmp_path / "out"),
-                        *SMALL))
+    line = refused(vidx(cluster, "index", "--manifest", library["manifest"], "--output", str(tmp_path / "out"),
+                        *SMALL), "index")
     assert f"--output {tmp_path / 'out'} is a local path and this Ray cluster has 3 nodes" in line
     assert "--shared-dir" in line and not (tmp_path / "out").exists()
 
     output = f"s3://{library['bucket']}/refused"
-    line = refusal(vidx(cluster, "index", "--manifest", str(library["local_manifest"]), "--output", output, *SMALL))
+    line = refused(vidx(cluster, "index", "--manifest", str(library["local_manifest"]), "--output", output, *SMALL),
+                   "index")
     assert f"{library['good'] + library['bad']} manifest videos are local paths" in line and not fsspec.filesystem("s3").exists(output)
 
 
@@ -169,7 +202,8 @@ def test_local_paths_declared_shared_are_accepted(cluster, good_videos, tmp_path
 
 def test_a_gpu_node_whose_torch_sees_no_gpu_is_refused_in_one_line_naming_it(cluster, library):
     output = f"s3://{library['bucket']}/no_gpu"
-    line = refusal(vidx(cluster, "index", "--manifest", library["manifest"], "--output", output, "--model", "tiny"))
+    line = refused(vidx(cluster, "index", "--manifest", library["manifest"], "--output", output, "--model", "tiny"),
+                   "index")
     assert f"({cluster.gpu_worker.node_id[:12]}) declares 1 GPU(s) to Ray, but torch there sees no CUDA" in line
     assert "--device cpu" in line and not fsspec.filesystem("s3").exists(output)
 
@@ -262,3 +296,4 @@ def test_nightly_with_manifest_and_workdir_on_s3(cluster, tmp_path):
     assert last_json(first.stdout)["added"] == 3 and last_json(first.stdout)["stats_file"].startswith("s3://")
     second = last_json(vidx(cluster, *night).stdout)
     assert (second["added"], second["reused"], second["unchanged"]) == (0, 3, ["captions", "videos"])
+

@@ -1,37 +1,24 @@
-"""The server opens only what it serves: library videos by id or uri, clips uploaded with the request,
-thumbnails and range-streamed videos of the served collection; never a path or URL a client names."""
+"""What a request may bring (jobs/server/inputs.py): the server opens only what it serves. VIDEO(..)
+is a library video by id or uri, or a clip uploaded with the request (decoded from a temporary file,
+removed whatever the answer); never a path or URL a client names. Forms and bodies are bounded."""
 
 from __future__ import annotations
 
 import http.server
-import io
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
-import PIL.Image
-import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from encoders.thumbnails import frame_at
-from jobs.search import search
 from jobs.server.app import create_app
 from jobs.server.inputs import MAX_FIELDS
 from servers import free_port
 
 UPLOAD_LIMIT = 200_000  # bytes: above a synth clip (~12 KB), below what the tests send to be refused
-
-
-@pytest.fixture(scope="module")
-def library(loaded) -> list[dict]:
-    """The served rows of segment 0, one per video."""
-    output, _ = loaded
-    rows = pq.read_table(output / "videos").to_pylist()
-    return sorted((r for r in rows if r["status"] == "ok" and r["segment"] == 0), key=lambda r: r["video_id"])
 
 
 @pytest.fixture(scope="module")
@@ -163,64 +150,3 @@ def test_a_body_over_the_limit_is_a_413(client):
 
     response = client.post("/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=xyz"})
     assert response.status_code == 413 and "limit" in response.json()["error"]
-
-
-def test_videos_stream_with_range_requests(client, library):
-    first = library[0]
-    data = Path(first["uri"]).read_bytes()
-    whole = client.get(f"/videos/{first['video_id']}")
-    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
-    part = client.get(f"/videos/{first['video_id']}", headers={"Range": "bytes=100-199"})
-    assert part.status_code == 206 and part.content == data[100:200]
-    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
-
-
-def pixels(image: PIL.Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.float32)
-
-
-def test_thumbnails_are_made_once_at_the_segment_start(client, loaded, cache_dir):
-    output, _ = loaded
-    segment = next(r for r in pq.read_table(output / "videos").to_pylist() if r["segment"] == 1)
-    url = f"/thumbnails/{quote(segment['key'], safe='')}"
-    response = client.get(url)
-    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
-    shown = pixels(PIL.Image.open(io.BytesIO(response.content)))
-    at_start, first = pixels(frame_at(segment["uri"], segment["start_s"])), pixels(frame_at(segment["uri"], 0.0))
-    assert segment["start_s"] == 2.0 and shown.shape == at_start.shape
-    # JPEG leaves ~4 levels of the videos' noise; the shape has moved since 0 s: ~13
-    assert np.abs(shown - at_start).mean() < np.abs(shown - first).mean() / 2
-    [cached] = [p for p in cache_dir.iterdir() if p.suffix == ".jpg"]
-    made = cached.stat().st_mtime_ns
-    assert client.get(url).content == response.content and cached.stat().st_mtime_ns == made
-
-
-def test_the_page_and_its_library(client):
-    page = client.get("/")
-    assert page.status_code == 200 and '<form id="search" role="search">' in page.text
-    assert client.get("/static/page.js").status_code == 200
-    body = client.get("/openapi.json").json()["paths"]["/search"]["post"]["requestBody"]["content"]
-    assert {"text", "video", "per_video"} <= set(body["application/json"]["schema"]["properties"])
-    library = client.get("/library").json()
-    assert library["videos"]["metadata"] == ["background", "colour", "direction", "shape"]
-    assert library["videos"]["rows"] > 0 and library["captions"]["model"]["name"] == "tiny"
-
-
-def test_per_video_search_shows_each_video_once_at_its_best_segment(client, loaded):
-    _, db = loaded
-    segments = search(db, text="a blue square moves up", k=1000)
-    best = {}
-    for hit in segments:
-        best.setdefault(hit["video_id"], hit)
-    hits = client.post("/search", json={"text": "a blue square moves up", "k": 5, "per_video": True}).json()
-    assert [h["key"] for h in hits] == [h["key"] for h in list(best.values())[:5]]
-
-
-def test_media_need_the_token_from_a_header_or_the_pages_cookie(loaded, library, cache_dir):
-    _, db = loaded
-    with TestClient(create_app(db, token="s3cret", cache_dir=cache_dir)) as client:
-        url = f"/videos/{library[0]['video_id']}"
-        assert client.get(url).status_code == 401
-        assert client.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        client.cookies.set("vidx_token", "s3cret")
-        assert client.get(url).status_code == 200 and client.get("/").status_code == 200

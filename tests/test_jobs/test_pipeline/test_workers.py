@@ -4,21 +4,15 @@ else becomes the video's error row with a one-line reason and its kind."""
 from __future__ import annotations
 
 import dataclasses
-import errno
 
-import aiohttp
-import botocore.exceptions
 import fsspec
 import pytest
-from s3fs.errors import translate_boto_error
 
 import jobs.pipeline.workers
 import storage.table.files
-from encoders.video import VideoDecodeError
 from flaky_s3 import FlakyS3FileSystem, set_faults
 from jobs.pipeline.workers import READ_ATTEMPTS, decode_item
 from object_store import new_bucket, upload
-from storage.table.files import is_transient
 
 
 @pytest.fixture
@@ -69,35 +63,3 @@ def test_any_other_exception_is_an_error_row_naming_it(good_videos, tiny_model, 
     [row] = decode(str(good_videos["h264"]), tiny_model)
     assert (row["status"], row["error_kind"], sleeps) == ("error", "permanent", [])
     assert row["error"] == "MemoryError: cannot allocate 3 GB for frames"
-
-
-def _client_error(code: str) -> botocore.exceptions.ClientError:
-    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
-
-
-@pytest.mark.parametrize("error, transient", [
-    (translate_boto_error(_client_error("SlowDown")), True),  # as s3fs raises them
-    (translate_boto_error(_client_error("InternalError")), True),
-    (translate_boto_error(_client_error("RequestTimeout")), True),
-    (translate_boto_error(_client_error("AccessDenied")), False),
-    (translate_boto_error(_client_error("InvalidRange")), False),
-    (_client_error("Throttling"), True),  # untranslated
-    (botocore.exceptions.ReadTimeoutError(endpoint_url="http://s3"), True),
-    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3"), True),
-    (aiohttp.ClientPayloadError("Response payload is not completed"), True),
-    (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), True),
-    (TimeoutError(), True),
-    (PermissionError(errno.EACCES, "denied"), False),
-    (ValueError("bad"), False),
-])
-def test_which_errors_are_transient(error, transient):
-    assert is_transient(error) is transient
-    try:  # as local_copy reports a read error: VideoDecodeError from the original
-        raise VideoDecodeError("cannot read s3://b/v.mp4") from error
-    except VideoDecodeError as wrapped:
-        assert is_transient(wrapped) is transient
-
-
-def test_a_file_the_plan_saw_but_a_read_does_not_find_is_transient():
-    assert is_transient(FileNotFoundError("gone"), seen=True)
-    assert not is_transient(FileNotFoundError("gone"), seen=False)

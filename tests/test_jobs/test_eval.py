@@ -1,4 +1,4 @@
-"""Retrieval metrics as the CLIP2Video paper's evaluation code computes them; `evaluate` on Parquet."""
+"""`vidx eval`: retrieval metrics as the CLIP2Video paper's evaluation code computes them; `evaluate` on Parquet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.__main__ import main
+from cli import cli_error, cli_json
 from jobs.evaluation import (best_caption_scores, evaluate, ground_truth_ranks, sorted_position_ranks,
                              text_to_video_metrics, video_to_text_metrics)
 from storage.table.dataset import write_part
@@ -226,10 +226,8 @@ def test_evaluate_an_index_directory(index_dir):
 
 
 def test_eval_command_prints_the_metrics_as_json_and_refuses_with_a_reason(index_dir, tmp_path, capsys):
-    assert main(["eval", "--embeddings", str(index_dir), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == evaluate(str(index_dir))
-    assert main(["eval", "--embeddings", str(tmp_path / "nothing")]) == 2
-    assert "holds no embeddings" in capsys.readouterr().err
+    assert cli_json(capsys, "eval", "--embeddings", str(index_dir), "--json") == evaluate(str(index_dir))
+    assert "holds no embeddings" in cli_error(capsys, "eval", "--embeddings", str(tmp_path / "nothing"))
 
 
 def test_evaluate_refuses_segmented_videos(index_dir):
@@ -258,8 +256,7 @@ def test_eval_equals_the_papers_evaluation_code(case, tmp_path, capsys):
                                        for i, vector in enumerate(data["videos"])], dim)
     write_captions(tmp_path / "captions", [(f"v{video:02d}", vector)
                                            for video, vector in zip(data["caption_video"], data["captions"])], dim)
-    assert main(["eval", "--embeddings", str(tmp_path), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = cli_json(capsys, "eval", "--embeddings", str(tmp_path), "--json")
     assert result["path"] == ("one caption per video" if case == "single" else "several captions per video")
     # The paper's text->video rates are float32 (torch sums); everything else is exact.
     assert result["t2v"] == pytest.approx(data["t2v"], rel=1e-6)
