@@ -14,8 +14,6 @@ import pytest
 
 from embeddings import DIM, MODEL, embeddings_table, write
 from errors import IntegrityError
-from storage.table import live_rows
-from storage.table.dataset import read_live
 from storage.table.live_rows import scan_live
 from storage.milvus.filters import equals
 from storage.milvus.exact_copy import ExactCopy, ExactCopyWriter, exact_copy_path
@@ -201,22 +199,6 @@ def test_nulls_are_stored_where_the_engine_can_or_refused_with_the_rule(store, t
         assert store.versions("videos") == []  # nothing half-built is left
 
 
-@pytest.mark.parametrize("read_ahead_bytes", [1 << 30, 1], ids=["parts-read-ahead", "parts-streamed-alone"])
-def test_live_rows_stream_in_batches_equal_to_a_whole_read(tmp_path, monkeypatch, read_ahead_bytes):
-    monkeypatch.setattr(live_rows, "READ_AHEAD_BYTES", read_ahead_bytes)
-    monkeypatch.setattr(live_rows, "STREAM_BUFFER", 256)  # a column's pages read a few at a time
-    first = embeddings_table(40, run_id="run-1")
-    second = embeddings_table(10, seed=5, run_id="run-2")  # videos 0-9 again, newer
-    parts = write(tmp_path / "videos", first, second, first.slice(20, 5).replace_schema_metadata(first.schema.metadata))
-    live = scan_live(parts, status="ok")
-    batches = list(live.batches(["key", "run_id", "embedding"], 7))
-    streamed = pa.concat_tables(batches).sort_by("key")
-    whole = read_live(parts).select(["key", "run_id", "embedding"]).sort_by("key")
-    assert streamed.equals(whole) and live.rows.num_rows == 40
-    assert all(b.num_rows >= 7 for b in batches[:-1])
-    assert live.model() == MODEL
-
-
 def test_milvus_lite_opens_again_after_its_connection_sat_idle(tmp_path):
     """Processes that load, wait, then search (tests, notebooks, `vidx serve`) reuse one connection."""
     store = VectorStore(str(tmp_path / "vidx.db"))
@@ -229,7 +211,7 @@ def test_a_database_held_by_another_process_is_refused_with_the_way_out(tmp_path
     db = str(tmp_path / "vidx.db")
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from storage.milvus.store import VectorStore; "
                                f"VectorStore({db!r}); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[3])
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(VectorStoreError, match="another process holds the lock.*milvus-lite server --data-dir"):

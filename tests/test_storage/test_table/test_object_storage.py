@@ -24,7 +24,7 @@ from storage.table.files import file_stat, list_stamps
 from storage.table.manifest import read_manifest
 from storage.table.runs import write_run_record
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # Run in a subprocess: write one part in 5 MiB multipart pieces, one at a time (s3fs does so above
 # 100 MiB) and die by SIGKILL as the second piece starts, the first one stored on the server.

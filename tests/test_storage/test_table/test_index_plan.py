@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.__main__ import main
 from storage.table.index_plan import make_plan, refresh_metadata
 from storage.table.compaction import compact
 from storage.table.dataset import conform, list_parts, read_live, write_part
@@ -166,11 +165,3 @@ def test_captions_are_reused_per_video_only_when_exactly_the_same(tmp_path):
     assert plan.captions["caption_id"].to_pylist() == ["v1#0", "v1#1", "v2#0", "v3#0"]
     assert plan_of(after, output, fingerprint="m2").captions.num_rows == 6
 
-
-@pytest.mark.parametrize("column", ["run_id", "error_kind", "_row"])
-def test_a_manifest_column_the_dataset_uses_is_refused_in_one_line(tmp_path, capsys, column):
-    manifest = tmp_path / "manifest.jsonl"
-    manifest.write_text(f'{{"uri": "a.mp4", "{column}": "x"}}\n')
-    assert main(["index", "--model", "tiny", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert f"column {column!r} is reserved" in err and len(err.strip().splitlines()) == 1
