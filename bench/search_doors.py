@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().parent)]
 
 from code_versions import code_versions  # noqa: E402
-from query_latency import clustered_vectors, exact_top_k, load_in_child, unit, write_dataset  # noqa: E402
+from query_latency import clustered_vectors, exact_top_k, load_in_child, write_dataset  # noqa: E402
 from random_checkpoint import random_vitb32_checkpoint  # noqa: E402
 from serve_load import running_server  # noqa: E402
 

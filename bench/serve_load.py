@@ -8,7 +8,7 @@ Setup, in a temporary work directory: `--videos` synth videos (jobs/synth.py), i
 Ray by a CLIP2Video of the released ViT-B/32 geometry with random weights (the real encoder's
 cost) in 2 s segments, then loaded by `python -m jobs load` into each engine: a milvus-lite
 directory (`lite`) or a database on a Milvus 2.3.5 standalone server started for the run
-(`server`, tests/servers.py). For each engine, `python -m jobs serve --db DB` runs as a
+(`server`, harness/servers.py). For each engine, `python -m jobs serve --db DB` runs as a
 subprocess; with `--before REV` the server of commit REV (a temporary git worktree, the same
 Python) is measured first against the same database, then this tree's; one server at a time, as
 milvus-lite lets one process own a database.

@@ -123,6 +123,8 @@ TAGGING_KEY = "vidx.tagging"
 # The most rows one search or query returns (k, LIMIT, OFFSET); a query without LIMIT that
 # returns more is refused rather than cut.
 MAX_RESULTS = 1000
+# The most elements of a served list column: the texts `vidx tag --top-k` gives a video.
+MAX_LIST = 1000
 # The longest question: characters of a query caption, video id or uri, and of a statement or filter.
 MAX_TEXT = 1_000
 MAX_SQL = 10_000

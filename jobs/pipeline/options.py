@@ -7,6 +7,7 @@ from pydantic import Field
 
 from encoders.config import Device, Head, SeekMode
 from storage.options import Options, cli
+from storage.schema import MAX_LIST
 from storage.table.dataset import ROWS_PER_PART
 
 
@@ -60,7 +61,7 @@ class CorpusOptions(Options):
 class TagOptions(Options):
     """How `vidx tag` chooses each video's texts."""
 
-    top_k: int = Field(5, ge=1, le=1000, description="texts per video")
+    top_k: int = Field(5, ge=1, le=MAX_LIST, description="texts per video")
     min_score: float | None = Field(None, description="keep only texts scoring at least this (cosine similarity)")
     per_segment: bool = Field(False, description="tag each segment, not each video (its best segment)")
     address: str | None = address_field()

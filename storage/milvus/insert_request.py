@@ -12,7 +12,7 @@ pymilvus 3.0.2 (pinned) has no public columnar insert that packs vectors without
   object storage as an asynchronous job; milvus-lite has no Import RPC.
 
 So the request is built here and handed to the connection MilvusClient.insert itself uses. These
-pymilvus internals are what this relies on, and tests/test_storage/test_insert_request.py fails if
+pymilvus internals are what this relies on, and tests/test_storage/test_milvus/test_insert_request.py fails if
 the pinned pymilvus changes them:
 - `MilvusClient._get_connection()` and `MilvusClient._generate_call_context()`, the two calls
   MilvusClient.insert makes;

@@ -30,6 +30,7 @@ from storage.schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
 
 from .errors import RowStream, VectorStoreError, database_errors, reason, unreachable
 from .exact_copy import ExactCopy, ExactCopyWriter, exact_copy_path, remove_exact_copy, vectors_path
+from .fields import MAX_VARCHAR, scalar_schema
 from .filters import is_in
 from .insert_request import insert_columns
 from .scores import ScoreRange
@@ -37,8 +38,6 @@ from .scores import ScoreRange
 logger = logging.getLogger(__name__)
 
 SERVER_SCHEMES = ("http://", "https://", "tcp://")
-# Longest VARCHAR Milvus accepts.
-MAX_VARCHAR = 65_535
 # HNSW on inner product: the vectors are unit length, so IP ranks as the paper's score. The build
 # cost grows with efConstruction: 64 builds far faster than 200 and still finds nearly all
 # of the exact top-10 at ef 64 (docs/benchmarks.md, "Why the constants are what they are").
@@ -57,11 +56,6 @@ MAX_INNER_PRODUCT = 1e6  # no upper bound: unit vectors score at most 1
 # column scan ran faster in batches of 4,000 than of 1,000 (docs/benchmarks.md, "Why the constants
 # are what they are").
 SCAN_BATCH = 4000
-# Milvus field types -> Arrow (the types vidx stores: collection_fields; its only arrays are tags).
-ARROW_TYPES = {DataType.VARCHAR: pa.string(), DataType.BOOL: pa.bool_(), DataType.INT64: pa.int64(),
-               DataType.DOUBLE: pa.float64(), DataType.ARRAY: pa.list_(pa.string())}
-# The most elements of a list column (the texts `vidx tag --top-k` gives a video).
-MAX_ARRAY = 1000
 # Nullable fields came in Milvus 2.5; milvus-lite 3 has them.
 NULLABLE_SINCE = (2, 5)
 # pymilvus pings every 10 s even when idle; milvus-lite's gRPC server (embedded or `milvus-lite
@@ -107,47 +101,6 @@ def _open_lite(uri: str) -> MilvusClient:
     finally:
         log.removeHandler(logged)
         log.propagate = True
-
-
-def _milvus_type(arrow_type: pa.DataType) -> dict | None:
-    """Milvus field arguments for an Arrow column; None for types Milvus cannot filter on."""
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return {"datatype": DataType.VARCHAR, "max_length": MAX_VARCHAR}
-    if pa.types.is_boolean(arrow_type):
-        return {"datatype": DataType.BOOL}
-    if pa.types.is_integer(arrow_type):
-        return {"datatype": DataType.INT64}
-    if pa.types.is_floating(arrow_type):
-        return {"datatype": DataType.DOUBLE}
-    return None
-
-
-def text_list_field() -> dict:
-    """Milvus field arguments of a tag column (storage/table/tag_columns.py): an ARRAY of VARCHAR. A
-    manifest's own list columns stay unstored, as before: their lengths have no bound."""
-    return {"datatype": DataType.ARRAY, "element_type": DataType.VARCHAR, "max_capacity": MAX_ARRAY,
-            "max_length": MAX_VARCHAR}
-
-
-def scalar_schema(description: dict, columns: list[str] | None) -> pa.Schema:
-    """The Arrow types of `columns` of a described collection (None: every scalar field, in order)."""
-    fields = [f for f in description["fields"] if f["name"] != EMBEDDING]
-    types = {f["name"]: ARROW_TYPES.get(f["type"], pa.string()) for f in fields}
-    return pa.schema([(column, types[column]) for column in (columns or list(types))])
-
-
-def collection_fields(schema: pa.Schema, key: str) -> list[tuple[str, dict]]:
-    """(name, Milvus field arguments) for every scalar column; the vector comes separately."""
-    fields = []
-    for field in schema:
-        if field.name in (key, EMBEDDING):
-            continue
-        args = _milvus_type(field.type)
-        if args is None:
-            logger.warning("column %r (%s) is not stored in Milvus: no filterable type", field.name, field.type)
-            continue
-        fields.append((field.name, args))
-    return fields
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -28,7 +28,8 @@ from storage.table.digests import rows_digest
 from storage.table.live_rows import LiveRows
 from storage.table.tag_columns import TagColumns
 from storage.schema import DIGEST_KEY, EMBEDDING, MODEL_KEY, NOT_SERVED, PREVIOUS_KEY, version_name
-from .store import VectorStore, VectorStoreError, collection_fields, text_list_field
+from .fields import collection_fields, text_list_field
+from .store import VectorStore, VectorStoreError
 
 
 logger = logging.getLogger(__name__)

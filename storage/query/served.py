@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 
-from storage.milvus.store import VectorStore, scalar_schema
+from storage.milvus.fields import scalar_schema
+from storage.milvus.store import VectorStore
 from storage.schema import MODEL_KEY, TABLES, VIDEOS_KEY, video_alias
 
 

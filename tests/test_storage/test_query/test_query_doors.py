@@ -200,6 +200,12 @@ def same_answer(got: list[tuple], expected: list[tuple], order_keys: list[int], 
                 Counter(r for r in expected if tuple(r[i] for i in order_keys) == key)
 
 
+def close_answer(got: list[tuple], expected: list[tuple], score: int) -> None:
+    """An approximate (HNSW) top-k: as many rows, and the same score at a rank at least RECALL of the time."""
+    assert len(got) == len(expected)
+    assert sum(canonical(a[score]) == canonical(b[score]) for a, b in zip(got, expected)) >= RECALL * len(expected)
+
+
 def statement_doors(db: str, client: TestClient, capsys, sql: str) -> list[list[tuple]]:
     """The rows of `sql` through each statement door: query_table(), `vidx query --json`, /query."""
     assert main(["query", "--db", db, "--json", sql]) == 0
@@ -221,14 +227,14 @@ def test_generated_statements_answer_as_duckdb_does_through_every_door(db, clien
             answer(db, ours)
         return
     got, *others = statement_doors(db, client, capsys, ours)
-    for other in others:  # JSON turns nothing but tuples' types: the same rows
-        assert [tuple(canonical(v) for v in row) for row in other] == [tuple(canonical(v) for v in row) for row in got]
+    # On a server a top-k is an HNSW search, which a server's own compactions may answer a little
+    # differently from one call to the next: every door as close to the exact answer as it must be.
     if not exact(db) and explain_query(db, ours)["plan"] in (TOP_K, TOP_GROUPS):
-        scores = [row[order_keys[0]] for row in got], [row[order_keys[0]] for row in expected]
-        assert len(scores[0]) == len(scores[1])
-        assert sum(a == b for a, b in zip(*scores)) >= RECALL * len(scores[1]), ours
+        for door in (got, *others):
+            close_answer(door, expected, order_keys[0])
         return
-    same_answer(got, expected, order_keys, cut)
+    for door in (got, *others):  # exact: the same rows through every door (ties in any order)
+        same_answer(door, expected, order_keys, cut)
 
 
 def test_the_statements_a_new_user_tried_answer_as_duckdb_does(db, generated):
@@ -318,13 +324,11 @@ def test_generated_searches_answer_as_duckdb_does_through_every_door(db, client,
         sql = f"SELECT key, score FROM videos {condition}ORDER BY similarity(ID('{video}')) DESC LIMIT {k}"
     statements = [[dict(zip((key, SCORE), row)) for row in door] for door in statement_doors(db, client, capsys, sql)]
     hits = [[(hit[key], hit[SCORE]) for hit in door] for door in doors + statements]
-    for other in hits[1:]:  # every door, the same rows (tied ones in any order)
-        same_answer(other, hits[0], [1], cut=True)
-    if exact(db):
-        same_answer(hits[0], expected, [1], cut=True)
-    else:
-        assert len(hits[0]) == len(expected)
-        assert sum(round(a[1], 9) == round(b[1], 9) for a, b in zip(hits[0], expected)) >= RECALL * len(expected)
+    for door in hits:  # every door: exact on the exact copy (ties in any order), close on a server (HNSW)
+        if exact(db):
+            same_answer(door, expected, [1], cut=True)
+        else:
+            close_answer(door, expected, 1)
     if per_video:
         assert len({hit["video_id"] for hit in doors[0]}) == len(doors[0])  # one hit per video, at its best row
     assert all(set(hit) >= {"key", "video_id", "segment", "start_s", SCORE} for hit in doors[0])
