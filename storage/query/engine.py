@@ -25,15 +25,14 @@ from storage.milvus.errors import RowStream
 from storage.milvus.exact_copy import ExactCopy
 from storage.milvus.filters import equals
 from storage.milvus.store import RANGE_LIMIT, VectorStore
-from storage.schema import (EMBEDDING, MAX_RESULTS, SCORE, TABLES, VIDEO_KEY, VIDEOS, check_corpus_name,
-                            target_alias)
+from storage.schema import EMBEDDING, MAX_RESULTS, SCORE, VIDEO_KEY, VIDEOS, target_alias
 
 from .arrow_filter import Untranslated, arrow_matches
 from .checker import Similarity
 from .plan import RANGE, explain, plan_on
 from .plans import Plans
 from .relational import matching_rows, run_relational
-from .questions import Search, search_question
+from .questions import Search, check_target, search_question
 from .served import ServedColumns
 from .errors import QueryError
 from .statement import COUNT, TOP_GROUPS, TOP_K, Question, parse_query
@@ -111,11 +110,10 @@ class Engine:
     def search(self, search: Search, collection: str = VIDEOS, videos: VideoResolver = local_video) -> list[dict]:
         """The rows of a search of `search.target` beside the videos served as `collection`, best first."""
         served = ServedColumns(self.store)
-        alias = target_alias(collection, search.target)
-        search.query()  # exactly one of text, video, video_id
-        if search.target not in TABLES:
-            check_corpus_name(search.target)
-        self.store.described(alias)  # a collection that is not there is named before the filter is read
+        search.query()  # exactly one of text, video, video_id, before anything else is said
+        alias = target_alias(collection, check_target(search.target))
+        if alias not in served:  # named before the filter is read
+            self.store.described(alias)
         try:
             question = self.search_question(served, search, alias)
         except QueryError as e:

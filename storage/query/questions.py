@@ -99,10 +99,14 @@ def parse_where(where: str) -> exp.Expression:
     return _as_sql(condition)
 
 
+def check_target(target: str) -> str:
+    """A search's target: a table, or a corpus' name (refused when it cannot be one)."""
+    return target if target in TABLES else check_corpus_name(target)
+
+
 def search_question(search: Search, alias: str, columns: Mapping[str, set[str]]) -> Question:
     """The Question `search` asks of the collection served as `alias` (its videos, captions or corpus)."""
-    if search.target not in TABLES:
-        check_corpus_name(search.target)
+    check_target(search.target)
     kind, value = search.query()
     similarity = exp.Anonymous(this="similarity", expressions=[
         exp.Anonymous(this=kind, expressions=[exp.Literal.string(value)])])
