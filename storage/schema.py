@@ -24,13 +24,18 @@ TABLES = (VIDEOS, CAPTIONS)
 # (`vidx tag`): OUTPUT/tags/NAME, served as the videos' list column NAME.
 TEXTS = "texts"
 TAGS = "tags"
+# Near-duplicates (`vidx duplicates`): OUTPUT/duplicates/pairs (one row per pair of videos), their
+# groups (OUTPUT/duplicates/groups.parquet) and the record of the video rows compared.
+DUPLICATES = "duplicates"
 # The primary key of each table.
 VIDEO_KEY = "key"  # video_id#segment
 CAPTION_KEY = "caption_id"  # video_id#n
 TEXT_KEY = "text_id"  # the corpus' own id, else the text itself
 TAG_KEY = "tag_key"  # video_id#segment#rank
+PAIR_KEY = "pair_key"  # video_id#duplicate_id
 # By a table's key: the column whose newest run supersedes its older rows (storage.table.dataset.live_mask).
-GROUP_COLUMN = {VIDEO_KEY: "video_id", CAPTION_KEY: "video_id", TEXT_KEY: TEXT_KEY, TAG_KEY: "video_id"}
+GROUP_COLUMN = {VIDEO_KEY: "video_id", CAPTION_KEY: "video_id", TEXT_KEY: TEXT_KEY, TAG_KEY: "video_id",
+                PAIR_KEY: PAIR_KEY}
 KEY_SEPARATOR = "#"
 EMBEDDING = "embedding"
 SCORE = "score"  # the similarity of a result row; never stored
@@ -87,6 +92,25 @@ TAG_FIELDS = [
     pa.field("model_fingerprint", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
 ]
+# One row per pair of distinct videos at least as similar as a threshold, each pair once
+# (video_id < duplicate_id). No vectors.
+PAIR_FIELDS = [
+    pa.field(PAIR_KEY, pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("duplicate_id", pa.string(), nullable=False),
+    pa.field(SCORE, pa.float64(), nullable=False),  # the inner product of their best-matching rows
+    pa.field("segment", pa.int32()),  # video_id's row of that best match, and where it starts
+    pa.field("start_s", pa.float64()),
+    pa.field("duplicate_segment", pa.int32()),  # duplicate_id's
+    pa.field("duplicate_start_s", pa.float64()),
+    pa.field("model_fingerprint", pa.string()),
+    pa.field("run_id", pa.string(), nullable=False),
+]
+# Each video in a group of near-duplicates (a connected component of the pairs), and the group's
+# name: its smallest video_id.
+DUPLICATE_GROUP = "duplicate_group"
+GROUP_FIELDS = [pa.field("video_id", pa.string(), nullable=False),
+                pa.field(DUPLICATE_GROUP, pa.string(), nullable=False)]
 # The same for every row a run writes: the sink adds them, the steps before it never see them.
 RUN_COLUMNS = ("model_fingerprint", "run_id")
 
@@ -119,6 +143,8 @@ DIGEST_KEY = "vidx.digest"
 VIDEOS_KEY = "vidx.videos"
 CORPORA_KEY = "vidx.corpora"  # on a videos collection: the corpora served beside it (JSON list)
 TAGGING_KEY = "vidx.tagging"
+# The settings near-duplicates were found with (threshold, method, model), in their footers and record.
+DUPLICATING_KEY = "vidx.duplicates"
 
 # The most rows one search or query returns (k, LIMIT, OFFSET); a query without LIMIT that
 # returns more is refused rather than cut.
@@ -155,6 +181,11 @@ def text_schema(dim: int, metadata: pa.Schema, model: dict) -> pa.Schema:
 
 def tag_schema(model: dict) -> pa.Schema:
     return pa.schema(TAG_FIELDS, metadata={MODEL_KEY.encode(): json.dumps(model, sort_keys=True).encode()})
+
+
+def pair_schema(model: dict, settings: dict) -> pa.Schema:
+    return pa.schema(PAIR_FIELDS, metadata={MODEL_KEY.encode(): json.dumps(model, sort_keys=True).encode(),
+                                            DUPLICATING_KEY.encode(): json.dumps(settings, sort_keys=True).encode()})
 
 
 def metadata_columns(names: list[str]) -> list[str]:
