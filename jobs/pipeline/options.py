@@ -1,7 +1,10 @@
-"""The options of the Ray runs, declared once: the CLI (`index`, `nightly`, `texts`, `tag`) and the
-run functions read them. Imports no Ray: the command line builds its flags from these."""
+"""The options of the Ray runs, declared once: the CLI (`index`, `nightly`, `texts`, `tag`,
+`duplicates`) and the run functions read them. Imports no Ray: the command line builds its flags
+from these."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -10,6 +13,7 @@ from storage.options import Options, cli
 from storage.schema import MAX_LIST
 from storage.table.dataset import ROWS_PER_PART
 
+DuplicatesMethod = Literal["exact", "ivf"]
 
 
 def address_field():
@@ -82,4 +86,18 @@ class TrainOptions(Options):
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (resume points)")
     workers: int = Field(1, ge=1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="one GPU per worker, bf16 autocast")
+    address: str | None = address_field()
+
+
+class DuplicatesOptions(Options):
+    """How `vidx duplicates` finds the pairs of near-duplicate videos."""
+
+    threshold: float = Field(..., gt=0, le=1, description="keep pairs of videos scoring at least this: the inner "
+                             "product (cosine similarity) of their best-matching rows (docs/duplicates.md)")
+    # ivf, and 8 probes: chosen on bench/duplicates.py (docs/benchmarks.md, "Near-duplicates").
+    method: DuplicatesMethod = Field("ivf", description="exact: every row against every row, by blocked matrix "
+                                     "products; ivf: each row against the rows of its --probes nearest cells of a "
+                                     "k-means partition (faiss): far faster, may miss a pair (docs/duplicates.md)")
+    probes: int = Field(8, ge=1, description="with --method ivf: the cells each row is compared in; more find more "
+                                             "pairs, slower")
     address: str | None = address_field()

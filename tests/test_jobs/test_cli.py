@@ -25,6 +25,7 @@ COMMAND_LINES = [
     ["demo"], ["index", "--manifest", "m.jsonl", "--output", "out"], ["nightly", "--manifest", "m", "--workdir", "w"],
     ["load", "--embeddings", "out"], ["search", "--text", "a dog"], ["query", "SELECT * FROM videos"], ["serve"],
     ["eval", "--embeddings", "out"], ["train", "--manifest", "m", "--output", "o"], ["synth", "--out", "s"],
+    ["duplicates", "--embeddings", "out", "--threshold", "0.9"],
 ]
 
 
