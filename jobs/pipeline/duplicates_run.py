@@ -9,8 +9,8 @@ rows, makes each block a faiss IVF index over them, and compares a row only with
 `--probes` nearest cells (storage/table/duplicate_index.py). An incremental run with fewer rows to
 compare than the library would have cells multiplies them instead: that costs less than indexing
 the library. Every task keeps the best pair of rows of each pair of videos
-(storage/table/duplicates.py): what comes back to the driver grows with the pairs found, not with
-the rows.
+(storage/table/duplicate_pairs.py): what comes back to the driver grows with the pairs found, not
+with the rows.
 
 Incremental (storage/table/duplicate_plan.py): videos new or re-encoded since the last run are
 compared with the whole library, and the pairs of removed and re-encoded videos dropped; other
@@ -38,7 +38,7 @@ from storage.table.dataset import remove_temp_files, write_part
 from storage.table.duplicate_index import cell_index, cells_for, probed, probed_rows, sample_rows, train_cells
 from storage.table.duplicate_plan import (Library, pair_rows, pairs_directory, plan_duplicates, read_compared,
                                           read_library, read_stored_pairs, write_compared, write_groups)
-from storage.table.duplicates import Block, RowPairs, best_video_pairs, duplicate_groups, similar_rows
+from storage.table.duplicate_pairs import Block, RowPairs, best_video_pairs, duplicate_groups, similar_rows
 from storage.table.runs import new_run_id, write_run_record
 
 from .cluster import connect

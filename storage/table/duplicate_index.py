@@ -5,8 +5,9 @@ The cells are the k-means centroids of a sample of the library (spherical: unit 
 by inner product). Each block of the library becomes an IVF index over those cells; each row of a
 query block is compared, in every such index, with the rows of its `probes` nearest cells (faiss'
 range search, given the cells found once per query block). What it finds is scored again in
-float64 as the blocked product's candidates are (storage/table/duplicates.py), so no pair below the
-threshold is kept; what it misses are pairs whose two rows lie in cells that neither probes.
+float64 as the blocked product's candidates are (storage/table/duplicate_pairs.py), so no pair
+below the threshold is kept; what it misses are pairs whose two rows lie in cells that neither
+probes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .duplicates import Block, RowPairs, candidate_floor, rescored
+from .duplicate_pairs import Block, RowPairs, candidate_floor, rescored
 
 # Sample rows per cell to train on: faiss' k-means asks for at least 39 and uses at most 256.
 SAMPLE_PER_CELL = 64

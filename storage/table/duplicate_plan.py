@@ -24,7 +24,7 @@ from storage.schema import (DUPLICATES, DUPLICATING_KEY, GROUP_FIELDS, KEY_SEPAR
 
 from .atomic import publish_in
 from .dataset import PartRows, filesystem, live_mask, read_part_rows
-from .duplicates import RowPairs
+from .duplicate_pairs import RowPairs
 from .live_rows import LiveRows, live_table, rows_of
 
 PAIRS = "pairs"

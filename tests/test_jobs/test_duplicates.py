@@ -92,7 +92,8 @@ def stored(index: Path) -> dict[tuple[str, str], tuple]:
 
 
 def stored_groups(index: Path) -> dict[str, str]:
-    return {r["video_id"]: r["duplicate_group"] for r in pq.read_table(index / "duplicates" / "groups.parquet").to_pylist()}
+    groups = pq.read_table(index / "duplicates" / "groups.parquet")
+    return dict(zip(groups["video_id"].to_pylist(), groups["duplicate_group"].to_pylist()))
 
 
 def assert_found(index: Path, videos: dict[str, np.ndarray]) -> None:
