@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(ROOT / "bench")]
 from query_latency import clustered_vectors, write_dataset  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
 from storage.table.live_rows import scan_live  # noqa: E402
-from storage.milvus.versions import insert_batches, inserted_batches, served_fields  # noqa: E402
+from storage.milvus.stored_rows import insert_batches, inserted_batches, served_fields  # noqa: E402
 from storage.milvus.store import VectorStore  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def insert_rows_per_s(store: VectorStore, name: str, live, in_flight: int) -> fl
     fields = served_fields(live.schema, key)
     store.create_collection(name, key, fields, dim, {})
     started = time.perf_counter()
-    rows = sum(batch.num_rows for batch in inserted_batches(store, name, insert_batches(live, fields), in_flight))
+    rows = sum(batch.num_rows for batch in inserted_batches(store.insert, name, insert_batches(live), in_flight))
     seconds = time.perf_counter() - started
     store.drop(name)
     return rows / seconds

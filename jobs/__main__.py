@@ -23,8 +23,8 @@ from .log import configure_logging
 
 # Command -> its module in this package.
 COMMANDS = {"demo": "demo", "index": "index", "texts": "texts", "tag": "tag", "duplicates": "duplicates",
-            "nightly": "nightly", "load": "load", "search": "search", "query": "query", "serve": "serve",
-            "eval": "evaluation", "train": "train", "synth": "synth"}
+            "nightly": "nightly", "load": "load", "rollback": "rollback", "search": "search", "query": "query",
+            "serve": "serve", "eval": "evaluation", "train": "train", "synth": "synth"}
 
 
 def _value_type(annotation) -> object:

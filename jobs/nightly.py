@@ -1,8 +1,10 @@
-"""incremental index -> tags -> load -> validate -> alias swap -> retention, resumable, one run per workdir.
+"""incremental index -> tags -> load (the night's change, published at once) -> retention, resumable,
+one run per workdir.
 
 Killed at any point, the next run finishes the work: index parts are written atomically and
-reused, a collection version is served only once validated, and what an interrupted load left
-behind is retired. Readers of the alias see the old version or the new one, never a gap.
+reused, a night is published only once validated (storage/milvus/night_publish.py), a collection
+version built whole only once validated, and what an interrupted load left behind is retired.
+Readers see the last night or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class NightlyOptions(IndexOptions):
     # Versions kept per alias: the served one and the one before it, so a query that resolved the
     # alias just before the swap still finds its collection, and a bad night can be rolled back.
     keep: int = Field(2, ge=1, description="collection versions kept per alias")
+    full: bool = Field(False, description="build every collection whole tonight, as a new version swapped in")
 
 
 class Arguments(NightlyOptions):
@@ -66,6 +69,8 @@ def night_stats(indexed: dict, loaded: dict, retired: dict, durations: dict) -> 
         "failed": indexed["rows_error"],
         "metadata_updated": indexed["metadata_updated"],
         "served": {alias: swap["collection"] for alias, swap in loaded.items()},
+        "nights": {alias: swap["night"] for alias, swap in loaded.items()},
+        "built": sorted(alias for alias, swap in loaded.items() if swap.get("built")),
         "unchanged": sorted(alias for alias, swap in loaded.items() if swap.get("unchanged")),
         "retired": retired,
         "durations": {k: round(v, 3) for k, v in durations.items()},
@@ -85,7 +90,7 @@ def nightly(manifest: str, workdir: str, db: str, **options) -> dict:
     from .pipeline.tag_run import retag
 
     settings = NightlyOptions.of(**options)
-    index_options = IndexOptions.of(**settings.model_dump(exclude={"keep"}))
+    index_options = IndexOptions.of(**settings.model_dump(exclude={"keep", "full"}))
     run_id = new_run_id()
     durations, started = {}, time.perf_counter()
     with workdir_lock(workdir):
@@ -97,7 +102,7 @@ def nightly(manifest: str, workdir: str, db: str, **options) -> dict:
         step = time.perf_counter()
         index = read_index(workdir, known=tables_read)
         with VectorStore(db) as store:
-            loaded = publish_index(store, index, skip_unchanged=True)
+            loaded = publish_index(store, index, full=settings.full)
             durations["load_s"] = time.perf_counter() - step
             step = time.perf_counter()
             retired = {alias: retire_versions(store, alias, settings.keep) for alias in loaded}

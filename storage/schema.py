@@ -137,6 +137,16 @@ DIM_KEY = "vidx.dim"
 # The version served before this one (the chain retention walks) and a digest of the rows loaded.
 PREVIOUS_KEY = "vidx.previous"
 DIGEST_KEY = "vidx.digest"
+# A collection follows its index night after night (storage/milvus/nights.py): each stored row
+# version carries the night that wrote it and the night that superseded it, and the collection
+# records the night it serves (published in one property write) and the one before (rollback).
+ROW_VERSION = "_row"  # the primary key: the row's key, the run that wrote it, its tags
+NIGHT_FROM = "_from"
+NIGHT_TO = "_to"
+NIGHT_COLUMNS = (ROW_VERSION, NIGHT_FROM, NIGHT_TO)
+NIGHT_KEY = "vidx.night"
+NIGHT_BEFORE_KEY = "vidx.night_before"
+NIGHT_TS_KEY = "vidx.night_ts"  # the Milvus timestamp of the night's last write: readers ask as of it
 # The videos a corpus collection is served beside (its ID('...') queries find them there), the
 # corpora a videos collection has beside it, and in a corpus' record of its last tag run
 # (storage/table/tag_plan.py) the settings that made its tags (top_k, min_score, per_segment).

@@ -155,7 +155,7 @@ def _collection_summary(engine: Engine, alias: str) -> dict | None:
     collection = store.alias_target(alias)
     if collection is None:
         return None
-    return {"collection": collection, "rows": engine.count(collection), "model": store.model_record(collection)["spec"],
+    return {"collection": collection, "rows": engine.count(alias), "model": store.model_record(collection)["spec"],
             "metadata": sorted(store.fields(alias) - STANDARD_COLUMNS)}
 
 

@@ -113,8 +113,7 @@ class LibraryVideos:
     def __call__(self, value: str) -> tuple[str, str]:
         if value in self.uploads:
             return "VIDEO", value
-        rows = self.engine.rows_with(self.engine.store.resolve(self.collection), {"video_id": value, "uri": value},
-                                     ["video_id"])
+        rows = self.engine.rows_with(self.collection, {"video_id": value, "uri": value}, ["video_id"])
         if not rows:
             raise NotFound(f"VIDEO({value!r}) is not a video of the served library: give a video_id or uri it "
                            "holds, or upload a clip")

@@ -57,7 +57,7 @@ class ThumbnailCache:
 
 
 def _one_row(engine: Engine, collection: str, column: str, value: str, fields: list[str]) -> dict:
-    rows = engine.rows_with(engine.store.resolve(collection), {column: value}, fields)
+    rows = engine.rows_with(collection, {column: value}, fields)
     if not rows:
         raise NotFound(f"{column} {value!r}: not in the served library")
     return rows[0]

@@ -7,11 +7,13 @@ HNSW walk misses rows under a selective filter; a product over the same vectors 
 cheaper (docs/benchmarks.md, "SQL queries under filters"). A collection version never changes once
 built, so a copy written while it loads stays complete.
 
-The copy is two files: the scalar columns as an Arrow IPC file, and the vectors as one row-major
-float32 matrix, read whole when a question first needs them: one matrix is one matrix-vector
-product per search, where the record batches of an Arrow column would be one product per batch.
-Which rows a filter keeps is the query engine's to say (storage/query): the copy takes their
-positions.
+The copy is two files per night that wrote rows (storage/milvus/nights.py): the scalar columns
+as an Arrow IPC file, and the vectors as one row-major float32 matrix, read whole when a question
+first needs them: one matrix is one matrix-vector product per search, where the record batches of
+an Arrow column would be one product per batch. A later night adds its rows' two files and the
+list of row versions it superseded; the copy of night N is the rows of nights 1..N that no night up
+to N superseded. Which rows a filter keeps is the query engine's to say (storage/query): the copy
+takes their positions.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from errors import IntegrityError
-from storage.schema import DIM_KEY, EMBEDDING, SCORE
+from storage.schema import DIM_KEY, EMBEDDING, ROW_VERSION, SCORE
 from storage.table.atomic import temporary_path
 from storage.top_k import best_with_ties
 
+from .nights import FIRST_NIGHT
 from .scores import ScoreRange
 
 # A filter keeping fewer than this share of the rows: score only those (a gather, then a product);
@@ -38,8 +41,19 @@ GATHER_BELOW = 0.2
 
 def exact_copy_path(db: str, name: str) -> Path:
     """Beside the milvus-lite directory (which milvus-lite owns): `vidx.db.flat/<name>.arrow`, whose
-    vectors are `<name>.f32`. The Arrow file is published last: it marks a complete copy."""
+    vectors are `<name>.f32`: the rows of the collection as built whole (its first night). The
+    Arrow file is published last: it marks a complete copy."""
     return Path(f"{db}.flat") / f"{name}.arrow"
+
+
+def night_path(path: Path, night: int) -> Path:
+    """The rows a later night wrote: `<name>.n<night>.arrow` (and `.f32`) beside the first night's."""
+    return path if night <= FIRST_NIGHT else path.with_name(f"{path.stem}.n{night}.arrow")
+
+
+def superseded_path(path: Path, night: int) -> Path:
+    """The row versions night `night` superseded: `<name>.n<night>.superseded.arrow`."""
+    return path.with_name(f"{path.stem}.n{night}.superseded.arrow")
 
 
 def vectors_path(path: Path) -> Path:
@@ -63,14 +77,17 @@ class ExactCopyWriter:
         else:
             self.discard()
 
+    def start(self, scalars: pa.Schema) -> None:
+        """Open the files for rows of these scalar columns (with the vectors' D in its metadata)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.vectors_file = open(self.temporary[vectors_path(self.path)], "wb")
+        self.rows_writer = pa.ipc.new_file(self.temporary[self.path], scalars)
+
     def write(self, rows: pa.Table) -> None:
         if self.rows_writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             dim = rows.schema.field(EMBEDDING).type.list_size
             scalars = rows.schema.remove(rows.schema.get_field_index(EMBEDDING))
-            scalars = scalars.with_metadata({**(scalars.metadata or {}), DIM_KEY.encode(): str(dim).encode()})
-            self.vectors_file = open(self.temporary[vectors_path(self.path)], "wb")
-            self.rows_writer = pa.ipc.new_file(self.temporary[self.path], scalars)
+            self.start(scalars.with_metadata({**(scalars.metadata or {}), DIM_KEY.encode(): str(dim).encode()}))
         self.rows_writer.write_table(rows.drop_columns(EMBEDDING))  # metadata aside, the same schema
         for chunk in rows[EMBEDDING].chunks:
             self.vectors_file.write(chunk.flatten().to_numpy())  # float32, row after row
@@ -96,9 +113,36 @@ class ExactCopyWriter:
                 Path(temporary).unlink(missing_ok=True)
 
 
+def write_superseded(path: Path, night: int, versions: pa.Array) -> None:
+    """The row versions `night` superseded, beside its rows; published whole or not at all."""
+    target = superseded_path(path, night)
+    temporary = temporary_path(target)
+    with pa.ipc.new_file(temporary, pa.schema([(ROW_VERSION, pa.string())])) as writer:
+        writer.write_table(pa.table({ROW_VERSION: versions.cast(pa.string())}))
+    os.replace(temporary, target)
+
+
+def write_empty_night(path: Path, night: int) -> None:
+    """A night that wrote no rows: its files hold none, with the first night's columns."""
+    with ExactCopyWriter(night_path(path, night)) as writer:
+        writer.start(pa.ipc.open_file(pa.memory_map(str(path))).schema)
+
+
 def remove_exact_copy(path: Path) -> None:
     path.unlink(missing_ok=True)  # the marker first: a half-removed copy is no copy
     vectors_path(path).unlink(missing_ok=True)
+    for later in path.parent.glob(f"{path.stem}.n*"):
+        later.unlink(missing_ok=True)
+
+
+def _night_rows(path: Path) -> tuple[pa.Table, np.ndarray]:
+    """One night's rows (scalars) and their vectors (n, D), checked against each other."""
+    rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    dim = int(rows.schema.metadata[DIM_KEY.encode()])
+    matrix = np.fromfile(vectors_path(path), np.float32).reshape(-1, dim)
+    if len(matrix) != rows.num_rows:
+        raise IntegrityError(f"{path}: {len(matrix)} vectors for {rows.num_rows} rows")
+    return rows, matrix
 
 
 class ExactCopy:
@@ -110,12 +154,34 @@ class ExactCopy:
     The scalars are one chunk: taking hits from the load's many batches made every search slower
     (docs/benchmarks.md, "Why the constants are what they are")."""
 
-    def __init__(self, path: Path):
-        self.rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all().combine_chunks()
-        dim = int(self.rows.schema.metadata[DIM_KEY.encode()])
-        self.matrix = np.fromfile(vectors_path(path), np.float32).reshape(-1, dim)  # (n, D)
-        if len(self.matrix) != self.rows.num_rows:
-            raise IntegrityError(f"{path}: {len(self.matrix)} vectors for {self.rows.num_rows} rows")
+    def __init__(self, path: Path, night: int | None = None):
+        """The copy at `path` as served at `night` (None: a collection without nights)."""
+        nights = range(FIRST_NIGHT, (night or FIRST_NIGHT) + 1)
+        missing = [p for n in nights for p in (night_path(path, n), vectors_path(night_path(path, n)),
+                                                *([superseded_path(path, n)] if n > FIRST_NIGHT else []))
+                   if not p.exists()]
+        if missing:
+            raise IntegrityError(f"{missing[0]}: a file of the exact copy of night {night} is missing; "
+                                 "run `vidx load --full` to rebuild the collection")
+        superseded = {n: pa.ipc.open_file(pa.memory_map(str(superseded_path(path, n)))).read_all()[ROW_VERSION]
+                      for n in nights if n > FIRST_NIGHT}
+        tables, matrices, written = [], [], []
+        for n in nights:
+            rows, matrix = _night_rows(night_path(path, n))
+            later = [superseded[m] for m in nights if m > n]
+            if later:  # the night's rows that a later night superseded are not served
+                kept = pc.invert(pc.is_in(rows[ROW_VERSION], pa.chunked_array(later).combine_chunks()))
+                rows, matrix = rows.filter(kept), matrix[kept.to_numpy(zero_copy_only=False)]
+            tables.append(rows)
+            matrices.append(matrix)
+            written.append(np.full(rows.num_rows, n, np.int64))
+        rows = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0].combine_chunks()
+        # Each served row's version and the night that wrote it (a collection without nights has
+        # neither): what the next night compares with its own rows.
+        self.versions = rows[ROW_VERSION] if ROW_VERSION in rows.column_names else None
+        self.written = np.concatenate(written) if self.versions is not None else None
+        self.rows = rows.drop_columns([ROW_VERSION]) if self.versions is not None else rows
+        self.matrix = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
 
     def positions(self, column: str, values: list) -> np.ndarray:
         """The rows whose `column` holds one of `values`, ascending."""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import pyarrow as pa
 from pymilvus import DataType
 
-from storage.schema import EMBEDDING, MAX_LIST
-
-logger = logging.getLogger(__name__)
+from storage.schema import EMBEDDING, MAX_LIST, NIGHT_COLUMNS
 
 # Longest VARCHAR Milvus accepts.
 MAX_VARCHAR = 65_535
@@ -39,21 +35,29 @@ def text_list_field() -> dict:
 
 
 def scalar_schema(description: dict, columns: list[str] | None) -> pa.Schema:
-    """The Arrow types of `columns` of a described collection (None: every scalar field, in order)."""
-    fields = [f for f in description["fields"] if f["name"] != EMBEDDING]
+    """The Arrow types of `columns` of a described collection (None: every scalar field a question
+    may read, in order: not the nights of its row versions, storage/milvus/nights.py)."""
+    fields = [f for f in description["fields"] if f["name"] != EMBEDDING and f["name"] not in NIGHT_COLUMNS]
     types = {f["name"]: ARROW_TYPES.get(f["type"], pa.string()) for f in fields}
     return pa.schema([(column, types[column]) for column in (columns or list(types))])
 
 
+def stored_schema(description: dict) -> pa.Schema:
+    """The Arrow types of every field of a described collection, as stored: the vector included."""
+    def arrow_type(field: dict) -> pa.DataType:
+        if field["name"] == EMBEDDING:
+            return pa.list_(pa.float32(), field["params"]["dim"])
+        return ARROW_TYPES.get(field["type"], pa.string())
+    return pa.schema([(field["name"], arrow_type(field)) for field in description["fields"]])
+
+
 def collection_fields(schema: pa.Schema, key: str) -> list[tuple[str, dict]]:
-    """(name, Milvus field arguments) for every scalar column; the vector comes separately."""
-    fields = []
-    for field in schema:
-        if field.name in (key, EMBEDDING):
-            continue
-        args = _milvus_type(field.type)
-        if args is None:
-            logger.warning("column %r (%s) is not stored in Milvus: no filterable type", field.name, field.type)
-            continue
-        fields.append((field.name, args))
-    return fields
+    """(name, Milvus field arguments) for every scalar column of a type Milvus filters on (see
+    unstored_columns); the vector comes separately."""
+    typed = ((field.name, _milvus_type(field.type)) for field in schema if field.name not in (key, EMBEDDING))
+    return [(name, args) for name, args in typed if args is not None]
+
+
+def unstored_columns(schema: pa.Schema) -> list[pa.Field]:
+    """The columns no Milvus field holds: of types it cannot filter on (a manifest's lists)."""
+    return [field for field in schema if field.name != EMBEDDING and _milvus_type(field.type) is None]

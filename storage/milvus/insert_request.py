@@ -17,7 +17,10 @@ the pinned pymilvus changes them:
 - `MilvusClient._get_connection()` and `MilvusClient._generate_call_context()`, the two calls
   MilvusClient.insert makes;
 - the connection's `batch_insert(name, [], insert_param=request, schema=description, context=...)`,
-  which sends `insert_param` as it is (the ORM Collection.insert path);
+  which sends `insert_param` as it is (the ORM Collection.insert path), and its `upsert(..,
+  upsert_param=request, ..)`, the same for an UpsertRequest; both return a MutationResult whose
+  `timestamp` a reader may ask to see (storage/milvus/nights.py), as does its `delete(name,
+  condition, ..)`, which MilvusClient.delete calls and does not return;
 - `pymilvus.client.entity_helper.entity_to_field_data`, pymilvus' own packing of a column, used for
   the scalars (nulls, VARCHAR length checks) so that they are packed exactly as pymilvus packs them.
 """
@@ -52,20 +55,34 @@ def _fill_float_vectors(field: schema_pb2.FieldData, name: str, column: pa.Chunk
     field.vectors.float_vector.ParseFromString(encoded)
 
 
-def insert_columns(client: MilvusClient, name: str, rows: pa.Table, description: dict | None = None) -> None:
+def insert_columns(client: MilvusClient, name: str, rows: pa.Table, description: dict | None = None,
+                   upsert: bool = False) -> int | None:
     """Insert `rows` into collection `name` as one request: every column of `rows` is a field of the
     collection, a FLOAT_VECTOR field a fixed_size_list<float32>[D]. `description` is
-    `client.describe_collection(name)`, asked for when not given."""
+    `client.describe_collection(name)`, asked for when not given. With `upsert`, a row replaces the
+    stored one of the same primary key (Milvus' upsert: the same fields, another request), and the
+    upsert's Milvus timestamp is returned (a read as of it sees the rows)."""
     if description is None:
         description = client.describe_collection(name)
     fields = {field["name"]: field for field in description["fields"]}
-    request = milvus_pb2.InsertRequest(collection_name=name, num_rows=rows.num_rows)
+    request = (milvus_pb2.UpsertRequest if upsert else milvus_pb2.InsertRequest)(collection_name=name,
+                                                                                 num_rows=rows.num_rows)
     for column in rows.column_names:
         if fields[column]["type"] == DataType.FLOAT_VECTOR:
             _fill_float_vectors(request.fields_data.add(), column, rows[column])
         else:
             values = {"name": column, "type": fields[column]["type"], "values": rows[column].to_pylist()}
             request.fields_data.append(entity_helper.entity_to_field_data(values, fields[column], rows.num_rows))
-    # Private: MilvusClient.insert takes rows only (see the module docstring for the cost and why).
-    client._get_connection().batch_insert(name, [], insert_param=request, schema=description,
-                                          context=client._generate_call_context())
+    # Private: MilvusClient.insert and upsert take rows only (see the module docstring for the cost and why).
+    connection, context = client._get_connection(), client._generate_call_context()
+    if upsert:
+        return connection.upsert(name, [], upsert_param=request, schema=description, context=context).timestamp
+    connection.batch_insert(name, [], insert_param=request, schema=description, context=context)
+    return None
+
+
+def delete_where(client: MilvusClient, name: str, condition: str, timeout: float | None) -> int:
+    """Delete the rows of collection `name` that the filter `condition` keeps; the write's Milvus
+    timestamp (MilvusClient.delete returns none: its connection's delete, as MilvusClient calls it)."""
+    return client._get_connection().delete(name, condition, timeout=timeout,
+                                           context=client._generate_call_context()).timestamp

@@ -1,5 +1,6 @@
-"""An index served: its videos (with their tags), captions and corpora, each a new collection
-version built from the live rows, validated, then swapped in under its alias (versions.py).
+"""An index served: its videos (with their tags), captions and corpora, each as the next night of
+the collection its alias serves, or a new version built from the live rows, validated, then
+swapped in (versions.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from storage.table.runs import new_run_id
 from storage.table.tag_columns import TagColumns, check_tag_column, read_tag_columns
 
 from .store import VectorStore
-from .versions import build_and_swap
+from .versions import serve_rows
 
 
 @dataclass
@@ -50,21 +51,20 @@ def read_index(embeddings: str, known: dict[str, PartRows | None] | None = None)
     return IndexTables(videos, tags, captions if captions is not None and captions.rows.num_rows else None, corpora)
 
 
-def publish_index(store: VectorStore, index: IndexTables, collection: str = VIDEOS,
-                  skip_unchanged: bool = False) -> dict:
+def publish_index(store: VectorStore, index: IndexTables, collection: str = VIDEOS, full: bool = False) -> dict:
     """Serve the videos under alias `collection`, the captions under its caption alias, each corpus
-    under its corpus alias. Returns what was swapped, by alias. `skip_unchanged`: keep a served
-    version that already holds the same rows (see build_and_swap)."""
-    version = new_run_id()  # one for every collection of this load
+    under its corpus alias: each as the next night of the collection served, or built whole where
+    that cannot follow the index (always with `full`; see serve_rows). Returns what each alias
+    serves now."""
+    version = new_run_id()  # one for every collection this load builds
     corpora = sorted(index.corpora)
-    result = {collection: build_and_swap(store, index.videos, collection, version, skip_unchanged,
-                                         tags=index.tags if index.tags.corpora else None,
-                                         properties={CORPORA_KEY: json.dumps(corpora)} if corpora else None)}
+    result = {collection: serve_rows(store, index.videos, collection, version, full,
+                                     tags=index.tags if index.tags.corpora else None,
+                                     properties={CORPORA_KEY: json.dumps(corpora)} if corpora else None)}
     if index.captions is not None:
         alias = caption_alias(collection)
-        result[alias] = build_and_swap(store, index.captions, alias, version, skip_unchanged)
+        result[alias] = serve_rows(store, index.captions, alias, version, full)
     for name, live in index.corpora.items():
         alias = corpus_alias(collection, name)
-        result[alias] = build_and_swap(store, live, alias, version, skip_unchanged,
-                                       properties={VIDEOS_KEY: collection})
+        result[alias] = serve_rows(store, live, alias, version, full, properties={VIDEOS_KEY: collection})
     return result

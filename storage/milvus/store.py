@@ -29,10 +29,11 @@ from errors import Unavailable
 from storage.schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
 
 from .errors import RowStream, VectorStoreError, database_errors, reason, unreachable
-from .exact_copy import ExactCopy, ExactCopyWriter, exact_copy_path, remove_exact_copy, vectors_path
+from .exact_copy import (ExactCopy, ExactCopyWriter, exact_copy_path, night_path, remove_exact_copy, vectors_path,
+                         write_empty_night, write_superseded)
 from .fields import MAX_VARCHAR, scalar_schema
 from .filters import is_in
-from .insert_request import insert_columns
+from .insert_request import delete_where, insert_columns
 from .scores import ScoreRange
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ MAX_INNER_PRODUCT = 1e6  # no upper bound: unit vectors score at most 1
 # column scan ran faster in batches of 4,000 than of 1,000 (docs/benchmarks.md, "Why the constants
 # are what they are").
 SCAN_BATCH = 4000
+# A read's `as_of` that sees every write acknowledged before it (Milvus' Strong consistency).
+LATEST = -1
 # Nullable fields came in Milvus 2.5; milvus-lite 3 has them.
 NULLABLE_SINCE = (2, 5)
 # pymilvus pings every 10 s even when idle; milvus-lite's gRPC server (embedded or `milvus-lite
@@ -124,6 +127,9 @@ class VectorStore:
         # pymilvus logs every call that fails with its traceback; vidx reports each in one line
         # (storage/milvus/errors.py), and a name that is not there is no failure (describe).
         logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+        # Milvus 2.3 and milvus-lite do not say a query's MVCC timestamp; pymilvus' query iterator
+        # then takes the client's clock (as good here) and warns on every scan.
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
         if self.embedded and not create and not os.path.isdir(uri):
             raise VectorStoreError(f"no vector database at {uri}: give the --db of a `vidx load`, or a Milvus "
                                    "server's http://host:19530")
@@ -133,9 +139,6 @@ class VectorStore:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             self.client = _open_lite(uri)
         else:
-            # Milvus 2.3 does not say a query's MVCC timestamp; pymilvus' query iterator
-            # then takes the client's clock (as good here) and warns on every scan.
-            logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
             try:
                 self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
             except Exception as e:  # the client raises many types for an unreachable or refusing server
@@ -145,7 +148,7 @@ class VectorStore:
         self.server_version = _version(reported)
         self._in_memory: set[str] = set()  # collections this process has had Milvus load into memory
         # Embedded milvus-lite only: the exact copies opened, each read once however many threads ask.
-        self._copies: dict[str, ExactCopy | None] = {}
+        self._copies: dict[str, tuple[int | None, ExactCopy | None]] = {}  # name -> (night, its copy)
         self._copies_lock = threading.Lock()
 
     def __enter__(self) -> VectorStore:
@@ -172,25 +175,50 @@ class VectorStore:
         return self.client.has_collection(name, timeout=self.timeout)
 
     @database_errors()
-    def create_collection(self, name: str, key: str, fields: list[tuple[str, dict]], dim: int,
+    def create_collection(self, name: str, primary: str, fields: list[tuple[str, dict]], dim: int,
                           properties: dict[str, str]) -> None:
-        """An empty collection: `key` (VARCHAR primary key), `fields`, `embedding` (float32[dim])."""
+        """An empty collection: `primary` (VARCHAR primary key), `fields`, `embedding` (float32[dim])."""
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(key, DataType.VARCHAR, is_primary=True, max_length=MAX_VARCHAR)
+        schema.add_field(primary, DataType.VARCHAR, is_primary=True, max_length=MAX_VARCHAR)
         for field_name, args in fields:
             schema.add_field(field_name, nullable=self.nullable, **args)
         schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, properties=properties)
 
-    def exact_copy_writer(self, name: str) -> ExactCopyWriter | None:
-        """Where a load writes the exact copy of collection `name` as it inserts (milvus-lite only)."""
-        return ExactCopyWriter(exact_copy_path(self.uri, name)) if self.embedded else None
+    def exact_copy_writer(self, name: str, night: int | None = None) -> ExactCopyWriter | None:
+        """Where a load writes the exact copy of collection `name` as it inserts (milvus-lite only):
+        the rows of its first night, or of a later `night`."""
+        return ExactCopyWriter(night_path(exact_copy_path(self.uri, name), night or 0)) if self.embedded else None
+
+    def copy_night(self, name: str, night: int, superseded: pa.Array, wrote_rows: bool) -> None:
+        """Finish night `night` of the exact copy of `name` (milvus-lite only): the row versions it
+        superseded, and its rows' files when it wrote none."""
+        if self.embedded:
+            path = exact_copy_path(self.uri, name)
+            if not wrote_rows:
+                write_empty_night(path, night)
+            write_superseded(path, night, superseded)
 
     @database_errors()
     def insert(self, name: str, rows: pa.Table) -> None:
         """Insert rows (the collection's fields and `embedding`), column by column, as one request
         (storage/milvus/insert_request.py); the caller sizes the batch."""
         insert_columns(self.client, name, rows)
+
+    @database_errors()
+    def upsert(self, name: str, rows: pa.Table) -> int:
+        """As insert, each row replacing the stored one of the same primary key; the write's timestamp."""
+        return insert_columns(self.client, name, rows, upsert=True)
+
+    @database_errors()
+    def delete(self, name: str, filter: str) -> int:
+        """Delete the rows of collection `name` that `filter` keeps; the write's timestamp."""
+        return delete_where(self.client, name, filter, self.timeout)
+
+    @database_errors()
+    def set_properties(self, name: str, properties: dict[str, str]) -> None:
+        """Write `properties` of collection `name` in one call: a reader describing it sees all or none."""
+        self.client.alter_collection_properties(name, properties, timeout=self.timeout)
 
     @database_errors()
     def seal(self, name: str) -> None:
@@ -210,11 +238,22 @@ class VectorStore:
             self._in_memory.add(name)
         return name
 
+    def _as_of(self, timestamp: int | None) -> dict:
+        """A read's consistency: as of the Milvus `timestamp` (every write up to it seen), of every
+        write acknowledged (LATEST), or the collection's own level (None: Bounded, a few seconds
+        behind). milvus-lite sees every acknowledged write at once."""
+        if timestamp is None or self.is_lite:
+            return {}
+        if timestamp == LATEST:
+            return {"consistency_level": "Strong"}
+        return {"consistency_level": "Customized", "guarantee_timestamp": timestamp}
+
     @database_errors(refused="Milvus refused the query")
-    def query(self, name: str, filter: str, output_fields: list[str], **page) -> list[dict]:
-        """Rows of collection `name` matching `filter`; `page` may give limit and offset."""
+    def query(self, name: str, filter: str, output_fields: list[str], as_of: int | None = None, **page) -> list[dict]:
+        """Rows of collection `name` matching `filter` (as of the Milvus timestamp `as_of`, when
+        given: see _as_of); `page` may give limit and offset."""
         return self.client.query(self._searchable(name), filter=filter, output_fields=output_fields,
-                                 timeout=self.timeout, **page)
+                                 timeout=self.timeout, **self._as_of(as_of), **page)
 
     @database_errors()
     def describe(self, alias: str) -> dict | None:
@@ -239,13 +278,13 @@ class VectorStore:
 
     @database_errors(refused="Milvus refused the query")
     def scan(self, name: str, filter: str, schema: pa.Schema, vector: np.ndarray | None = None,
-             scores: ScoreRange = ScoreRange()) -> RowStream:
+             scores: ScoreRange = ScoreRange(), as_of: int | None = None) -> RowStream:
         """Every row of collection `name` that `filter` keeps, streamed through a Milvus query
         iterator (memory bounded by a batch); with `vector`, each row with its score (inner
         product), kept when within `scores`; `schema`: the columns to read (scalar_schema). Exact, on any engine."""
         rows = self.client.query_iterator(self._searchable(name), batch_size=SCAN_BATCH, filter=filter,
                                           output_fields=schema.names + ([EMBEDDING] if vector is not None else []),
-                                          timeout=self.timeout)
+                                          timeout=self.timeout, **self._as_of(as_of))
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
@@ -261,8 +300,10 @@ class VectorStore:
         scored = schema.append(pa.field(SCORE, pa.float64())) if vector is not None else schema
         return RowStream(scored, batches(), self.uri)
 
-    def vectors(self, name: str, key: str, keys: list[str]) -> dict[str, np.ndarray]:
-        rows = self.query(name, filter=is_in(key, keys), output_fields=[key, EMBEDDING])
+    def vectors(self, name: str, key: str, keys: list[str], among: str = "") -> dict[str, np.ndarray]:
+        """The vectors of the rows whose `key` is one of `keys` (among those the filter `among` keeps)."""
+        condition = f"({is_in(key, keys)}) and ({among})" if among else is_in(key, keys)
+        rows = self.query(name, filter=condition, output_fields=[key, EMBEDDING], consistency_level="Strong")
         return {row[key]: np.asarray(row[EMBEDDING], np.float32) for row in rows}
 
     def alias_target(self, alias: str) -> str | None:
@@ -306,20 +347,21 @@ class VectorStore:
 
     @database_errors(refused="Milvus refused the search")
     def search(self, name: str, vector: np.ndarray, k: int, filter: str = "",
-               output_fields: list[str] | None = None, ef: int | None = None) -> list[dict]:
+               output_fields: list[str] | None = None, ef: int | None = None, as_of: int | None = None) -> list[dict]:
         """Milvus' top-k of collection `name` by inner product (HNSW): [{output fields..., "score"}], best first."""
-        return self._search(name, vector, k, filter, output_fields, {"ef": max(ef or 0, 2 * k, SEARCH_EF)})
+        return self._search(name, vector, k, filter, output_fields, {"ef": max(ef or 0, 2 * k, SEARCH_EF)}, as_of)
 
     def _search(self, name: str, vector: np.ndarray, limit: int, filter: str, output_fields: list[str] | None,
-                params: dict) -> list[dict]:
+                params: dict, as_of: int | None) -> list[dict]:
         hits = self.client.search(self._searchable(name), data=[np.asarray(vector, np.float32)], limit=limit,
                                   filter=filter, output_fields=output_fields or ["*"],
-                                  search_params={"metric_type": "IP", "params": params}, timeout=self.timeout)
+                                  search_params={"metric_type": "IP", "params": params}, timeout=self.timeout,
+                                  **self._as_of(as_of))
         return [{**hit["entity"], SCORE: float(hit["distance"])} for hit in hits[0]]
 
     @database_errors(refused="Milvus refused the search")
     def range_search(self, name: str, vector: np.ndarray, scores: ScoreRange, filter: str = "",
-                     output_fields: list[str] | None = None) -> list[dict] | None:
+                     output_fields: list[str] | None = None, as_of: int | None = None) -> list[dict] | None:
         """The rows of collection `name` whose inner product with `vector` lies within `scores` (a
         lower bound at least), best first: Milvus' range search (HNSW, searching as wide as it
         returns). None when RANGE_LIMIT rows or more qualify (Milvus returns no more)."""
@@ -327,25 +369,26 @@ class VectorStore:
             return []  # Milvus refuses an empty range
         bounds = {"radius": scores.low - RANGE_MARGIN, "range_filter": (scores.high if scores.high is not None
                                                                          else MAX_INNER_PRODUCT) + RANGE_MARGIN}
-        hits = self._search(name, vector, RANGE_LIMIT, filter, output_fields, {"ef": RANGE_LIMIT, **bounds})
+        hits = self._search(name, vector, RANGE_LIMIT, filter, output_fields, {"ef": RANGE_LIMIT, **bounds}, as_of)
         return hits if len(hits) < RANGE_LIMIT else None
 
     @database_errors()
     def versions(self, alias: str) -> list[str]:
         return sorted(n for n in self.client.list_collections(timeout=self.timeout) if is_version_of(n, alias))
 
-    def exact_copy(self, name: str) -> ExactCopy | None:
-        """The exact copy of collection `name` (a collection, not an alias), on milvus-lite; None
-        where there is none. Read once: threads asking at once wait for the first to read it."""
+    def exact_copy(self, name: str, night: int | None = None) -> ExactCopy | None:
+        """The exact copy of collection `name` (a collection, not an alias) as served at `night`
+        (None: a collection without nights), on milvus-lite; None where there is none. Read once per
+        night: threads asking at once wait for the first to read it; an earlier night's goes."""
         if not self.embedded:
             return None
         with self._copies_lock:
-            if name not in self._copies:
+            if name not in self._copies or self._copies[name][0] != night:
                 path = exact_copy_path(self.uri, name)
                 # None: loaded by a vidx that wrote no copy, or one copy file (vectors inside the Arrow file)
                 complete = path.exists() and vectors_path(path).exists()
-                self._copies[name] = ExactCopy(path) if complete else None
-            return self._copies[name]
+                self._copies[name] = (night, ExactCopy(path, night) if complete else None)
+            return self._copies[name][1]
 
     @database_errors()
     def drop(self, name: str) -> None:

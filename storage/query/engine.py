@@ -24,6 +24,7 @@ from errors import NotFound, UserError
 from storage.milvus.errors import RowStream
 from storage.milvus.exact_copy import ExactCopy
 from storage.milvus.filters import equals
+from storage.milvus.nights import visible_under
 from storage.milvus.store import RANGE_LIMIT, VectorStore
 from storage.schema import EMBEDDING, MAX_RESULTS, SCORE, VIDEO_KEY, VIDEOS, target_alias
 
@@ -105,7 +106,8 @@ class Engine:
         """The steps a statement becomes on this database (what --explain prints)."""
         served = ServedColumns(self.store)
         question = self.statement(served, sql, params)
-        return explain(question, self.store.exact_copy(served.collection(question.table)) is not None)
+        copy = self.store.exact_copy(served.collection(question.table), served.night(question.table))
+        return explain(question, copy is not None)
 
     def search(self, search: Search, collection: str = VIDEOS, videos: VideoResolver = local_video) -> list[dict]:
         """The rows of a search of `search.target` beside the videos served as `collection`, best first."""
@@ -126,17 +128,19 @@ class Engine:
     def answer(self, served: ServedColumns, question: Question, vector: np.ndarray | None) -> pa.Table:
         """The rows of a question asked of `served`, given its query vector (None without similarity)."""
         vector = vector if question.similarity else None
-        collection = served.collection(question.table)
-        copy = self.store.exact_copy(collection)
+        collection, night = served.collection(question.table), served.night(question.table)
+        copy = self.store.exact_copy(collection, night)
         plan = plan_on(question, copy is not None)
         if copy is not None:
             kept = self._kept(copy, question)
             if plan == COUNT:
                 return pa.table({question.names[0]: [copy.count(kept)]})
             rows = self._copy_rows(copy, question, plan, vector, kept)
-        elif plan == COUNT:
-            return pa.table({question.names[0]: [self.store.count(collection, question.filter)]})
         else:
+            # Milvus holds the rows of other nights too: the filter keeps those of the night served.
+            question = replace(question, filter=visible_under(question.filter, night))
+            if plan == COUNT:
+                return pa.table({question.names[0]: [self.store.count(collection, question.filter)]})
             rows = self._milvus_rows(served, question, plan, vector, collection)
         answer = run_relational(question.relational, rows)
         if question.capped and answer.num_rows > MAX_RESULTS:
@@ -168,15 +172,16 @@ class Engine:
     def _milvus_rows(self, served: ServedColumns, question: Question, plan: str, vector: np.ndarray | None,
                      collection: str) -> pa.Table | RowStream:
         columns = question.columns or None  # a statement naming no column (count(*) of a scan) reads them all
-        hits = self._milvus_hits(question, plan, vector, collection, columns or ["*"])
+        as_of = served.as_of(question.table)
+        hits = self._milvus_hits(question, plan, vector, collection, columns or ["*"], as_of)
         if hits is not None:
             schema = served.schema(question.table, columns).append(pa.field(SCORE, pa.float64()))
             return pa.Table.from_pylist(hits, schema=schema)
         return self.store.scan(collection, question.filter, served.schema(question.table, columns), vector,
-                               question.scores)
+                               question.scores, as_of)
 
     def _milvus_hits(self, question: Question, plan: str, vector: np.ndarray, collection: str,
-                     fields: list[str]) -> list[dict] | None:
+                     fields: list[str], as_of: int | None) -> list[dict] | None:
         """The source's rows from a Milvus search, for the plans that have one; None for a scan."""
         store = self.store
         if plan in (TOP_K, TOP_GROUPS) and question.k == 0:
@@ -185,13 +190,13 @@ class Engine:
             # Fewer than k: the filter keeps fewer rows, or the search under it fell short (a Milvus 2.3.5
             # server's filtered HNSW search returned none over vectors not of unit length): an exact pass
             # over the rows the filter keeps.
-            hits = store.search(collection, vector, question.k, filter=question.filter, output_fields=fields)
+            hits = store.search(collection, vector, question.k, question.filter, fields, as_of=as_of)
             return hits if len(hits) == question.k else None
         if plan == RANGE:  # None when too many rows pass
-            return store.range_search(collection, vector, question.scores, question.filter, output_fields=fields)
+            return store.range_search(collection, vector, question.scores, question.filter, fields, as_of)
         if plan == TOP_GROUPS:
             hits, covered = hits_covering_groups(
-                lambda n: store.search(collection, vector, n, filter=question.filter, output_fields=fields),
+                lambda n: store.search(collection, vector, n, question.filter, fields, as_of=as_of),
                 itemgetter(*question.groups), question.k, RANGE_LIMIT)
             return hits if covered else None
         return None
@@ -219,20 +224,25 @@ class Engine:
 
     def stored_vector(self, served: ServedColumns, videos: str, video_id: str) -> np.ndarray:
         """The stored vector of a video of the collection served as `videos` (its first segment)."""
-        rows = self.rows_with(served.collection(videos), {"video_id": video_id}, [VIDEO_KEY, EMBEDDING], limit=None)
+        rows = self._rows_with(served, videos, {"video_id": video_id}, [VIDEO_KEY, EMBEDDING], limit=None)
         if not rows:
             raise NotFound(f"video {video_id!r}: no such video in the collection")
         first = min(rows, key=lambda r: r[VIDEO_KEY])  # segment 0 of a segmented video
         return np.asarray(first[EMBEDDING], np.float32)
 
-    def rows_with(self, collection: str, values: dict[str, str], fields: list[str],
-                  limit: int | None = 1) -> list[dict]:
-        """Rows of `collection` (a collection, not an alias) where any of the columns holds its value
-        (`limit` of them; None: all): from the exact copy where there is one, else Milvus' query."""
-        copy = self.store.exact_copy(collection)
+    def rows_with(self, alias: str, values: dict[str, str], fields: list[str], limit: int | None = 1) -> list[dict]:
+        """Rows of the collection served as `alias` where any of the columns holds its value (`limit`
+        of them; None: all): from the exact copy where there is one, else Milvus' query."""
+        return self._rows_with(ServedColumns(self.store), alias, values, fields, limit)
+
+    def _rows_with(self, served: ServedColumns, alias: str, values: dict[str, str], fields: list[str],
+                   limit: int | None) -> list[dict]:
+        collection, night = served.collection(alias), served.night(alias)
+        copy = self.store.exact_copy(collection, night)
         if copy is None:
             condition = " or ".join(equals(column, value) for column, value in values.items())
-            return self.store.query(collection, filter=condition, output_fields=fields,
+            return self.store.query(collection, filter=visible_under(condition, night), output_fields=fields,
+                                    as_of=served.as_of(alias),
                                     **({"limit": limit} if limit else {}))
         positions = np.unique(np.concatenate([copy.positions(column, [value]) for column, value in values.items()]))
         positions = positions[:limit] if limit else positions
@@ -242,7 +252,9 @@ class Engine:
                 row[EMBEDDING] = copy.matrix[position]
         return rows
 
-    def count(self, collection: str) -> int:
-        """The rows of `collection` (a collection, not an alias)."""
-        copy = self.store.exact_copy(collection)
-        return copy.count() if copy is not None else self.store.count(collection)
+    def count(self, alias: str) -> int:
+        """The rows the collection served as `alias` serves."""
+        served = ServedColumns(self.store)
+        collection, night = served.collection(alias), served.night(alias)
+        copy = self.store.exact_copy(collection, night)
+        return copy.count() if copy is not None else self.store.count(collection, visible_under("", night))

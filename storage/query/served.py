@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 import pyarrow as pa
 
 from storage.milvus.fields import scalar_schema
+from storage.milvus.nights import night_written_at, served_night
 from storage.milvus.store import VectorStore
 from storage.schema import MODEL_KEY, TABLES, VIDEOS_KEY, video_alias
 
@@ -41,6 +42,14 @@ class ServedColumns(Mapping):
     def collection(self, name: str) -> str:
         """The collection (version) the alias names."""
         return self._description(name)["collection_name"]
+
+    def night(self, name: str) -> int | None:
+        """The night the collection serves (storage/milvus/nights.py); None: it serves every row."""
+        return served_night(self._description(name).get("properties", {}))
+
+    def as_of(self, name: str) -> int | None:
+        """The Milvus timestamp a read of the collection asks to see (nights.night_written_at)."""
+        return night_written_at(self._description(name).get("properties", {}))
 
     def schema(self, name: str, columns: list[str] | None) -> pa.Schema:
         return scalar_schema(self._description(name), columns)

@@ -29,8 +29,9 @@ STREAM_BUFFER = 1 << 20
 class LiveRows:
     """The live rows of a dataset, found from its small columns; the wide ones are read in batches.
 
-    `rows` holds the key column and `run_id` of every live row, in part order, and `_part` (the
-    index of its part in `paths`): a few bytes per row, where the vectors are kilobytes."""
+    `rows` holds the key column, its group column (`video_id`) and `run_id` of every live row, in
+    part order, and `_part` (the index of its part in `paths`): a few bytes per row, where the
+    vectors are kilobytes."""
 
     paths: list[str]
     filesystem: fsspec.AbstractFileSystem
@@ -92,9 +93,10 @@ def rows_of(part_rows: PartRows, rows: pa.Table, directory: str, key_column: str
     """`rows` (some of part_rows.rows, in their order) as LiveRows, to read whole."""
     fs, _ = filesystem(directory)
     holding = np.unique(rows["_part"].to_numpy())
+    kept = [*dict.fromkeys([key_column, GROUP_COLUMN[key_column]]), "run_id", "_part"]
     return LiveRows(part_rows.paths, fs, part_rows.unified_schema(holding),
-                    rows.select([key_column, "run_id", "_part"]).combine_chunks(), key_column, part_rows.models,
-                    part_rows.nbytes)
+                    rows.select([c for c in kept if c in rows.column_names]).combine_chunks(), key_column,
+                    part_rows.models, part_rows.nbytes)
 
 
 def live_table(part_rows: PartRows, key_column: str, status: str | None) -> pa.Table:

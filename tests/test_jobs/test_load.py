@@ -79,9 +79,9 @@ def embeddings(directory: Path, n: int = 20, dim: int = 8) -> str:
 def test_a_failed_check_after_a_load_is_exit_1_and_serves_nothing(tmp_path, capsys, monkeypatch):
     """A check of vidx's own that fails is not the user's doing: exit 1, one line."""
     output, db = embeddings(tmp_path / "index"), str(tmp_path / "vidx.db")
-    monkeypatch.setattr(VectorStore, "count", lambda self, name: 7)  # the database lost rows
+    monkeypatch.setattr(VectorStore, "count", lambda self, name, filter="": 7)  # the database lost rows
     line = cli_error(capsys, "load", "--embeddings", output, "--db", db, code=1)
-    assert line.startswith("validation of videos_") and line.endswith(": 7 rows, expected 20")
+    assert line.startswith("validation of videos_") and line.endswith("(night 1): 7 rows, expected 20")
     monkeypatch.undo()
     store = VectorStore(db)
     assert store.alias_target("videos") is None and store.versions("videos") == []

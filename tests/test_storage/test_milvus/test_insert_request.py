@@ -68,7 +68,7 @@ def by_name(request: milvus_pb2.InsertRequest) -> dict:
 
 
 def test_the_pymilvus_internals_it_calls_are_as_pinned(tmp_path):
-    """What insert_columns calls beyond the public API, as pymilvus 3.0.2 has it."""
+    """What insert_columns and delete_where call beyond the public API, as pymilvus 3.0.2 has it."""
     client = MilvusClient(str(tmp_path / "contract.db"))
     try:
         assert list(inspect.signature(MilvusClient._get_connection).parameters) == ["self"]
@@ -84,6 +84,12 @@ def test_the_pymilvus_internals_it_calls_are_as_pinned(tmp_path):
     request = milvus_pb2.InsertRequest(collection_name="c", num_rows=1)
     assert GrpcHandler._prepare_batch_insert_request(object(), "c", [], insert_param=request,
                                                      schema={"fields": []}) is request
+    upsert = inspect.signature(GrpcHandler.upsert).parameters
+    assert list(upsert)[:3] == ["self", "collection_name", "entities"] and {"timeout", "context"} <= set(upsert)
+    upsert_request = milvus_pb2.UpsertRequest(collection_name="c", num_rows=1)
+    assert GrpcHandler._prepare_batch_upsert_request(object(), "c", [], upsert_param=upsert_request,
+                                                     schema={"fields": []}) is upsert_request
+    assert list(inspect.signature(GrpcHandler.delete).parameters)[:3] == ["self", "collection_name", "expression"]
     packing = inspect.signature(entity_helper.entity_to_field_data).parameters
     assert list(packing) == ["entity", "field_info", "num_rows"]
 

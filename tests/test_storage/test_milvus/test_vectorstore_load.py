@@ -1,5 +1,6 @@
-"""Versioned collections on both engines (milvus-lite and a Milvus server): build, validate, swap,
-retire, exact answers, and the places where the two engines differ."""
+"""Versioned collections on both engines (milvus-lite and a Milvus server): build whole, validate,
+swap, retire, exact answers, and the places where the two engines differ. A night of a collection
+(what a load does when it can follow the index): test_nights.py."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from storage.table.live_rows import scan_live
 from storage.milvus.filters import equals
 from storage.milvus.exact_copy import ExactCopy, ExactCopyWriter, exact_copy_path
 from storage.milvus.store import VectorStore, VectorStoreError
-from storage.milvus.versions import build_and_swap, inserted_batches, retire_versions, served_fields
+from storage.milvus.stored_rows import inserted_batches, served_fields
+from storage.milvus.versions import retire_versions, serve_rows
 
-def load(store: VectorStore, directory: str, version: str, skip_unchanged: bool = False) -> dict:
-    return build_and_swap(store, scan_live(directory, status="ok"), "videos", version, skip_unchanged)
+
+def load(store: VectorStore, directory: str, version: str, full: bool = True) -> dict:
+    return serve_rows(store, scan_live(directory, status="ok"), "videos", version, full)
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ def test_inserts_in_flight_are_all_acknowledged_and_a_failed_one_stops_the_load(
     table = embeddings_table(40).drop_columns(["status", "error", "segment_seconds"])
     store.create_collection("videos_x", "key", served_fields(table.schema, "key"), DIM, {})
     batches = [table.slice(start, 10) for start in range(0, 40, 10)]
-    acknowledged = [batch["key"][0].as_py() for batch in inserted_batches(store, "videos_x", batches, 2)]
+    acknowledged = [batch["key"][0].as_py() for batch in inserted_batches(store.insert, "videos_x", batches, 2)]
     assert acknowledged == ["v0#0", "v10#0", "v20#0", "v30#0"]
     store.seal("videos_x")  # a server counts only a loaded collection, which needs its index
     assert store.count("videos_x") == 40
@@ -57,27 +60,30 @@ def test_inserts_in_flight_are_all_acknowledged_and_a_failed_one_stops_the_load(
 
     monkeypatch.setattr(store, "insert", refuse_the_third)
     with pytest.raises(VectorStoreError, match="refused"):
-        list(inserted_batches(store, "videos_x", batches, 2))
+        list(inserted_batches(store.insert, "videos_x", batches, 2))
 
 
 def test_failed_validation_leaves_the_alias_where_it_was(store, tmp_path, monkeypatch):
     parts = write(tmp_path / "videos", embeddings_table(50))
     load(store, parts, "v1")
-    monkeypatch.setattr(VectorStore, "count", lambda self, name: 7)
+    monkeypatch.setattr(VectorStore, "count", lambda self, name, filter="": 7)
     with pytest.raises(IntegrityError, match="7 rows, expected 50"):
         load(store, parts, "v2")
     assert store.alias_target("videos") == "videos_v1"
     assert store.versions("videos") == ["videos_v1"]
 
 
-def test_an_unchanged_table_loads_nothing_and_a_changed_one_a_new_version(store, tmp_path):
+def test_an_unchanged_table_loads_nothing_a_changed_one_a_night_and_full_a_new_version(store, tmp_path):
     parts = write(tmp_path / "videos", embeddings_table(40))
-    load(store, parts, "v1", skip_unchanged=True)
-    again = load(store, parts, "v2", skip_unchanged=True)
+    load(store, parts, "v1")
+    again = load(store, parts, "v2", full=False)
     assert again["unchanged"] and again["collection"] == "videos_v1" and store.versions("videos") == ["videos_v1"]
     write(tmp_path / "videos", embeddings_table(40, run_id="run-2"))  # the same videos, written again
-    load(store, parts, "v3", skip_unchanged=True)
-    assert store.alias_target("videos") == "videos_v3"
+    night = load(store, parts, "v3", full=False)
+    assert (night["collection"], night["night"], night["added"], night["superseded"]) == ("videos_v1", 2, 40, 40)
+    assert store.alias_target("videos") == "videos_v1" and store.versions("videos") == ["videos_v1"]
+    rebuilt = load(store, parts, "v4")
+    assert rebuilt["built"] and store.alias_target("videos") == "videos_v4"
 
 
 def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(store, tmp_path):
@@ -182,7 +188,7 @@ def test_the_engines_differ_on_a_repeated_key(store, tmp_path):
     table = embeddings_table(5)
     load(store, write(tmp_path / "videos", table), "v1")
     name = store.resolve("videos")
-    store.insert(name, table.slice(0, 1).select([*sorted(store.fields(name)), "embedding"]))
+    store.client.insert(name, store.query(name, filter='key == "v0#0"', output_fields=["*"]))
     assert store.count(name) == (5 if store.is_lite else 6)
 
 

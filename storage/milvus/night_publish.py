@@ -1,0 +1,243 @@
+"""A night of a served collection: tonight's live rows compared with the row versions it serves,
+and only the difference written (nights.py says which rows a reader sees).
+
+Night N+1 of a collection serving night N:
+1. tonight's row versions (keys, runs, tags) from the Parquet table's small columns; the versions
+   served at N (the exact copy's on milvus-lite, a scan of one column on a server); and what an
+   interrupted night N+1 left behind (versions written at N+1, or superseded at N+1);
+2. upserts the new versions (written at N+1, their vectors read from the Parquet parts holding
+   them) and the served versions tonight drops (superseded at N+1, read back from the copy or the
+   collection); an interrupted night's versions tonight serves again go back to LIVE, and those it
+   wrote that tonight does not serve are deleted;
+3. on milvus-lite the copy's files of night N+1; then the rows served at N+1 are counted;
+4. publishes N+1, and the timestamp of its last write, in one property write (N stays one write
+   away: roll_back), then deletes the versions that neither N nor N+1 serves (retention).
+Killed anywhere before 4, the collection still serves N, and the next night redoes it all from
+what the collection holds, to the same rows a full build would serve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from errors import IntegrityError, UserError
+from storage.progress import Progress
+from storage.schema import (CORPORA_KEY, DIGEST_KEY, EMBEDDING, MODEL_KEY, NIGHT_BEFORE_KEY, NIGHT_FROM, NIGHT_KEY,
+                            NIGHT_TO, NIGHT_TS_KEY, ROW_VERSION, VIDEOS_KEY)
+from storage.table.live_rows import LiveRows
+from storage.table.tag_columns import TagColumns
+
+from .exact_copy import ExactCopy
+from .fields import stored_schema
+from .filters import is_in
+from .nights import LIVE, night_before, row_versions, served_night, visible
+from .store import LATEST, VectorStore
+from .stored_rows import SERVER_INSERTS_IN_FLIGHT, inserted_batches, stored_batches, stored_fields
+
+logger = logging.getLogger(__name__)
+
+# Row versions named in one request (reading rows back, deleting them).
+VERSIONS_PER_REQUEST = 1000
+# New rows whose vectors are read back after the night, and compared with the Parquet rows.
+NIGHT_SAMPLE = 16
+# What tells a properties' night apart from another served with the same rows.
+FOLLOWED_PROPERTIES = (MODEL_KEY, CORPORA_KEY, VIDEOS_KEY)
+
+
+def can_follow(description: dict, live: LiveRows, tags: TagColumns | None, properties: dict[str, str]) -> str | None:
+    """Why the collection `description` describes cannot take `live` as a night (None: it can):
+    rows without nights, another model, other fields (a manifest's new column, a new corpus of tags)."""
+    served = description.get("properties", {})
+    if served_night(served) is None:
+        return "its rows carry no nights (loaded by an earlier vidx)"
+    for key in FOLLOWED_PROPERTIES:
+        if served.get(key, "") != properties.get(key, ""):
+            return f"its {key} differs from the index's"
+    fields = {field["name"]: field for field in description["fields"]}
+    wanted = {name: args["datatype"] for name, args in stored_fields(live, tags)}
+    have = {name: field["type"] for name, field in fields.items() if name not in (ROW_VERSION, EMBEDDING)}
+    if have != wanted:
+        return f"its fields differ from the index's columns ({sorted(set(have) ^ set(wanted)) or 'their types'})"
+    if fields[EMBEDDING].get("params", {}).get("dim") != live.schema.field(EMBEDDING).type.list_size:
+        return "its vectors have another dimension"
+    return None
+
+
+def tonight_versions(live: LiveRows, tags: TagColumns | None) -> pa.Array:
+    """The version of each live row (nights.row_versions), in the order of live.rows."""
+    rows = tags.attach(live.rows) if tags else live.rows
+    return row_versions(rows, live.key_column, [field.name for field in tags.fields] if tags else [])
+
+
+class NightWrites:
+    """A night's writes to one collection, and the timestamp of the latest (nights.night_written_at)."""
+
+    def __init__(self, store: VectorStore, name: str):
+        self.store, self.name, self.latest = store, name, 0
+        self._lock = threading.Lock()
+
+    def _written(self, timestamp: int) -> int:
+        with self._lock:
+            self.latest = max(self.latest, timestamp)
+        return timestamp
+
+    def upsert(self, name: str, rows: pa.Table) -> int:
+        return self._written(self.store.upsert(name, rows))
+
+    def delete(self, condition: str) -> int:
+        return self._written(self.store.delete(self.name, condition))
+
+
+def _scanned(store: VectorStore, name: str, condition: str, columns: list[tuple[str, pa.DataType]]) -> pa.Table:
+    """The rows `condition` keeps, as of every write acknowledged (an interrupted night's included)."""
+    return store.scan(name, condition, pa.schema(columns), as_of=LATEST).reader.read_all()
+
+
+def served_versions(store: VectorStore, name: str, night: int, copy: ExactCopy | None) -> pa.Array:
+    """The row versions the collection serves at `night`."""
+    if copy is not None:
+        return copy.versions
+    return _scanned(store, name, visible(night), [(ROW_VERSION, pa.string())])[ROW_VERSION].combine_chunks()
+
+
+def interrupted_night(store: VectorStore, name: str, night: int) -> pa.Table:
+    """The row versions an interrupted (or rolled back) night after `night` wrote or superseded:
+    (ROW_VERSION, NIGHT_FROM, NIGHT_TO)."""
+    condition = f"{NIGHT_FROM} > {night} or ({NIGHT_TO} > {night} and {NIGHT_TO} < {LIVE})"
+    return _scanned(store, name, condition, [(ROW_VERSION, pa.string()), (NIGHT_FROM, pa.int64()),
+                                             (NIGHT_TO, pa.int64())])
+
+
+def _copy_rows(copy: ExactCopy, versions: pa.Array) -> pa.Table:
+    """The copy's rows of `versions`, as stored (LIVE: the copy holds served rows only)."""
+    positions = np.flatnonzero(pc.is_in(copy.versions, versions).to_numpy(zero_copy_only=False))
+    rows = copy.table(positions, None)
+    dim = copy.matrix.shape[1]
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(copy.matrix[positions].ravel()), dim)
+    return (rows.add_column(0, ROW_VERSION, copy.versions.take(pa.array(positions)))
+            .append_column(NIGHT_FROM, pa.array(copy.written[positions]))
+            .append_column(NIGHT_TO, pa.array(np.full(len(positions), LIVE, np.int64)))
+            .append_column(EMBEDDING, vectors))
+
+
+def stored_rows(store: VectorStore, name: str, description: dict, copy: ExactCopy | None,
+                versions: pa.Array) -> Iterator[pa.Table]:
+    """The stored rows of `versions` (every field), VERSIONS_PER_REQUEST at a time."""
+    schema = stored_schema(description)
+    for start in range(0, len(versions), VERSIONS_PER_REQUEST):
+        chunk = versions.slice(start, VERSIONS_PER_REQUEST)
+        if copy is not None:
+            yield _copy_rows(copy, chunk).select(schema.names)
+        else:
+            rows = store.query(name, filter=is_in(ROW_VERSION, chunk.to_pylist()), output_fields=["*"], as_of=LATEST)
+            yield pa.Table.from_pylist(rows, schema=schema)
+
+
+def _superseded_at(rows: pa.Table, night: int) -> pa.Table:
+    return rows.set_column(rows.schema.get_field_index(NIGHT_TO), NIGHT_TO,
+                           pa.array(np.full(rows.num_rows, night, np.int64)))
+
+
+def _delete(writes: NightWrites, versions: pa.Array) -> None:
+    for start in range(0, len(versions), VERSIONS_PER_REQUEST):
+        writes.delete(is_in(ROW_VERSION, versions.slice(start, VERSIONS_PER_REQUEST).to_pylist()))
+
+
+def _write_new(writes: NightWrites, live: LiveRows, tags: TagColumns | None, night: int,
+               sample: set[str]) -> dict[str, np.ndarray]:
+    """Upsert the new rows (written at `night`), their copy beside them on milvus-lite; the vectors of
+    the `sample` versions as written."""
+    store, name = writes.store, writes.name
+    progress = Progress(logger, f"{name}: night {night}: new rows", live.rows.num_rows, "rows")
+    batches = inserted_batches(writes.upsert, name, stored_batches(live, tags, night),
+                               1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT)
+    copy, vectors = store.exact_copy_writer(name, night), {}
+    with copy or contextlib.nullcontext():
+        for batch in batches:
+            if copy is not None:
+                copy.write(batch.drop_columns([NIGHT_FROM, NIGHT_TO]))
+            picked = batch.filter(pc.is_in(batch[ROW_VERSION], pa.array(sorted(sample), pa.string())))
+            vectors.update(zip(picked[ROW_VERSION].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
+            progress.advance(batch.num_rows)
+    return vectors
+
+
+def validate(store: VectorStore, name: str, column: str, expected_rows: int, sample: dict[str, np.ndarray],
+             night: int) -> None:
+    """The collection serves `expected_rows` rows at `night`, and a sample of its vectors (by their
+    `column`'s value) reads back as written."""
+    count = store.count(name, visible(night))
+    if count != expected_rows:
+        raise IntegrityError(f"validation of {name} (night {night}): {count} rows, expected {expected_rows}")
+    stored = store.vectors(name, column, sorted(sample), visible(night))
+    for value, vector in sample.items():
+        if value not in stored or not np.allclose(stored[value], vector, atol=1e-6):
+            raise IntegrityError(f"validation of {name} (night {night}): the vector of {value!r} does not read back")
+
+
+def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: TagColumns | None,
+                  digest: str) -> dict:
+    """Serve `live` (with the `tags` columns) as the next night of the collection `description`
+    describes, writing what changed; what was written. `digest`: what the night serves, in brief
+    (a night serving the same rows writes nothing)."""
+    name, properties = description["collection_name"], description.get("properties", {})
+    served, night, started = served_night(properties), served_night(properties) + 1, time.perf_counter()
+    summary = {"collection": name, "rows": live.rows.num_rows, "previous": name, "built": False}
+    if properties.get(DIGEST_KEY) == digest:
+        logger.info("%s already serves these %d rows (night %d)", name, live.rows.num_rows, served)
+        return {**summary, "night": served, "unchanged": True, "seconds": round(time.perf_counter() - started, 3)}
+    copy = store.exact_copy(name, served)
+    tonight = tonight_versions(live, tags)
+    serving = served_versions(store, name, served, copy)
+    left = interrupted_night(store, name, served)
+    is_new = pc.invert(pc.is_in(tonight, serving))
+    gone = serving.filter(pc.invert(pc.is_in(serving, tonight)))
+    written_before = pc.greater(left[NIGHT_FROM], served)
+    stale = left.filter(pc.and_(written_before, pc.invert(pc.is_in(left[ROW_VERSION], tonight))))[ROW_VERSION]
+    revived = left.filter(pc.and_(pc.invert(written_before), pc.is_in(left[ROW_VERSION], tonight)))[ROW_VERSION]
+    new_rows = replace(live, rows=live.rows.filter(is_new))
+    logger.info("%s: night %d: %d new row versions, %d superseded, %d left by an interrupted night",
+                name, night, new_rows.rows.num_rows, len(gone), left.num_rows)
+
+    writes = NightWrites(store, name)
+    _delete(writes, stale.combine_chunks())
+    sample = set(pc.filter(tonight, is_new).slice(0, NIGHT_SAMPLE).to_pylist())
+    vectors = _write_new(writes, new_rows, tags, night, sample)
+    for rows in stored_rows(store, name, description, copy, gone):
+        writes.upsert(name, _superseded_at(rows, night))
+    for rows in stored_rows(store, name, description, copy, revived.combine_chunks()):
+        writes.upsert(name, _superseded_at(rows, LIVE))
+    store.copy_night(name, night, gone, wrote_rows=new_rows.rows.num_rows > 0)
+    validate(store, name, ROW_VERSION, live.rows.num_rows, vectors, night)
+    store.set_properties(name, {NIGHT_KEY: str(night), NIGHT_BEFORE_KEY: str(served), DIGEST_KEY: digest,
+                                NIGHT_TS_KEY: str(writes.latest or "")})
+    store.delete(name, f"{NIGHT_TO} <= {served}")  # retention: versions neither night serves
+    seconds = time.perf_counter() - started
+    logger.info("%s: night %d served (%d rows: %d new, %d superseded, in %.1f s)", name, night,
+                live.rows.num_rows, new_rows.rows.num_rows, len(gone), seconds)
+    return {**summary, "night": night, "added": new_rows.rows.num_rows, "superseded": len(gone),
+            "seconds": round(seconds, 3)}
+
+
+def roll_back(store: VectorStore, alias: str) -> dict:
+    """Serve the night before the one `alias` serves, in one property write; refused when there is
+    none kept (a collection just built, or one rolled back already)."""
+    description = store.described(alias)
+    name, properties = description["collection_name"], description.get("properties", {})
+    before = night_before(properties)
+    if before is None:
+        raise UserError(f"{alias}: no earlier night is kept to roll back to (night {served_night(properties)} "
+                        "is the first since the collection was built, or was rolled back to)")
+    # The digest goes: the next night compares its rows with those served, whatever they are.
+    store.set_properties(name, {NIGHT_KEY: str(before), NIGHT_BEFORE_KEY: "", DIGEST_KEY: ""})
+    logger.info("%s: night %d served again (was %s)", name, before, properties.get(NIGHT_KEY))
+    return {"collection": name, "night": before, "rolled_back": int(properties[NIGHT_KEY])}
