@@ -6,9 +6,8 @@ compares one block with several: in a full run each block with itself and every 
 (every pair of rows), in an incremental run each block of the videos to compare with every block.
 `--method exact` multiplies the blocks; `--method ivf` first trains k-means cells on a sample of the
 rows, makes each block a faiss IVF index over them, and compares a row only with the rows of its
-`--probes` nearest cells (storage/table/duplicate_index.py). An incremental run with fewer rows to
-compare than the library would have cells multiplies them instead: that costs less than indexing
-the library. Every task keeps the best pair of rows of each pair of videos
+`--probes` nearest cells (storage/table/duplicate_index.py). An incremental run with few rows to
+compare multiplies them instead: that costs less than indexing the library. Every task keeps the best pair of rows of each pair of videos
 (storage/table/duplicate_pairs.py): what comes back to the driver grows with the pairs found, not
 with the rows.
 
@@ -53,6 +52,10 @@ ROWS_PER_BLOCK = 4096
 ROWS_PER_INDEXED_BLOCK = 16_384
 # Rows per Parquet part of pairs (no vectors: ~100 bytes a row).
 PAIR_ROWS_PER_PART = 65_536
+# An incremental --method ivf run indexes the library only to compare more rows than this per cell of
+# it: indexing costs about what multiplying that many rows with the library does (docs/benchmarks.md,
+# "Near-duplicates").
+INDEXED_ABOVE_ROWS_PER_CELL = 4
 # Pairs of videos found, per video of the library, beyond which a threshold is refused as too low:
 # the pairs come back to the driver, and a library is not mostly copies.
 MAX_PAIRS_PER_VIDEO = 100
@@ -137,9 +140,8 @@ def found_pairs(library: Library, compared: pa.Array, full: bool, options: Dupli
     threshold, as the best pair of their rows. As many tasks in flight as the cluster has CPUs."""
     connect(options.address)
     numbers = np.arange(library.rows.num_rows) if full else library.rows_of(compared)
-    # Indexing the library costs about as much as comparing as many rows as it has cells with every row.
     cells = cells_for(library.rows.num_rows) if options.method == "ivf" else 0
-    stored = store_library(library, cells if len(numbers) > cells else 0)
+    stored = store_library(library, cells if full or len(numbers) > INDEXED_ABOVE_ROWS_PER_CELL * cells else 0)
     codes = ray.put((library.videos, library.segments))
     if full:  # block j against blocks 0..j, the largest first: no long task is left to run alone at the end
         work = ((stored.blocks[j], stored.sizes[j], range(j + 1)) for j in reversed(range(len(stored.blocks))))

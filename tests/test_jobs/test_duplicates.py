@@ -142,6 +142,7 @@ def test_duplicates_are_incremental(local_ray, tmp_path):
     write_videos(tmp_path, {"r03_copy": videos["r03_copy"]})
     added = duplicates(str(tmp_path), threshold=THRESHOLD)
     assert (added["videos_compared"], added["pairs_found"], added["pairs_dropped"]) == (1, 1, 0)
+    assert added["method_used"] == "exact"  # one row: multiplied, not worth indexing the library for
     assert_found(tmp_path, videos)
     assert stored_groups(tmp_path)["r03_copy"] == "r03"
     after = files(tmp_path)
@@ -156,10 +157,13 @@ def test_duplicates_are_incremental(local_ray, tmp_path):
     assert_found(tmp_path, videos)
 
     videos["clip"] = unit(np.random.default_rng(11).standard_normal((1, DIM)))  # re-encoded: no longer a copy
-    write_videos(tmp_path, {"clip": videos["clip"]})
-    reencoded = duplicates(str(tmp_path), threshold=THRESHOLD)
-    assert reencoded["videos_compared"] == 1
+    videos["r05_reused"] = unit(np.random.default_rng(12).standard_normal((6, DIM)))
+    videos["r05_reused"][4] = near(videos["r05"][0], seed=13)  # and a new video re-uses r05 at 8 s
+    write_videos(tmp_path, {"clip": videos["clip"], "r05_reused": videos["r05_reused"]})
+    night = duplicates(str(tmp_path), threshold=THRESHOLD)
+    assert (night["videos_compared"], night["method_used"]) == (2, "ivf")  # 7 rows: the library indexed
     assert_found(tmp_path, videos)
+    assert stored(tmp_path)[("r05", "r05_reused")][1:] == (0, 4)
 
 
 @pytest.mark.parametrize("threshold", ["0", "1.5", "-0.2"])
