@@ -6,10 +6,10 @@ compares one block with several: in a full run each block with itself and every 
 (every pair of rows), in an incremental run each block of the videos to compare with every block.
 `--method exact` multiplies the blocks; `--method ivf` first trains k-means cells on a sample of the
 rows, makes each block a faiss IVF index over them, and compares a row only with the rows of its
-`--probes` nearest cells (storage/table/duplicate_index.py). An incremental run with few rows to
-compare multiplies them instead: that costs less than indexing the library. Every task keeps the best pair of rows of each pair of videos
-(storage/table/duplicate_pairs.py): what comes back to the driver grows with the pairs found, not
-with the rows.
+`--probes` nearest cells (storage/table/duplicate_index.py); an incremental run with few rows to
+compare multiplies them instead, which costs less than indexing the library. Every task keeps the
+best pair of rows of each pair of videos (storage/table/duplicate_pairs.py): what comes back to the
+driver grows with the pairs found, not with the rows.
 
 Incremental (storage/table/duplicate_plan.py): videos new or re-encoded since the last run are
 compared with the whole library, and the pairs of removed and re-encoded videos dropped; other
