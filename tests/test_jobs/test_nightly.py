@@ -32,6 +32,7 @@ from jobs.synth import synth
 from processes import kill_group, wait_for
 from storage.table.dataset import read_live
 from storage.milvus.store import VectorStore
+from storage.milvus.nights import night_written_at, served_night, visible_under
 
 pytestmark = pytest.mark.slow
 METADATA = ("shape", "colour", "direction", "background", "genre")
@@ -43,9 +44,13 @@ def write_manifest(path: Path, rows: list[dict]) -> str:
 
 
 def served(db: str) -> dict[str, dict]:
-    """key -> row (metadata and vector) of what the videos alias serves now."""
+    """key -> row (metadata and vector) of what the videos alias serves now: the rows of the night
+    it serves, as of its last write, as a pymilvus reader asks for them (storage/milvus/nights.py)."""
     store = VectorStore(db)
-    rows = store.query(store.resolve("videos"), filter="", output_fields=["*"], limit=16_384)
+    description = store.described("videos")
+    properties = description["properties"]
+    rows = store.query(description["collection_name"], filter=visible_under("", served_night(properties)),
+                       output_fields=["*"], limit=16_384, as_of=night_written_at(properties))
     return {row["key"]: row for row in rows}
 
 
