@@ -39,14 +39,17 @@ from storage.table.tag_columns import TagColumns
 from .exact_copy import ExactCopy
 from .fields import stored_schema
 from .filters import is_in
-from .nights import LIVE, night_before, row_versions, served_night, visible
+from .nights import LIVE, night_before, night_written_at, row_versions, served_night, visible
 from .store import LATEST, VectorStore
-from .stored_rows import SERVER_INSERTS_IN_FLIGHT, inserted_batches, stored_batches, stored_fields
+from .stored_rows import INSERT_BYTES, SERVER_INSERTS_IN_FLIGHT, inserted_batches, stored_batches, stored_fields
 
 logger = logging.getLogger(__name__)
 
-# Row versions named in one request (reading rows back, deleting them).
-VERSIONS_PER_REQUEST = 1000
+# Row versions named in one request (reading rows back, deleting them): the filter names each.
+VERSIONS_PER_REQUEST = 4096
+# Row versions a scan of the version column reads per request (a short string each; Milvus
+# returns at most 16,384 rows a query).
+VERSIONS_SCANNED = 16_384
 # New rows whose vectors are read back after the night, and compared with the Parquet rows.
 NIGHT_SAMPLE = 16
 # What tells a properties' night apart from another served with the same rows.
@@ -97,24 +100,23 @@ class NightWrites:
         return self._written(self.store.delete(self.name, condition))
 
 
-def _scanned(store: VectorStore, name: str, condition: str, columns: list[tuple[str, pa.DataType]]) -> pa.Table:
-    """The rows `condition` keeps, as of every write acknowledged (an interrupted night's included)."""
-    return store.scan(name, condition, pa.schema(columns), as_of=LATEST).reader.read_all()
 
 
-def served_versions(store: VectorStore, name: str, night: int, copy: ExactCopy | None) -> pa.Array:
-    """The row versions the collection serves at `night`."""
+def served_versions(store: VectorStore, name: str, night: int, copy: ExactCopy | None, as_of: int | None) -> pa.Array:
+    """The row versions the collection serves at `night` (written by `as_of`, a Milvus timestamp)."""
     if copy is not None:
         return copy.versions
-    return _scanned(store, name, visible(night), [(ROW_VERSION, pa.string())])[ROW_VERSION].combine_chunks()
+    scan = store.scan(name, visible(night), pa.schema([(ROW_VERSION, pa.string())]), as_of=as_of,
+                      batch_size=VERSIONS_SCANNED)
+    return scan.reader.read_all()[ROW_VERSION].combine_chunks()
 
 
 def interrupted_night(store: VectorStore, name: str, night: int) -> pa.Table:
     """The row versions an interrupted (or rolled back) night after `night` wrote or superseded:
     (ROW_VERSION, NIGHT_FROM, NIGHT_TO)."""
     condition = f"{NIGHT_FROM} > {night} or ({NIGHT_TO} > {night} and {NIGHT_TO} < {LIVE})"
-    return _scanned(store, name, condition, [(ROW_VERSION, pa.string()), (NIGHT_FROM, pa.int64()),
-                                             (NIGHT_TO, pa.int64())])
+    columns = pa.schema([(ROW_VERSION, pa.string()), (NIGHT_FROM, pa.int64()), (NIGHT_TO, pa.int64())])
+    return store.scan(name, condition, columns, as_of=LATEST, batch_size=VERSIONS_SCANNED).reader.read_all()
 
 
 def _copy_rows(copy: ExactCopy, versions: pa.Array) -> pa.Table:
@@ -130,15 +132,17 @@ def _copy_rows(copy: ExactCopy, versions: pa.Array) -> pa.Table:
 
 
 def stored_rows(store: VectorStore, name: str, description: dict, copy: ExactCopy | None,
-                versions: pa.Array) -> Iterator[pa.Table]:
-    """The stored rows of `versions` (every field), VERSIONS_PER_REQUEST at a time."""
+                versions: pa.Array, as_of: int | None) -> Iterator[pa.Table]:
+    """The stored rows of `versions` (every field; written by `as_of`, a Milvus timestamp), about
+    INSERT_BYTES of vectors at a time."""
     schema = stored_schema(description)
-    for start in range(0, len(versions), VERSIONS_PER_REQUEST):
-        chunk = versions.slice(start, VERSIONS_PER_REQUEST)
+    per_request = min(VERSIONS_PER_REQUEST, max(1, INSERT_BYTES // (4 * schema.field(EMBEDDING).type.list_size)))
+    for start in range(0, len(versions), per_request):
+        chunk = versions.slice(start, per_request)
         if copy is not None:
             yield _copy_rows(copy, chunk).select(schema.names)
         else:
-            rows = store.query(name, filter=is_in(ROW_VERSION, chunk.to_pylist()), output_fields=["*"], as_of=LATEST)
+            rows = store.query(name, filter=is_in(ROW_VERSION, chunk.to_pylist()), output_fields=["*"], as_of=as_of)
             yield pa.Table.from_pylist(rows, schema=schema)
 
 
@@ -173,9 +177,10 @@ def _write_new(writes: NightWrites, live: LiveRows, tags: TagColumns | None, nig
 
 def validate(store: VectorStore, name: str, column: str, expected_rows: int, sample: dict[str, np.ndarray],
              night: int) -> None:
-    """The collection serves `expected_rows` rows at `night`, and a sample of its vectors (by their
-    `column`'s value) reads back as written."""
-    count = store.count(name, visible(night))
+    """The collection stores `expected_rows` row versions (of every night it keeps: milvus-lite
+    counts under a filter by evaluating it row by row in Python, and counts them all at once), and
+    a sample of the vectors served at `night` (by their `column`'s value) reads back as written."""
+    count = store.count(name)
     if count != expected_rows:
         raise IntegrityError(f"validation of {name} (night {night}): {count} rows, expected {expected_rows}")
     stored = store.vectors(name, column, sorted(sample), visible(night))
@@ -195,15 +200,18 @@ def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: T
     if properties.get(DIGEST_KEY) == digest:
         logger.info("%s already serves these %d rows (night %d)", name, live.rows.num_rows, served)
         return {**summary, "night": served, "unchanged": True, "seconds": round(time.perf_counter() - started, 3)}
-    copy = store.exact_copy(name, served)
+    copy, served_as_of = store.exact_copy(name, served), night_written_at(properties)
+    stored_before = store.count(name)
     tonight = tonight_versions(live, tags)
-    serving = served_versions(store, name, served, copy)
+    serving = served_versions(store, name, served, copy, served_as_of)
     left = interrupted_night(store, name, served)
     is_new = pc.invert(pc.is_in(tonight, serving))
     gone = serving.filter(pc.invert(pc.is_in(serving, tonight)))
-    written_before = pc.greater(left[NIGHT_FROM], served)
-    stale = left.filter(pc.and_(written_before, pc.invert(pc.is_in(left[ROW_VERSION], tonight))))[ROW_VERSION]
-    revived = left.filter(pc.and_(pc.invert(written_before), pc.is_in(left[ROW_VERSION], tonight)))[ROW_VERSION]
+    written_after = pc.greater(left[NIGHT_FROM], served)
+    tonight_left = pc.is_in(left[ROW_VERSION], tonight)
+    stale = left.filter(pc.and_(written_after, pc.invert(tonight_left)))[ROW_VERSION]
+    revived = left.filter(pc.and_(pc.invert(written_after), tonight_left))[ROW_VERSION]
+    already_stored = pc.sum(pc.and_(written_after, tonight_left)).as_py() or 0  # upserted again, not added
     new_rows = replace(live, rows=live.rows.filter(is_new))
     logger.info("%s: night %d: %d new row versions, %d superseded, %d left by an interrupted night",
                 name, night, new_rows.rows.num_rows, len(gone), left.num_rows)
@@ -212,12 +220,13 @@ def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: T
     _delete(writes, stale.combine_chunks())
     sample = set(pc.filter(tonight, is_new).slice(0, NIGHT_SAMPLE).to_pylist())
     vectors = _write_new(writes, new_rows, tags, night, sample)
-    for rows in stored_rows(store, name, description, copy, gone):
+    for rows in stored_rows(store, name, description, copy, gone, served_as_of):
         writes.upsert(name, _superseded_at(rows, night))
-    for rows in stored_rows(store, name, description, copy, revived.combine_chunks()):
+    for rows in stored_rows(store, name, description, copy, revived.combine_chunks(), LATEST):
         writes.upsert(name, _superseded_at(rows, LIVE))
     store.copy_night(name, night, gone, wrote_rows=new_rows.rows.num_rows > 0)
-    validate(store, name, ROW_VERSION, live.rows.num_rows, vectors, night)
+    validate(store, name, ROW_VERSION, stored_before - len(stale) + new_rows.rows.num_rows - already_stored,
+             vectors, night)
     store.set_properties(name, {NIGHT_KEY: str(night), NIGHT_BEFORE_KEY: str(served), DIGEST_KEY: digest,
                                 NIGHT_TS_KEY: str(writes.latest or "")})
     store.delete(name, f"{NIGHT_TO} <= {served}")  # retention: versions neither night serves

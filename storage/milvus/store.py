@@ -278,11 +278,11 @@ class VectorStore:
 
     @database_errors(refused="Milvus refused the query")
     def scan(self, name: str, filter: str, schema: pa.Schema, vector: np.ndarray | None = None,
-             scores: ScoreRange = ScoreRange(), as_of: int | None = None) -> RowStream:
+             scores: ScoreRange = ScoreRange(), as_of: int | None = None, batch_size: int = SCAN_BATCH) -> RowStream:
         """Every row of collection `name` that `filter` keeps, streamed through a Milvus query
         iterator (memory bounded by a batch); with `vector`, each row with its score (inner
         product), kept when within `scores`; `schema`: the columns to read (scalar_schema). Exact, on any engine."""
-        rows = self.client.query_iterator(self._searchable(name), batch_size=SCAN_BATCH, filter=filter,
+        rows = self.client.query_iterator(self._searchable(name), batch_size=batch_size, filter=filter,
                                           output_fields=schema.names + ([EMBEDDING] if vector is not None else []),
                                           timeout=self.timeout, **self._as_of(as_of))
 
