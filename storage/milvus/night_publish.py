@@ -52,7 +52,7 @@ VERSIONS_PER_REQUEST = 4096
 VERSIONS_SCANNED = 16_384
 # New rows whose vectors are read back after the night, and compared with the Parquet rows.
 NIGHT_SAMPLE = 16
-# What tells a properties' night apart from another served with the same rows.
+# Properties every night of a collection shares: an index that records others is built whole.
 FOLLOWED_PROPERTIES = (MODEL_KEY, CORPORA_KEY, VIDEOS_KEY)
 
 
@@ -94,12 +94,11 @@ class NightWrites:
         return timestamp
 
     def upsert(self, name: str, rows: pa.Table) -> int:
+        """VectorStore.upsert, as inserted_batches calls a write."""
         return self._written(self.store.upsert(name, rows))
 
     def delete(self, condition: str) -> int:
         return self._written(self.store.delete(self.name, condition))
-
-
 
 
 def served_versions(store: VectorStore, name: str, night: int, copy: ExactCopy | None, as_of: int | None) -> pa.Array:
