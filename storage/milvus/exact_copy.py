@@ -4,8 +4,8 @@ searched by brute force. On milvus-lite every question is answered from it (stor
 milvus-lite visits every stored row in Python on every search and query, whatever its index (its
 cross-segment de-duplication and tombstone checks run before the index does), and its filtered
 HNSW walk misses rows under a selective filter; a product over the same vectors is exact and
-cheaper (docs/benchmarks.md, "SQL queries under filters"). A collection version never changes once
-built, so a copy written while it loads stays complete.
+cheaper (docs/benchmarks.md, "SQL queries under filters"). A night's rows never change once the
+night is published, so a copy written while they load stays complete.
 
 The copy is two files per night that wrote rows (storage/milvus/nights.py): the scalar columns
 as an Arrow IPC file, and the vectors as one row-major float32 matrix, read whole when a question
@@ -164,13 +164,13 @@ class ExactCopy:
             raise IntegrityError(f"{missing[0]}: a file of the exact copy of night {night} is missing; "
                                  "run `vidx load --full` to rebuild the collection")
         superseded = {n: pa.ipc.open_file(pa.memory_map(str(superseded_path(path, n)))).read_all()[ROW_VERSION]
-                      for n in nights if n > FIRST_NIGHT}
+                      .combine_chunks() for n in nights if n > FIRST_NIGHT}
         tables, matrices, written = [], [], []
         for n in nights:
             rows, matrix = _night_rows(night_path(path, n))
             later = [superseded[m] for m in nights if m > n]
             if later:  # the night's rows that a later night superseded are not served
-                kept = pc.invert(pc.is_in(rows[ROW_VERSION], pa.chunked_array(later).combine_chunks()))
+                kept = pc.invert(pc.is_in(rows[ROW_VERSION], pa.concat_arrays(later)))
                 rows, matrix = rows.filter(kept), matrix[kept.to_numpy(zero_copy_only=False)]
             tables.append(rows)
             matrices.append(matrix)
