@@ -32,19 +32,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().parent)]
 
 from code_versions import code_versions  # noqa: E402
 from process_memory import peak_rss_mb, status_mb  # noqa: E402
-from query_latency import MODEL, SEGMENTS, clustered_vectors, write_dataset  # noqa: E402
+from query_latency import SEGMENTS, clustered_vectors, write_dataset  # noqa: E402
 from servers import MilvusStandalone  # noqa: E402
 from storage.milvus.store import VectorStore  # noqa: E402
 from storage.query.engine import Engine  # noqa: E402
-from storage.schema import MODEL_KEY, row_key  # noqa: E402
-from storage.table.dataset import write_part  # noqa: E402
 
 TONIGHT_RUN = "night-2"  # sorts after write_dataset's run ("bench"): its rows supersede
 GROUPED = "SELECT run_id, count(*) AS n FROM {alias} GROUP BY run_id ORDER BY run_id"
@@ -66,28 +63,14 @@ def write_tonight(last: Path, tonight: Path, vectors: np.ndarray, change: float,
     changed, deleted = picked[:each], picked[each:]
     added = np.arange(videos, videos + each)
     rows = np.concatenate([v * SEGMENTS + np.arange(SEGMENTS) for v in np.concatenate([changed, added, deleted])])
-    n = len(rows)
-    fresh = clustered_vectors(n, dim, rng)
     status = ["ok"] * (len(changed) + len(added)) * SEGMENTS + ["error"] * len(deleted) * SEGMENTS
-    table = pa.table({
-        "key": [row_key(f"v{r // SEGMENTS}", r % SEGMENTS) for r in rows],
-        "video_id": [f"v{r // SEGMENTS}" for r in rows],
-        "segment": pa.array(rows % SEGMENTS, pa.int32()),
-        "start_s": (rows % SEGMENTS) * 5.0,
-        "duration_s": rng.integers(0, 60, n).astype(np.float64),
-        "channel": [f"c{c}" for c in rng.integers(0, 100, n)],
-        "status": status,
-        "run_id": [TONIGHT_RUN] * n,
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(fresh.reshape(-1)), dim),
-    }).replace_schema_metadata({MODEL_KEY.encode(): json.dumps(MODEL).encode()})
-    for start in range(0, n, 256):
-        write_part(table.slice(start, 256), str(tonight / "videos"), "key")
+    write_dataset(clustered_vectors(len(rows), dim, rng), tonight, rng, rows=rows, status=status, run_id=TONIGHT_RUN)
     return {"videos_added": len(added), "videos_changed": len(changed), "videos_deleted": len(deleted),
-            "rows_written": n}
+            "rows_written": len(rows)}
 
 
 class ServerMemory:
-    """A server process's RSS, sampled every 0.2 s while `sampling()` is open: the peak."""
+    """A server process's RSS: its median over STEADY_S, and its peak while a child process runs."""
 
     def __init__(self, pid: int | None):
         self.pid = pid

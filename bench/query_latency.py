@@ -92,13 +92,15 @@ def clustered_vectors(rows: int, dim: int, rng: np.random.Generator, chunk: int 
 
 
 def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator,
-                  rows_per_part: int = ROWS_PER_PART, model: dict = MODEL) -> pa.Table:
+                  rows_per_part: int = ROWS_PER_PART, model: dict = MODEL, rows: np.ndarray | None = None,
+                  status: list[str] | None = None, run_id: str = "bench") -> pa.Table:
     """An index run's videos/ parts: SEGMENTS segments per video, a `channel` of 100 values and a
-    `duration_s` of 0-59 drawn at random (the filters' columns), made by `model` (its record);
-    returns the scalar columns."""
+    `duration_s` of 0-59 drawn at random (the filters' columns), made by `model` (its record), by run
+    `run_id`; `rows`: each vector's row number (video row // SEGMENTS, segment row % SEGMENTS;
+    default 0..n-1), `status`: each row's (default "ok"). Returns the scalar columns."""
     n, dim = vectors.shape
     metadata = {MODEL_KEY.encode(): json.dumps(model).encode()}
-    rows = np.arange(n)
+    rows = np.arange(n) if rows is None else rows
     scalars = pa.table({
         "key": [row_key(f"v{i // SEGMENTS}", i % SEGMENTS) for i in rows],
         "video_id": [f"v{i // SEGMENTS}" for i in rows],
@@ -106,8 +108,8 @@ def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator
         "start_s": (rows % SEGMENTS) * 5.0,
         "duration_s": rng.integers(0, 60, n).astype(np.float64),
         "channel": [f"c{c}" for c in rng.integers(0, 100, n)],
-        "status": ["ok"] * n,
-        "run_id": ["bench"] * n,
+        "status": status or ["ok"] * n,
+        "run_id": [run_id] * n,
     })
     for start in range(0, n, rows_per_part):
         part = scalars.slice(start, rows_per_part)

@@ -18,7 +18,6 @@ what the collection holds, to the same rows a full build would serve.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -30,7 +29,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from errors import IntegrityError, UserError
-from storage.progress import Progress
 from storage.schema import (CORPORA_KEY, DIGEST_KEY, EMBEDDING, MODEL_KEY, NIGHT_BEFORE_KEY, NIGHT_FROM, NIGHT_KEY,
                             NIGHT_TO, NIGHT_TS_KEY, ROW_VERSION, VIDEOS_KEY)
 from storage.table.live_rows import LiveRows
@@ -41,7 +39,7 @@ from .fields import stored_schema
 from .filters import is_in
 from .nights import LIVE, night_before, night_written_at, row_versions, served_night, visible
 from .store import LATEST, VectorStore
-from .stored_rows import INSERT_BYTES, SERVER_INSERTS_IN_FLIGHT, inserted_batches, stored_batches, stored_fields
+from .stored_rows import INSERT_BYTES, stored_fields, write_rows
 
 logger = logging.getLogger(__name__)
 
@@ -155,25 +153,6 @@ def _delete(writes: NightWrites, versions: pa.Array) -> None:
         writes.delete(is_in(ROW_VERSION, versions.slice(start, VERSIONS_PER_REQUEST).to_pylist()))
 
 
-def _write_new(writes: NightWrites, live: LiveRows, tags: TagColumns | None, night: int,
-               sample: set[str]) -> dict[str, np.ndarray]:
-    """Upsert the new rows (written at `night`), their copy beside them on milvus-lite; the vectors of
-    the `sample` versions as written."""
-    store, name = writes.store, writes.name
-    progress = Progress(logger, f"{name}: night {night}: new rows", live.rows.num_rows, "rows")
-    batches = inserted_batches(writes.upsert, name, stored_batches(live, tags, night),
-                               1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT)
-    copy, vectors = store.exact_copy_writer(name, night), {}
-    with copy or contextlib.nullcontext():
-        for batch in batches:
-            if copy is not None:
-                copy.write(batch.drop_columns([NIGHT_FROM, NIGHT_TO]))
-            picked = batch.filter(pc.is_in(batch[ROW_VERSION], pa.array(sorted(sample), pa.string())))
-            vectors.update(zip(picked[ROW_VERSION].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
-            progress.advance(batch.num_rows)
-    return vectors
-
-
 def validate(store: VectorStore, name: str, column: str, expected_rows: int, sample: dict[str, np.ndarray],
              night: int) -> None:
     """The collection stores `expected_rows` row versions (of every night it keeps: milvus-lite
@@ -218,7 +197,7 @@ def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: T
     writes = NightWrites(store, name)
     _delete(writes, stale.combine_chunks())
     sample = set(pc.filter(tonight, is_new).slice(0, NIGHT_SAMPLE).to_pylist())
-    vectors = _write_new(writes, new_rows, tags, night, sample)
+    vectors = write_rows(store, writes.upsert, name, new_rows, tags, night, ROW_VERSION, sample)
     for rows in stored_rows(store, name, description, copy, gone, served_as_of):
         writes.upsert(name, _superseded_at(rows, night))
     for rows in stored_rows(store, name, description, copy, revived.combine_chunks(), LATEST):

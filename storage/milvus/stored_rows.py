@@ -3,13 +3,18 @@ each row a version stamped with the night that wrote it (nights.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pymilvus import DataType
 
+from storage.progress import Progress
 from storage.schema import EMBEDDING, NIGHT_FROM, NIGHT_TO, NOT_SERVED
 from storage.table.live_rows import LiveRows
 from storage.table.tag_columns import TagColumns
@@ -17,6 +22,8 @@ from storage.table.tag_columns import TagColumns
 from .fields import MAX_VARCHAR, collection_fields, text_list_field
 from .nights import LIVE, row_versions, stamped
 from .store import VectorStore, VectorStoreError
+
+logger = logging.getLogger(__name__)
 
 # Bytes of vectors per insert request (4,096 rows at 1024-d). Against Milvus 2.3.5 the insert rate
 # peaked near 16 MB requests, a quarter of the server's 64 MB request limit (docs/benchmarks.md,
@@ -96,3 +103,27 @@ def inserted_batches(write: Callable[[str, pa.Table], int], name: str, batches: 
         for request, done in pending:
             request.result()
             yield done
+
+
+def write_rows(store: VectorStore, write: Callable[[str, pa.Table], int | None], name: str, live: LiveRows,
+               tags: TagColumns | None, night: int, sample_column: str, sample: set[str],
+               sealed: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+    """Write the live rows (with the `tags` columns) into collection `name` as row versions of
+    `night`, through `write` (VectorStore.insert, or an upsert), and on milvus-lite the exact copy of
+    that night beside them, written from the acknowledged batches in order and published once all
+    are in (and `sealed` has run, when given): a write that fails in any way leaves none of it.
+    Returns the vectors of the rows whose `sample_column` holds one of `sample`, as written."""
+    progress = Progress(logger, f"{name}: night {night}: rows written", live.rows.num_rows, "rows")
+    batches = inserted_batches(write, name, stored_batches(live, tags, night),
+                               1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT)
+    copy, vectors, wanted = store.exact_copy_writer(name, night), {}, pa.array(sorted(sample), pa.string())
+    with copy or contextlib.nullcontext():
+        for batch in batches:
+            if copy is not None:
+                copy.write(batch.drop_columns([NIGHT_FROM, NIGHT_TO]))
+            picked = batch.filter(pc.is_in(batch[sample_column], wanted))
+            vectors.update(zip(picked[sample_column].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
+            progress.advance(batch.num_rows)
+        if sealed is not None:
+            sealed()
+    return vectors

@@ -11,28 +11,25 @@ the collection, and a version is flushed, indexed and in memory before it is val
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from errors import IntegrityError
 
-from storage.progress import Progress
 from storage.table.digests import rows_digest
 from storage.table.live_rows import LiveRows
 from storage.table.tag_columns import TagColumns
-from storage.schema import (DIGEST_KEY, EMBEDDING, MODEL_KEY, NIGHT_BEFORE_KEY, NIGHT_FROM, NIGHT_KEY, NIGHT_TO,
-                            NOT_SERVED, PREVIOUS_KEY, ROW_VERSION, version_name)
+from storage.schema import (DIGEST_KEY, EMBEDDING, MODEL_KEY, NIGHT_BEFORE_KEY, NIGHT_KEY, NOT_SERVED, PREVIOUS_KEY,
+                            ROW_VERSION, version_name)
 from .fields import unstored_columns
 from .night_publish import can_follow, publish_night, validate
 from .nights import FIRST_NIGHT
 from .store import VectorStore, VectorStoreError
-from .stored_rows import SERVER_INSERTS_IN_FLIGHT, check_storable, inserted_batches, stored_batches, stored_fields
+from .stored_rows import check_storable, stored_fields, write_rows
 
 
 logger = logging.getLogger(__name__)
@@ -53,23 +50,13 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
         store.drop(name)  # a half-built version of an interrupted load
     store.create_collection(name, ROW_VERSION, stored_fields(live, tags), dim,
                             {**properties, NIGHT_KEY: str(FIRST_NIGHT), NIGHT_BEFORE_KEY: ""})
-    vectors, started = {}, time.perf_counter()
-    progress = Progress(logger, f"{name}: inserted", live.rows.num_rows, "rows")
-    batches = inserted_batches(store.insert, name, stored_batches(live, tags, FIRST_NIGHT),
-                               1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT)
-    # The exact copy (milvus-lite) is written from the acknowledged batches, in order, and published
-    # once the collection is sealed; a load that fails in any way leaves none of it.
-    copy = store.exact_copy_writer(name)
-    with copy or contextlib.nullcontext():
-        for batch in batches:
-            if copy is not None:
-                copy.write(batch.drop_columns([NIGHT_FROM, NIGHT_TO]))
-            picked = batch.filter(pc.is_in(batch[key], pa.array(sorted(sample), pa.string())))
-            vectors.update(zip(picked[key].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
-            progress.advance(batch.num_rows)
-        inserted_at = time.perf_counter()
+    started, inserted = time.perf_counter(), {}
+
+    def sealed() -> None:
+        inserted["s"] = time.perf_counter() - started
         store.seal(name)
-    return vectors, {"insert_s": inserted_at - started, "index_s": time.perf_counter() - inserted_at}
+    vectors = write_rows(store, store.insert, name, live, tags, FIRST_NIGHT, key, sample, sealed)
+    return vectors, {"insert_s": inserted["s"], "index_s": time.perf_counter() - started - inserted["s"]}
 
 
 def sample_keys(live: LiveRows) -> set[str]:
