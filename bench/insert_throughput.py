@@ -4,7 +4,7 @@ Usage: python bench/insert_throughput.py [--rows 200000] [--dim 1024] [--in-flig
 
 Writes clustered vectors as an index dataset (as bench/query_latency.py does), starts a Milvus 2.3.5
 standalone server (the `test` extra) on free ports, then inserts the live rows into a new collection
-per trial through storage.milvus.versions.inserted_batches, the way `vidx load` inserts, taking the
+per trial through storage.milvus.stored_rows.inserted_batches, the way `vidx load` inserts, taking the
 in-flight counts in turn for each round (the machine's noise falls on all alike); only the insert
 is timed (no index build). Prints one JSON object: rows/s per in-flight count, per round and median.
 """
