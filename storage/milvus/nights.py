@@ -3,10 +3,11 @@
 Every stored row is a row version: its key, the run that wrote it and its tags make its primary
 key (ROW_VERSION), and it carries the night that wrote it (NIGHT_FROM) and the night that
 superseded it (NIGHT_TO, LIVE until one does). The collection records the night it serves in a
-property, and when that night's last write was made (a server's reader asks as of it). A question reads the rows of the night its one description of the collection names,
-`_from <= night < _to`: a night's rows are written beside the served ones, invisible to readers,
-then published in one property write, so a reader sees the whole night or none of it, and the
-night before stays one property write away (rollback). How a night is written: night_publish.py.
+property, and when that night's last write was made (a server's reader asks as of it). A question
+reads the rows of the night its one description of the collection names, `_from <= night < _to`:
+a night's rows are written beside the served ones, invisible to readers, then published in one
+property write, so a reader sees the whole night or none of it, and the night before stays one
+property write away (rollback). How a night is written: night_publish.py.
 """
 
 from __future__ import annotations

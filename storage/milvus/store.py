@@ -34,6 +34,7 @@ from .exact_copy import (ExactCopy, ExactCopyWriter, exact_copy_path, night_path
 from .fields import MAX_VARCHAR, scalar_schema
 from .filters import is_in
 from .insert_request import delete_where, insert_columns
+from .nights import FIRST_NIGHT
 from .scores import ScoreRange
 
 logger = logging.getLogger(__name__)
@@ -185,10 +186,10 @@ class VectorStore:
         schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, properties=properties)
 
-    def exact_copy_writer(self, name: str, night: int | None = None) -> ExactCopyWriter | None:
+    def exact_copy_writer(self, name: str, night: int = FIRST_NIGHT) -> ExactCopyWriter | None:
         """Where a load writes the exact copy of collection `name` as it inserts (milvus-lite only):
         the rows of its first night, or of a later `night`."""
-        return ExactCopyWriter(night_path(exact_copy_path(self.uri, name), night or 0)) if self.embedded else None
+        return ExactCopyWriter(night_path(exact_copy_path(self.uri, name), night)) if self.embedded else None
 
     def copy_night(self, name: str, night: int, superseded: pa.Array, wrote_rows: bool) -> None:
         """Finish night `night` of the exact copy of `name` (milvus-lite only): the row versions it
@@ -273,7 +274,7 @@ class VectorStore:
 
     def count(self, name: str, filter: str = "") -> int:
         """Rows of collection `name` that `filter` keeps, counting every insert acknowledged before the call."""
-        rows = self.query(name, filter=filter, output_fields=["count(*)"], consistency_level="Strong")
+        rows = self.query(name, filter=filter, output_fields=["count(*)"], as_of=LATEST)
         return int(rows[0]["count(*)"])
 
     @database_errors(refused="Milvus refused the query")
@@ -303,7 +304,7 @@ class VectorStore:
     def vectors(self, name: str, key: str, keys: list[str], among: str = "") -> dict[str, np.ndarray]:
         """The vectors of the rows whose `key` is one of `keys` (among those the filter `among` keeps)."""
         condition = f"({is_in(key, keys)}) and ({among})" if among else is_in(key, keys)
-        rows = self.query(name, filter=condition, output_fields=[key, EMBEDDING], consistency_level="Strong")
+        rows = self.query(name, filter=condition, output_fields=[key, EMBEDDING], as_of=LATEST)
         return {row[key]: np.asarray(row[EMBEDDING], np.float32) for row in rows}
 
     def alias_target(self, alias: str) -> str | None:

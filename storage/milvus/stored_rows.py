@@ -88,7 +88,7 @@ def stored_batches(live: LiveRows, tags: TagColumns | None, night: int) -> Itera
         yield stamped(batch, row_versions(batch, live.key_column, tag_columns), night, LIVE)
 
 
-def inserted_batches(write: Callable[[str, pa.Table], int], name: str, batches: Iterable[pa.Table],
+def inserted_batches(write: Callable[[str, pa.Table], int | None], name: str, batches: Iterable[pa.Table],
                      in_flight: int) -> Iterator[pa.Table]:
     """Write each batch into collection `name` (VectorStore.insert or .upsert), up to `in_flight`
     requests at once; yields each batch once the database has acknowledged it."""

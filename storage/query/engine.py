@@ -106,8 +106,7 @@ class Engine:
         """The steps a statement becomes on this database (what --explain prints)."""
         served = ServedColumns(self.store)
         question = self.statement(served, sql, params)
-        copy = self.store.exact_copy(served.collection(question.table), served.night(question.table))
-        return explain(question, copy is not None)
+        return explain(question, served.exact_copy(question.table) is not None)
 
     def search(self, search: Search, collection: str = VIDEOS, videos: VideoResolver = local_video) -> list[dict]:
         """The rows of a search of `search.target` beside the videos served as `collection`, best first."""
@@ -129,7 +128,7 @@ class Engine:
         """The rows of a question asked of `served`, given its query vector (None without similarity)."""
         vector = vector if question.similarity else None
         collection, night = served.collection(question.table), served.night(question.table)
-        copy = self.store.exact_copy(collection, night)
+        copy = served.exact_copy(question.table)
         plan = plan_on(question, copy is not None)
         if copy is not None:
             kept = self._kept(copy, question)
@@ -237,9 +236,9 @@ class Engine:
 
     def _rows_with(self, served: ServedColumns, alias: str, values: dict[str, str], fields: list[str],
                    limit: int | None) -> list[dict]:
-        collection, night = served.collection(alias), served.night(alias)
-        copy = self.store.exact_copy(collection, night)
+        copy = served.exact_copy(alias)
         if copy is None:
+            collection, night = served.collection(alias), served.night(alias)
             condition = " or ".join(equals(column, value) for column, value in values.items())
             return self.store.query(collection, filter=visible_under(condition, night), output_fields=fields,
                                     as_of=served.as_of(alias),
@@ -255,6 +254,7 @@ class Engine:
     def count(self, alias: str) -> int:
         """The rows the collection served as `alias` serves."""
         served = ServedColumns(self.store)
-        collection, night = served.collection(alias), served.night(alias)
-        copy = self.store.exact_copy(collection, night)
-        return copy.count() if copy is not None else self.store.count(collection, visible_under("", night))
+        copy = served.exact_copy(alias)
+        if copy is not None:
+            return copy.count()
+        return self.store.count(served.collection(alias), visible_under("", served.night(alias)))

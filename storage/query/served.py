@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 
+from storage.milvus.exact_copy import ExactCopy
 from storage.milvus.fields import scalar_schema
 from storage.milvus.nights import night_written_at, served_night
 from storage.milvus.store import VectorStore
@@ -42,6 +43,10 @@ class ServedColumns(Mapping):
     def collection(self, name: str) -> str:
         """The collection (version) the alias names."""
         return self._description(name)["collection_name"]
+
+    def exact_copy(self, name: str) -> ExactCopy | None:
+        """The exact copy of the collection as served at its night (milvus-lite); None on a server."""
+        return self.store.exact_copy(self.collection(name), self.night(name))
 
     def night(self, name: str) -> int | None:
         """The night the collection serves (storage/milvus/nights.py); None: it serves every row."""
