@@ -46,10 +46,13 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def local_ray():
     """One real local Ray for the in-process job tests (2 CPUs, as this machine has). Started, never
-    joined: a cluster `ray start` left on this machine (its address file) is not this session's."""
+    joined: a cluster `ray start` left on this machine (its address file) is not this session's.
+    Its workers' and raylet's logs stay in its session directory: relayed to this process they would
+    land in the stderr a test reads as the command's (a raylet's "disk over 95% full" did, on CI)."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False,
+             log_to_driver=False)
     yield ray
     ray.shutdown()
 
