@@ -3,21 +3,24 @@ and only the difference written (nights.py says which rows a reader sees).
 
 Night N+1 of a collection serving night N:
 1. tonight's row versions (keys, runs, tags) from the Parquet table's small columns; the versions
-   served at N (the exact copy's on milvus-lite, a scan of one column on a server); and what an
-   interrupted night N+1 left behind (versions written at N+1, or superseded at N+1);
+   served at N (the exact copy's on milvus-lite; on a server, those the last load recorded beside
+   the index, served_ledger.py, else a scan of one column); and what an interrupted night N+1 left
+   behind (versions written at N+1, or superseded at N+1);
 2. upserts the new versions (written at N+1, their vectors read from the Parquet parts holding
    them) and the served versions tonight drops (superseded at N+1, read back from the copy or the
    collection); an interrupted night's versions tonight serves again go back to LIVE, and those it
    wrote that tonight does not serve are deleted;
 3. on milvus-lite the copy's files of night N+1; then the rows served at N+1 are counted;
 4. publishes N+1, and the timestamp of its last write, in one property write (N stays one write
-   away: roll_back), then deletes the versions that neither N nor N+1 serves (retention).
+   away: roll_back), records tonight's versions beside the index (a server), then deletes the
+   versions that neither N nor N+1 serves (retention).
 Killed anywhere before 4, the collection still serves N, and the next night redoes it all from
 what the collection holds, to the same rows a full build would serve.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -29,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from errors import IntegrityError, UserError
+from storage.progress import Progress
 from storage.schema import (CORPORA_KEY, DIGEST_KEY, EMBEDDING, MODEL_KEY, NIGHT_BEFORE_KEY, NIGHT_FROM, NIGHT_KEY,
                             NIGHT_TO, NIGHT_TS_KEY, ROW_VERSION, VIDEOS_KEY)
 from storage.table.live_rows import LiveRows
@@ -38,8 +42,9 @@ from .exact_copy import ExactCopy
 from .fields import stored_schema
 from .filters import is_in
 from .nights import LIVE, night_before, night_written_at, row_versions, served_night, visible
+from .served_ledger import ServedLedger, ServedNight
 from .store import LATEST, VectorStore
-from .stored_rows import INSERT_BYTES, stored_fields, write_rows
+from .stored_rows import INSERT_BYTES, SERVER_INSERTS_IN_FLIGHT, inserted_batches, stored_fields, write_rows
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +104,15 @@ class NightWrites:
         return self._written(self.store.delete(self.name, condition))
 
 
-def served_versions(store: VectorStore, name: str, night: int, copy: ExactCopy | None, as_of: int | None) -> pa.Array:
-    """The row versions the collection serves at `night` (written by `as_of`, a Milvus timestamp)."""
+def served_versions(store: VectorStore, name: str, night: int, copy: ExactCopy | None, recorded: pa.Array | None,
+                    as_of: int | None) -> pa.Array:
+    """The row versions the collection serves at `night` (written by `as_of`, a Milvus timestamp):
+    its exact copy's, else those `recorded` beside the index, else a scan."""
     if copy is not None:
         return copy.versions
+    if recorded is not None:
+        return recorded
+    logger.info("%s: reading the served row versions back (no record of them beside the index)", name)
     scan = store.scan(name, visible(night), pa.schema([(ROW_VERSION, pa.string())]), as_of=as_of,
                       batch_size=VERSIONS_SCANNED)
     return scan.reader.read_all()[ROW_VERSION].combine_chunks()
@@ -168,10 +178,11 @@ def validate(store: VectorStore, name: str, column: str, expected_rows: int, sam
 
 
 def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: TagColumns | None,
-                  digest: str) -> dict:
+                  digest: str, ledger: ServedLedger | None = None) -> dict:
     """Serve `live` (with the `tags` columns) as the next night of the collection `description`
     describes, writing what changed; what was written. `digest`: what the night serves, in brief
-    (a night serving the same rows writes nothing)."""
+    (a night serving the same rows writes nothing). `ledger`: where the versions a server serves are
+    recorded (served_ledger.py; milvus-lite's exact copy holds them)."""
     name, properties = description["collection_name"], description.get("properties", {})
     served, night, started = served_night(properties), served_night(properties) + 1, time.perf_counter()
     summary = {"collection": name, "rows": live.rows.num_rows, "previous": name, "built": False}
@@ -181,7 +192,8 @@ def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: T
     copy, served_as_of = store.exact_copy(name, served), night_written_at(properties)
     stored_before = store.count(name)
     tonight = tonight_versions(live, tags)
-    serving = served_versions(store, name, served, copy, served_as_of)
+    recorded = ledger.read(ServedNight(name, served, properties.get(DIGEST_KEY, ""))) if ledger else None
+    serving = served_versions(store, name, served, copy, recorded, served_as_of)
     left = interrupted_night(store, name, served)
     is_new = pc.invert(pc.is_in(tonight, serving))
     gone = serving.filter(pc.invert(pc.is_in(serving, tonight)))
@@ -198,15 +210,21 @@ def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: T
     _delete(writes, stale.combine_chunks())
     sample = set(pc.filter(tonight, is_new).slice(0, NIGHT_SAMPLE).to_pylist())
     vectors = write_rows(store, writes.upsert, name, new_rows, tags, night, ROW_VERSION, sample)
-    for rows in stored_rows(store, name, description, copy, gone, served_as_of):
-        writes.upsert(name, _superseded_at(rows, night))
-    for rows in stored_rows(store, name, description, copy, revived.combine_chunks(), LATEST):
-        writes.upsert(name, _superseded_at(rows, LIVE))
+    # The next rows are read back while the last are written.
+    in_flight = 1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT
+    superseded = (_superseded_at(rows, night) for rows in stored_rows(store, name, description, copy, gone, served_as_of))
+    revived_rows = (_superseded_at(rows, LIVE)
+                    for rows in stored_rows(store, name, description, copy, revived.combine_chunks(), LATEST))
+    progress = Progress(logger, f"{name}: night {night}: rows superseded", len(gone) + len(revived), "rows")
+    for rows in inserted_batches(writes.upsert, name, itertools.chain(superseded, revived_rows), in_flight):
+        progress.advance(rows.num_rows)
     store.copy_night(name, night, gone, wrote_rows=new_rows.rows.num_rows > 0)
     validate(store, name, ROW_VERSION, stored_before - len(stale) + new_rows.rows.num_rows - already_stored,
              vectors, night)
     store.set_properties(name, {NIGHT_KEY: str(night), NIGHT_BEFORE_KEY: str(served), DIGEST_KEY: digest,
                                 NIGHT_TS_KEY: str(writes.latest or "")})
+    if ledger:
+        ledger.write(ServedNight(name, night, digest), tonight)
     store.delete(name, f"{NIGHT_TO} <= {served}")  # retention: versions neither night serves
     seconds = time.perf_counter() - started
     logger.info("%s: night %d served (%d rows: %d new, %d superseded, in %.1f s)", name, night,

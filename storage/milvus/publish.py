@@ -25,6 +25,7 @@ from .versions import serve_rows
 class IndexTables:
     """An index's live rows as a load serves them, checked before anything is built."""
 
+    root: str
     videos: LiveRows
     tags: TagColumns
     captions: LiveRows | None
@@ -48,7 +49,7 @@ def read_index(embeddings: str, known: dict[str, PartRows | None] | None = None)
     for name, live in corpora.items():
         check_same_model(f"corpus {name!r}", live.model()["fingerprint"], model)
     captions = scan_live(f"{root}/{CAPTIONS}", CAPTION_KEY, known=known.get(CAPTIONS))
-    return IndexTables(videos, tags, captions if captions is not None and captions.rows.num_rows else None, corpora)
+    return IndexTables(root, videos, tags, captions if captions is not None and captions.rows.num_rows else None, corpora)
 
 
 def publish_index(store: VectorStore, index: IndexTables, collection: str = VIDEOS, full: bool = False) -> dict:
@@ -60,11 +61,13 @@ def publish_index(store: VectorStore, index: IndexTables, collection: str = VIDE
     corpora = sorted(index.corpora)
     result = {collection: serve_rows(store, index.videos, collection, version, full,
                                      tags=index.tags if index.tags.corpora else None,
-                                     properties={CORPORA_KEY: json.dumps(corpora)} if corpora else None)}
+                                     properties={CORPORA_KEY: json.dumps(corpora)} if corpora else None,
+                                     index_root=index.root)}
     if index.captions is not None:
         alias = caption_alias(collection)
-        result[alias] = serve_rows(store, index.captions, alias, version, full)
+        result[alias] = serve_rows(store, index.captions, alias, version, full, index_root=index.root)
     for name, live in index.corpora.items():
         alias = corpus_alias(collection, name)
-        result[alias] = serve_rows(store, live, alias, version, full, properties={VIDEOS_KEY: collection})
+        result[alias] = serve_rows(store, live, alias, version, full, properties={VIDEOS_KEY: collection},
+                                   index_root=index.root)
     return result

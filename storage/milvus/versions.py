@@ -26,8 +26,9 @@ from storage.table.tag_columns import TagColumns
 from storage.schema import (DIGEST_KEY, EMBEDDING, MODEL_KEY, NIGHT_BEFORE_KEY, NIGHT_KEY, NOT_SERVED, PREVIOUS_KEY,
                             ROW_VERSION, version_name)
 from .fields import unstored_columns
-from .night_publish import can_follow, publish_night, validate
+from .night_publish import can_follow, publish_night, tonight_versions, validate
 from .nights import FIRST_NIGHT
+from .served_ledger import ServedLedger, ServedNight
 from .store import VectorStore, VectorStoreError
 from .stored_rows import check_storable, stored_fields, write_rows
 
@@ -72,11 +73,14 @@ def served_digest(live: LiveRows, tags: TagColumns | None, properties: dict[str,
 
 
 def serve_rows(store: VectorStore, live: LiveRows, alias: str, version: str, full: bool = False,
-               tags: TagColumns | None = None, properties: dict[str, str] | None = None) -> dict:
+               tags: TagColumns | None = None, properties: dict[str, str] | None = None,
+               index_root: str | None = None) -> dict:
     """Serve the live rows (with the `tags` columns, and `properties` beside vidx's own) as `alias`:
     as a night of the collection it serves when that collection can follow them (night_publish.py:
     the work is the change), else as a new version built whole (`<alias>_<version>`) and swapped in.
-    `full`: build whole whatever is served."""
+    `full`: build whole whatever is served. `index_root`: the index the rows are of, where a server's
+    served versions are recorded for the next night (served_ledger.py)."""
+    ledger = ServedLedger(index_root, store.uri, alias) if index_root and not store.embedded else None
     properties = {**(properties or {}), MODEL_KEY: json.dumps(live.model(), sort_keys=True)}
     for field in unstored_columns(live.schema):
         if field.name not in NOT_SERVED:
@@ -85,15 +89,15 @@ def serve_rows(store: VectorStore, live: LiveRows, alias: str, version: str, ful
     if served is not None and not full:
         why_not = can_follow(served, live, tags, properties)
         if why_not is None:
-            return publish_night(store, served, live, tags, served_digest(live, tags, properties))
+            return publish_night(store, served, live, tags, served_digest(live, tags, properties), ledger)
         logger.info("%s: building a new version: %s", alias, why_not)
-    return build_and_swap(store, live, alias, version, tags, properties)
+    return build_and_swap(store, live, alias, version, tags, properties, ledger)
 
 
 def build_and_swap(store: VectorStore, live: LiveRows, alias: str, version: str, tags: TagColumns | None,
-                   properties: dict[str, str]) -> dict:
+                   properties: dict[str, str], ledger: ServedLedger | None = None) -> dict:
     """Build `<alias>_<version>` from the live rows (with the `tags` columns and `properties`),
-    validate it, and only then move `alias` to it."""
+    validate it, and only then move `alias` to it (and record its row versions in `ledger`)."""
     name, rows = version_name(alias, version), live.rows.num_rows
     started = time.perf_counter()
     previous = store.alias_target(alias)
@@ -106,6 +110,8 @@ def build_and_swap(store: VectorStore, live: LiveRows, alias: str, version: str,
             store.drop(name)  # the alias still points at the previous version
         raise
     store.swap_alias(alias, name)
+    if ledger:
+        ledger.write(ServedNight(name, FIRST_NIGHT, properties[DIGEST_KEY]), tonight_versions(live, tags))
     total = time.perf_counter() - started
     logger.info("%s -> %s (%d rows in %.1f s, was %s)", alias, name, rows, total, previous)
     return {"collection": name, "night": FIRST_NIGHT, "rows": rows, "previous": previous, "built": True,

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 # Readers (pyarrow, DuckDB, Spark) skip names starting with "." or "_": a temporary file is never read.
@@ -58,3 +60,19 @@ def publish_in(directory: str, name: str, data: bytes | Path) -> str:
     path = f"{root.rstrip('/')}/{name}"
     publish(fs, path, data)
     return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def publish_table(directory: str, name: str, table: pa.Table) -> str:
+    """Publish `table` as the Parquet file `name` in `directory` (publish_in)."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    return publish_in(directory, name, buffer.getvalue().to_pybytes())
+
+
+def read_published_table(path: str) -> pa.Table | None:
+    """The Parquet file at `path` (a path or fsspec URL) that publish_table wrote; None when there is none."""
+    fs, local = fsspec.core.url_to_fs(path)
+    if not fs.exists(local):
+        return None
+    with fs.open(local, "rb") as f:
+        return pq.read_table(f)

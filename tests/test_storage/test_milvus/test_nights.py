@@ -6,6 +6,7 @@ serves is deleted."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,8 @@ from errors import IntegrityError, UserError
 from storage.milvus import night_publish
 from storage.milvus.exact_copy import ExactCopy, exact_copy_path, superseded_path
 from storage.milvus.night_publish import roll_back
+from storage.milvus.nights import visible
+from storage.milvus.served_ledger import ServedLedger
 from storage.milvus.store import VectorStore
 from storage.milvus.versions import serve_rows
 from storage.query.engine import Engine
@@ -33,7 +36,10 @@ def store(db) -> VectorStore:
 
 
 def serve(store: VectorStore, directory, alias: str = "videos", full: bool = False, version: str = "v1") -> dict:
-    return serve_rows(store, scan_live(str(directory), status="ok"), alias, version, full)
+    """Serve the rows of `directory` (tmp_path/NAME/videos): a test's nights are of one index, whose
+    root (tmp_path) keeps a server's record of the versions served (served_ledger.py)."""
+    return serve_rows(store, scan_live(str(directory), status="ok"), alias, version, full,
+                      index_root=str(Path(directory).parents[1]))
 
 
 def library(tmp_path, name: str, *tables: pa.Table):
@@ -165,3 +171,46 @@ def test_the_exact_copy_serves_any_kept_night_and_refuses_a_missing_file(tmp_pat
     superseded_path(path, 2).unlink()
     with pytest.raises(IntegrityError, match=r"superseded.arrow: a file of the exact copy of night 2 is missing"):
         ExactCopy(path, 2)
+
+
+def scanned_filters(store: VectorStore, monkeypatch) -> list[str]:
+    """The filters of every scan `store` makes from now on."""
+    filters, scan = [], store.scan
+    monkeypatch.setattr(store, "scan", lambda name, filter, *args, **kwargs: filters.append(filter) or scan(
+        name, filter, *args, **kwargs))
+    return filters
+
+
+def test_a_night_on_a_server_reads_the_served_versions_recorded_beside_the_index(server_db, tmp_path, monkeypatch):
+    before, changed, kept, added = tonight_tables()
+    with VectorStore(server_db) as store:
+        serve(store, library(tmp_path, "last", before))
+        assert [path.name for path in (tmp_path / "served").iterdir()] == [ServedLedger(
+            str(tmp_path), server_db, "videos").name]
+        filters = scanned_filters(store, monkeypatch)
+        serve(store, library(tmp_path, "tonight", changed, kept, added))
+        assert visible(1) not in filters  # the 100 served versions were not read back
+        serve(store, library(tmp_path, "tonight", changed, kept, added), alias="rebuilt", full=True)
+        engine = Engine(store)
+        assert answers(engine, "videos") == answers(engine, "rebuilt")
+
+
+def test_a_record_of_another_night_is_not_trusted(server_db, tmp_path, monkeypatch):
+    """A record the last load did not write (an index loaded elsewhere since, a rollback) is passed
+    over: the night reads the served versions back from the collection."""
+    before, changed, kept, added = tonight_tables()
+    record = tmp_path / "served" / ServedLedger(str(tmp_path), server_db, "videos").name
+    with VectorStore(server_db) as store:
+        serve(store, library(tmp_path, "n1", before))
+        first_record = record.read_bytes()  # night 1's: 100 versions, 10 of them gone since
+        serve(store, library(tmp_path, "n2", changed, kept, added))
+        record.write_bytes(first_record)
+        filters = scanned_filters(store, monkeypatch)
+        serve(store, library(tmp_path, "n3", changed, kept))
+        assert visible(2) in filters
+        serve(store, library(tmp_path, "n3", changed, kept), alias="rebuilt", full=True)
+        engine = Engine(store)
+        assert answers(engine, "videos") == answers(engine, "rebuilt")
+        assert roll_back(store, "videos")["night"] == 2
+        serve(store, library(tmp_path, "n3", changed, kept))  # the digest went with the rollback
+        assert filters.count(visible(2)) == 2 and answers(engine, "videos") == answers(engine, "rebuilt")
