@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,6 +126,8 @@ def one_version(version, last: Path, tonight: Path, db: str, memory: ServerMemor
     alias = f"bench_{version.name}"
     progress(f"{version.name} ({version.rev}): last night's load ...")
     full = timed_load(version.code, last, db, alias, memory, full=version.name == "after")
+    if (last / "served").is_dir():  # one index night after night: what its last load recorded beside it
+        shutil.copytree(last / "served", tonight / "served", dirs_exist_ok=True)
     before_answer = None
     seen: list[str] = []
     stop = threading.Event()
