@@ -119,8 +119,9 @@ MANIFEST_COLUMNS = ("uri", "video_id", "captions")
 # Names the job uses internally start with this; a manifest column may not.
 INTERNAL_PREFIX = "_"
 # Names a metadata column may not take: the dataset's own columns (uri and video_id are the
-# manifest's), the vector and the score of a result.
-RESERVED_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} - {"uri", "video_id"} | {EMBEDDING, SCORE}
+# manifest's), the vector and the score of a result, and the duplicate group a load serves.
+RESERVED_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS} - {"uri", "video_id"} | {EMBEDDING, SCORE,
+                                                                                            DUPLICATE_GROUP}
 # Columns every index row has; the others came from the manifest (the page shows those).
 STANDARD_COLUMNS = {f.name for f in VIDEO_FIELDS + CAPTION_FIELDS + TEXT_FIELDS} | {EMBEDDING}
 # Columns of a corpus file besides its metadata.

@@ -34,6 +34,12 @@ def text_list_field() -> dict:
             "max_length": MAX_VARCHAR}
 
 
+def joined_field(field: pa.Field) -> dict:
+    """Milvus field arguments of a column joined to the videos (storage/table/tag_columns.py): a
+    tag list is an ARRAY of VARCHAR (text_list_field), the duplicate group a VARCHAR."""
+    return text_list_field() if pa.types.is_list(field.type) else _milvus_type(field.type)
+
+
 def scalar_schema(description: dict, columns: list[str] | None) -> pa.Schema:
     """The Arrow types of `columns` of a described collection (None: every scalar field a question
     may read, in order: not the nights of its row versions, storage/milvus/nights.py)."""

@@ -63,11 +63,13 @@ def visible_under(condition: str, night: int | None) -> str:
 
 def row_versions(rows: pa.Table, key: str, tag_columns: list[str]) -> pa.Array:
     """Each row's version: its key and run (a new encoding or new metadata gets a new run id), and
-    a digest of its tags when the collection serves tag columns (a tag run changes them alone)."""
+    a digest of its tags when the collection serves tag columns (a tag run changes them alone; the
+    duplicate group, a string column, is one of them: a duplicates run changes it alone)."""
     versions = pc.binary_join_element_wise(rows[key], rows["run_id"], PART_SEPARATOR)
     if not tag_columns:
         return versions.combine_chunks() if isinstance(versions, pa.ChunkedArray) else versions
-    joined = [pc.binary_join(rows[column], TAG_SEPARATOR) for column in tag_columns]
+    joined = [pc.binary_join(rows[column], TAG_SEPARATOR) if pa.types.is_list(rows[column].type) else rows[column]
+              for column in tag_columns]
     tags = pc.binary_join_element_wise(*joined, "\x1e") if len(joined) > 1 else joined[0]
     digests = pa.array([hashlib.blake2b(text.encode(), digest_size=8).hexdigest() for text in tags.to_pylist()])
     return pc.binary_join_element_wise(versions, digests, PART_SEPARATOR).combine_chunks()

@@ -60,7 +60,7 @@ def publish_index(store: VectorStore, index: IndexTables, collection: str = VIDE
     version = new_run_id()  # one for every collection this load builds
     corpora = sorted(index.corpora)
     result = {collection: serve_rows(store, index.videos, collection, version, full,
-                                     tags=index.tags if index.tags.corpora else None,
+                                     tags=index.tags if index.tags.fields else None,
                                      properties={CORPORA_KEY: json.dumps(corpora)} if corpora else None,
                                      index_root=index.root)}
     if index.captions is not None:

@@ -19,7 +19,7 @@ from storage.schema import EMBEDDING, NIGHT_FROM, NIGHT_TO, NOT_SERVED
 from storage.table.live_rows import LiveRows
 from storage.table.tag_columns import TagColumns
 
-from .fields import MAX_VARCHAR, collection_fields, text_list_field
+from .fields import MAX_VARCHAR, collection_fields, joined_field
 from .nights import LIVE, row_versions, stamped
 from .store import VectorStore, VectorStoreError
 
@@ -44,7 +44,7 @@ def served_fields(schema: pa.Schema, key: str) -> list[tuple[str, dict]]:
 def stored_fields(live: LiveRows, tags: TagColumns | None) -> list[tuple[str, dict]]:
     """The fields of a collection serving `live` (and the `tags` columns), after its primary key
     (the row version): the key, the served columns, the tags, the nights."""
-    tag_fields = [(field.name, text_list_field()) for field in tags.fields] if tags else []
+    tag_fields = [(field.name, joined_field(field)) for field in tags.fields] if tags else []
     key = (live.key_column, {"datatype": DataType.VARCHAR, "max_length": MAX_VARCHAR})
     return [key, *served_fields(live.schema, live.key_column), *tag_fields, *NIGHT_FIELDS]
 

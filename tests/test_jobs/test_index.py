@@ -146,7 +146,7 @@ def test_unusable_manifest_stops_before_any_work(tmp_path, capsys, problem, cont
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("column", ["run_id", "error_kind", "_row"])
+@pytest.mark.parametrize("column", ["run_id", "error_kind", "_row", "duplicate_group"])
 def test_a_manifest_column_the_dataset_uses_is_refused_in_one_line(tmp_path, capsys, column):
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(f'{{"uri": "a.mp4", "{column}": "x"}}\n')

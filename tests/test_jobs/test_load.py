@@ -1,7 +1,8 @@
 """`vidx load`: an index's Parquet -> a validated collection version per served table, then the alias
 swapped. Under its own alias (--collection), into a new database's directory, with failed videos,
-on each engine; what an engine cannot store and corpora of another model are refused before
-anything is built, and a failed check serves nothing."""
+on each engine; the groups of `vidx duplicates` served as column duplicate_group and a night
+serving a changed group; what an engine cannot store and corpora of another model are refused
+before anything is built, and a failed check serves nothing."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from fastapi.testclient import TestClient
 
 from cli import cli_error, cli_json
 from jobs.__main__ import main
+from jobs.duplicates import duplicates
 from jobs.load import load
+from jobs.query import run_query
 from jobs.server.app import create_app
 from jobs.texts import texts
 from storage.milvus.store import VectorStore
 from storage.table.dataset import write_part
+from storage.table.runs import new_run_id
 
 TEXT = "a red circle moves to the left"
 MODEL = {"spec": {"name": "tiny"}, "fingerprint": "f"}
@@ -126,3 +130,46 @@ def test_a_corpus_mismatching_the_videos_model_is_refused_at_load(index_copy, tm
     line = cli_error(capsys, "load", "--embeddings", str(other), "--db", str(tmp_path / "vidx.db"))
     assert "corpus 'demo' is encoded by model" in line
     assert not (tmp_path / "vidx.db").exists()  # refused before anything was built
+
+
+def write_videos(index: Path, vectors: dict[str, np.ndarray]) -> None:
+    """One index run's part: a row per whole video (video_id -> its vector)."""
+    n, run_id = len(vectors), new_run_id()
+    table = pa.table({"key": [f"{v}#0" for v in vectors], "video_id": list(vectors), "status": ["ok"] * n,
+                      "run_id": [run_id] * n, "embedding": pa.FixedSizeListArray.from_arrays(
+                          pa.array(np.stack(list(vectors.values())).reshape(-1)), GROUPED_DIM)})
+    write_part(table.replace_schema_metadata({b"vidx.model": json.dumps(MODEL).encode()}), str(index / "videos"), "key")
+
+
+GROUPED_DIM = 32
+GROUPS_SQL = "SELECT duplicate_group, count(*) AS n FROM videos GROUP BY 1 HAVING count(*) > 1 ORDER BY n DESC"
+
+
+def copy_of(vector: np.ndarray, seed: int) -> np.ndarray:
+    noisy = vector + 0.01 * np.random.default_rng(seed).standard_normal(GROUPED_DIM)
+    return (noisy / np.linalg.norm(noisy)).astype(np.float32)
+
+
+def test_duplicate_groups_are_a_column_and_a_night_serves_a_changed_group(tmp_path, local_ray, db):
+    rng = np.random.default_rng(5)
+    vectors = {f"v{i:02d}": v / np.linalg.norm(v) for i, v in enumerate(rng.standard_normal((12, GROUPED_DIM)))}
+    vectors.update(v01=copy_of(vectors["v00"], 1), v02=copy_of(vectors["v00"], 2), v06=copy_of(vectors["v05"], 3))
+    index = tmp_path / "index"
+    write_videos(index, {v: x.astype(np.float32) for v, x in vectors.items()})
+    duplicates(str(index), threshold=0.95, method="exact")
+    load(str(index), db)
+    assert run_query(db, GROUPS_SQL) == [{"duplicate_group": "v00", "n": 3}, {"duplicate_group": "v05", "n": 2}]
+    assert sorted(r["video_id"] for r in run_query(db, "SELECT video_id FROM videos WHERE duplicate_group = 'v05'")) \
+        == ["v05", "v06"]
+    assert run_query(db, "SELECT duplicate_group FROM videos WHERE video_id = 'v09'") == [{"duplicate_group": "v09"}]
+
+    write_videos(index, {"a08": copy_of(vectors["v08"], 4)})  # tonight: a copy of an old video, named before it
+    assert duplicates(str(index), threshold=0.95, method="exact")["videos_compared"] == 1
+    night = load(str(index), db)["videos"]
+    assert (night["night"], night["added"], night["superseded"]) == (2, 2, 1)  # a08, and v08 in its new group
+    assert sorted(r["video_id"] for r in run_query(db, "SELECT video_id FROM videos WHERE duplicate_group = 'a08'")) \
+        == ["a08", "v08"]
+    groups = run_query(db, GROUPS_SQL)
+    assert groups[0] == {"duplicate_group": "v00", "n": 3}
+    assert sorted(g["duplicate_group"] for g in groups[1:]) == ["a08", "v05"]
+
