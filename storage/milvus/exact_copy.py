@@ -65,7 +65,7 @@ class ExactCopyWriter:
     manager: leaving it with any error discards what was written, temporary files included."""
 
     def __init__(self, path: Path):
-        self.path, self.rows_writer, self.vectors_file = path, None, None
+        self.path, self.rows_writer, self.vectors_file, self.dim = path, None, None, None
         self.temporary = {path: temporary_path(path), vectors_path(path): temporary_path(vectors_path(path))}
 
     def __enter__(self) -> ExactCopyWriter:
@@ -85,12 +85,23 @@ class ExactCopyWriter:
 
     def write(self, rows: pa.Table) -> None:
         if self.rows_writer is None:
-            dim = rows.schema.field(EMBEDDING).type.list_size
+            self.dim = rows.schema.field(EMBEDDING).type.list_size
             scalars = rows.schema.remove(rows.schema.get_field_index(EMBEDDING))
-            self.start(scalars.with_metadata({**(scalars.metadata or {}), DIM_KEY.encode(): str(dim).encode()}))
+            self.start(scalars.with_metadata({**(scalars.metadata or {}), DIM_KEY.encode(): str(self.dim).encode()}))
+        vectors = [self.vector_values(chunk) for chunk in rows[EMBEDDING].chunks]  # checked before any is written
         self.rows_writer.write_table(rows.drop_columns(EMBEDDING))  # metadata aside, the same schema
-        for chunk in rows[EMBEDDING].chunks:
-            self.vectors_file.write(chunk.flatten().to_numpy())  # float32, row after row
+        for values in vectors:
+            self.vectors_file.write(values)
+
+    def vector_values(self, vectors: pa.Array) -> np.ndarray:
+        """The values of `vectors`, row after row, as the copy stores them: len × D float32, else an
+        IntegrityError now (a reader would find the rows and vectors apart, or read garbage)."""
+        values = vectors.flatten().to_numpy(zero_copy_only=False)
+        if values.dtype != np.float32 or values.nbytes != len(vectors) * self.dim * 4:
+            raise IntegrityError(f"{self.path}: {len(vectors)} vectors of {vectors.type} hold {values.nbytes} bytes "
+                                 f"of {values.dtype}; the exact copy stores {self.dim} float32 a row "
+                                 f"({len(vectors) * self.dim * 4} bytes)")
+        return values
 
     def _close_files(self) -> None:
         for handle in (self.rows_writer, self.vectors_file):
