@@ -1,5 +1,5 @@
-"""incremental index -> tags -> load (the night's change, published at once) -> retention, resumable,
-one run per workdir.
+"""incremental index -> tags -> duplicates -> load (the night's change, published at once) ->
+retention, resumable, one run per workdir.
 
 Killed at any point, the next run finishes the work: index parts are written atomically and
 reused, a night is published only once validated (storage/milvus/night_publish.py), a collection
@@ -60,6 +60,13 @@ def workdir_lock(workdir: str) -> Iterator[None]:
         yield
 
 
+def duplicates_stats(duplicates: dict | None) -> dict | None:
+    """What tonight's duplicates run did (None: `vidx duplicates` never ran on the workdir)."""
+    keys = ("videos_compared", "videos_removed", "pairs_found", "pairs_dropped", "pairs", "groups",
+            "groups_written", "total_s", "stats_file")
+    return None if duplicates is None else {key: duplicates[key] for key in keys}
+
+
 def night_stats(indexed: dict, loaded: dict, retired: dict, durations: dict) -> dict:
     return {
         "added": indexed["added"],
@@ -86,6 +93,7 @@ def nightly(manifest: str, workdir: str, db: str, **options) -> dict:
     from storage.milvus.versions import retire_versions
     from storage.table.runs import new_run_id, write_run_record
 
+    from .pipeline.duplicates_run import update_duplicates
     from .pipeline.index_run import run_index
     from .pipeline.tag_run import retag
 
@@ -100,6 +108,9 @@ def nightly(manifest: str, workdir: str, db: str, **options) -> dict:
         tagged = retag(workdir, settings.address)
         durations["tag_s"] = time.perf_counter() - step
         step = time.perf_counter()
+        duplicates = update_duplicates(workdir, settings.address)  # groups served by the load below
+        durations["duplicates_s"] = time.perf_counter() - step
+        step = time.perf_counter()
         index = read_index(workdir, known=tables_read)
         with VectorStore(db) as store:
             loaded = publish_index(store, index, full=settings.full)
@@ -108,7 +119,8 @@ def nightly(manifest: str, workdir: str, db: str, **options) -> dict:
             retired = {alias: retire_versions(store, alias, settings.keep) for alias in loaded}
         durations["retire_s"] = time.perf_counter() - step
     durations["total_s"] = time.perf_counter() - started
-    stats = {**night_stats(indexed, loaded, retired, durations), "tagged": tagged}
+    stats = {**night_stats(indexed, loaded, retired, durations), "tagged": tagged,
+             "duplicates": duplicates_stats(duplicates)}
     record = {"run_id": run_id, "command": "nightly", "stats": stats,
               "config": {"manifest": str(manifest), "workdir": workdir, "db": db, **settings.model_dump()}}
     stats["stats_file"] = write_run_record(workdir, run_id, record)

@@ -36,7 +36,8 @@ from storage.table.compaction import compact
 from storage.table.dataset import remove_temp_files, write_part
 from storage.table.duplicate_index import cell_index, cells_for, probed, probed_rows, sample_rows, train_cells
 from storage.table.duplicate_plan import (Library, pair_rows, pairs_directory, plan_duplicates, read_compared,
-                                          read_library, read_stored_pairs, write_compared, write_groups)
+                                          read_library, read_stored_pairs, settings_of, write_compared,
+                                          write_groups)
 from storage.table.duplicate_pairs import Block, RowPairs, best_video_pairs, duplicate_groups, similar_rows
 from storage.table.runs import new_run_id, write_run_record
 
@@ -217,3 +218,16 @@ def run_duplicates(embeddings: str, options: DuplicatesOptions) -> dict:
               "settings": settings, "config": {"embeddings": embeddings, **options.model_dump()}}
     stats["stats_file"] = write_run_record(root, run_id, record)
     return stats
+
+
+def update_duplicates(embeddings: str, address: str | None = None) -> dict | None:
+    """`vidx nightly`'s step: bring the duplicates of the index at EMBEDDINGS up to date with the
+    settings of the last run (an incremental run; a new model compares everything again); None,
+    and nothing done, when `vidx duplicates` never finished a run there."""
+    compared = read_compared(embeddings.rstrip("/"))
+    if compared is None:
+        return None
+    settings = settings_of(compared)
+    options = DuplicatesOptions.of(threshold=settings["threshold"], method=settings["method"],
+                                   **({"probes": settings["probes"]} if "probes" in settings else {}), address=address)
+    return run_duplicates(embeddings, options)

@@ -24,6 +24,7 @@ import torch
 from cli import cli_json
 from encoders import create_model
 from encoders.checkpoint import to_official_keys
+from jobs.duplicates import duplicates
 from jobs.index import index
 from jobs.nightly import nightly, workdir_lock
 from jobs.query import run_query
@@ -190,6 +191,18 @@ def test_ten_unchanged_nights_encode_nothing_and_store_what_one_night_stored(tmp
         assert stats["unchanged"] == ["captions", "videos"] and stats["served"] == first["served"]
     assert parquet_footprint(workdir) == after_one
     assert len(list((workdir / "runs").glob("*.json"))) == 20  # every run leaves its stats: 10 nights, 10 indexes
+
+
+def test_a_night_keeps_the_duplicates_up_to_date_and_serves_their_groups(tmp_path, local_ray):
+    manifest, workdir, db = synth(tmp_path / "lib", n=3, seed=31), tmp_path / "work", str(tmp_path / "vidx.db")
+    rows = [json.loads(line) for line in Path(manifest).read_text().splitlines()]
+    assert nightly(str(manifest), str(workdir), db, model="tiny")["duplicates"] is None  # never computed: not run
+    duplicates(str(workdir), threshold=0.9999, method="exact")
+    copy = {**rows[1], "video_id": "a_copy"}  # the same footage under a new id, named before the others
+    stats = nightly(write_manifest(tmp_path / "night.jsonl", [*rows, copy]), str(workdir), db, model="tiny")
+    assert stats["added"] == 1 and stats["duplicates"]["videos_compared"] == 1 and stats["duplicates"]["groups_written"]
+    grouped = run_query(db, "SELECT video_id FROM videos WHERE duplicate_group = 'a_copy'")
+    assert {row["video_id"] for row in grouped} == {"a_copy", rows[1]["video_id"]}
 
 
 def test_a_second_nightly_run_in_the_same_workdir_is_refused(tmp_path):
