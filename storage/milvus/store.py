@@ -223,8 +223,14 @@ class VectorStore:
 
     @database_errors()
     def seal(self, name: str) -> None:
-        """Make inserted rows searchable fast: flush them, build the index (waiting for it), bring it into memory."""
+        """Make inserted rows searchable fast: flush them, build the index (waiting for it), bring it
+        into memory. An embedded milvus-lite collection gets no index: every question is answered
+        from its exact copy, and an HNSW nobody searches took two thirds of a load and a second copy
+        of the vectors (docs/benchmarks.md, "The embedded default's load"); a pymilvus reader's
+        search is then milvus-lite's exact scan, or one builds an index (create_index)."""
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
+        if self.embedded:
+            return
         index = self.client.prepare_index_params()
         index.add_index(EMBEDDING, index_type="HNSW", metric_type="IP", params=HNSW_PARAMS)
         logger.info("%s: building the index", name)
