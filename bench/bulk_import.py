@@ -36,10 +36,7 @@ from storage.milvus.stored_rows import stored_batches, stored_fields  # noqa: E4
 from storage.milvus.versions import serve_rows  # noqa: E402
 from storage.schema import EMBEDDING, ROW_VERSION  # noqa: E402
 from storage.table.live_rows import scan_live  # noqa: E402
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from report import progress  # noqa: E402
 
 
 def numpy_columns(live, directory: Path) -> list[str]:

@@ -43,14 +43,11 @@ from query_latency import SEGMENTS, clustered_vectors, write_dataset  # noqa: E4
 from servers import MilvusStandalone  # noqa: E402
 from storage.milvus.store import VectorStore  # noqa: E402
 from storage.query.engine import Engine  # noqa: E402
+from report import progress  # noqa: E402
 
 TONIGHT_RUN = "night-2"  # sorts after write_dataset's run ("bench"): its rows supersede
 GROUPED = "SELECT run_id, count(*) AS n FROM {alias} GROUP BY run_id ORDER BY run_id"
 STEADY_S = 5.0
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def write_tonight(last: Path, tonight: Path, vectors: np.ndarray, change: float, rng: np.random.Generator) -> dict:

@@ -50,14 +50,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().p
 from process_memory import peak_rss_mb  # noqa: E402
 from nightly_library import (MODEL, make_library, manifests, write_baseline_index,  # noqa: E402
                              write_encoded_rows)
+from report import progress  # noqa: E402
 
 NIGHTS = ("noop", "change", "metadata")
 ALIAS = "videos"
 STEPS = ("plan", "encode", "refresh", "compaction", "load", "retention")
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- one night, in its own process (the code of one revision) --------------------------------------

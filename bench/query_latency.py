@@ -119,22 +119,30 @@ def write_dataset(vectors: np.ndarray, directory: Path, rng: np.random.Generator
     return scalars
 
 
-def load_in_child(embeddings: Path, db: str, code: Path = ROOT, collection: str = "bench") -> tuple[dict, float]:
-    """`vidx load` as its own process, serving the index as `collection`: (its result, its peak RSS
-    in MB). The peak is the child's VmHWM, read while it runs: the kernel's ru_maxrss of a spawned
+def vidx_in_child(arguments: list[str], code: Path = ROOT) -> tuple[dict, float, float]:
+    """`vidx ARGUMENTS` as its own process: (its last stdout line as JSON, its peak RSS in MB, its
+    seconds). The peak is the child's VmHWM, read while it runs: the kernel's ru_maxrss of a spawned
     child counts the parent's memory up to the exec (the 4 GB of vectors this process holds at 1M
-    rows). `code`: the root of the code that loads."""
-    child = subprocess.Popen([sys.executable, "-m", "jobs", "load", "--embeddings", str(embeddings), "--db", db,
-                              "--collection", collection], cwd=code, stdout=subprocess.PIPE, text=True,
+    rows). `code`: the root of the code that runs."""
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "jobs", *arguments], cwd=code, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(code)})
     peak = 0.0
     while child.poll() is None:
         peak = max(peak, peak_rss_mb(child.pid))
         time.sleep(0.1)
+    seconds = time.perf_counter() - started
     output = child.stdout.read()
     if child.returncode:
-        raise SystemExit(f"vidx load failed (exit {child.returncode})")
-    return json.loads(output.strip().splitlines()[-1]), peak
+        raise SystemExit(f"vidx {arguments[0]} failed (exit {child.returncode})")
+    return json.loads(output.strip().splitlines()[-1]), peak, seconds
+
+
+def load_in_child(embeddings: Path, db: str, code: Path = ROOT, collection: str = "bench") -> tuple[dict, float]:
+    """`vidx load` as its own process, serving the index as `collection`: (its result, its peak RSS in MB)."""
+    result, peak, _ = vidx_in_child(["load", "--embeddings", str(embeddings), "--db", db, "--collection", collection],
+                                    code)
+    return result, peak
 
 
 def milvus_segments(store: VectorStore, name: str) -> dict | None:

@@ -59,6 +59,7 @@ from http_load import WARMUP_S, closed_level, open_level  # noqa: E402
 from code_versions import Version, code_versions  # noqa: E402
 from random_checkpoint import random_vitb32_checkpoint  # noqa: E402
 from servers import MilvusStandalone, free_port, server_database  # noqa: E402
+from report import progress  # noqa: E402
 
 # The first search loads the model (seconds for ViT-B/32), and a server may start slower still.
 STARTUP_TIMEOUT_S = 300.0
@@ -266,10 +267,6 @@ def peak_line(version: str, levels: list[dict]) -> str:
     ratio = most["requests_per_s"] / peak["requests_per_s"] if peak["requests_per_s"] else float("nan")
     return (f"{version}: peak {peak['requests_per_s']} rps at {peak['clients']} clients; "
             f"{most['requests_per_s']} rps at {most['clients']} clients ({ratio:.2f} of the peak)")
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def numbers(kind):

@@ -36,14 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 from storage.table.compaction import compact  # noqa: E402
 from storage.table.dataset import list_parts, read_part_rows, write_part  # noqa: E402
+from report import progress  # noqa: E402
 
 ROWS_PER_PART = 256
 PLAN_COLUMNS = ["key", "video_id", "uri", "file_stat", "model_fingerprint", "segment_seconds", "status",
                 "error_kind", "run_id", "genre"]
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def video_rows(ids: np.ndarray, run_id: str, dim: int, rng: np.random.Generator) -> pa.Table:
