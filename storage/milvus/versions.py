@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from errors import IntegrityError
+from errors import IntegrityError, UserError
 
 from storage.table.digests import rows_digest
 from storage.table.live_rows import LiveRows
@@ -105,7 +105,7 @@ def build_and_swap(store: VectorStore, live: LiveRows, alias: str, version: str,
     try:
         sample, seconds = build_version(store, name, live, properties, sample_keys(live), tags)
         validate(store, name, live.key_column, rows, sample, FIRST_NIGHT)
-    except (VectorStoreError, IntegrityError):
+    except (VectorStoreError, IntegrityError, UserError):  # UserError: a part that cannot be read as it is
         if store.has(name):
             store.drop(name)  # the alias still points at the previous version
         raise

@@ -88,4 +88,5 @@ def test_float_lists_of_unequal_lengths_are_refused_in_one_line_and_serve_nothin
     write_videos(index, unit_vectors(2, dim=4), first=3, kind=pa.list_(pa.float64()))
     line = cli_error(capsys, "load", "--embeddings", str(index), "--db", db)
     assert re.search(r"column 'embedding' cannot be read as fixed_size_list<item: float>\[[48]\]: .* expected size", line)
-    assert VectorStore(db).alias_target("videos") is None
+    with VectorStore(db) as store:  # and no half-built version is left behind
+        assert store.alias_target("videos") is None and store.versions("videos") == []
