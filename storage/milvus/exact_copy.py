@@ -150,19 +150,24 @@ def _night_rows(path: Path) -> tuple[pa.Table, np.ndarray]:
     """One night's rows (scalars) and their vectors (n, D), checked against each other."""
     rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     dim = int(rows.schema.metadata[DIM_KEY.encode()])
-    matrix = np.fromfile(vectors_path(path), np.float32).reshape(-1, dim)
+    vectors = vectors_path(path)
+    # Mapped, not read: a process holds the pages it touches, and a fresh one answers at once.
+    matrix = np.asarray(np.memmap(vectors, np.float32, mode="r")) if vectors.stat().st_size else np.empty(0, np.float32)
+    matrix = matrix.reshape(-1, dim)
     if len(matrix) != rows.num_rows:
         raise IntegrityError(f"{path}: {len(matrix)} vectors for {rows.num_rows} rows")
     return rows, matrix
 
 
 class ExactCopy:
-    """A collection's rows, in memory: exact top-k, best groups, scans and counts over the rows a
-    filter kept (positions, ascending; None for every row).
+    """A collection's rows: exact top-k, best groups, scans and counts over the rows a filter kept
+    (positions, ascending; None for every row).
 
-    The vectors are read into memory rather than mapped, as milvus-lite and a numpy search hold
-    theirs (a product over a mapped file ran slower: docs/benchmarks.md, "Load and query latency").
-    The scalars are one chunk: taking hits from the load's many batches made every search slower
+    The vectors of the first night are mapped from their file rather than read: a fresh process
+    answers without reading the library first, and no process holds a second copy of it (a
+    product over a mapped file is ~12 % slower than over memory: docs/benchmarks.md, "Load and
+    query latency"); later nights' rows, with what they superseded left out, are gathered into
+    memory. The scalars are one chunk: taking hits from the load's many batches made every search slower
     (docs/benchmarks.md, "Why the constants are what they are")."""
 
     def __init__(self, path: Path, night: int | None = None):

@@ -35,6 +35,7 @@ from .fields import MAX_VARCHAR, scalar_schema
 from .filters import is_in
 from .insert_request import delete_where, insert_columns
 from .nights import FIRST_NIGHT
+from .recorded_description import description_path, record_description, recorded_description
 from .scores import ScoreRange
 
 logger = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ class VectorStore:
             schema.add_field(field_name, nullable=self.nullable, **args)
         schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, properties=properties)
+        self._record_description(name)
 
     def exact_copy_writer(self, name: str, night: int = FIRST_NIGHT) -> ExactCopyWriter | None:
         """Where a load writes the exact copy of collection `name` as it inserts (milvus-lite only):
@@ -220,6 +222,13 @@ class VectorStore:
     def set_properties(self, name: str, properties: dict[str, str]) -> None:
         """Write `properties` of collection `name` in one call: a reader describing it sees all or none."""
         self.client.alter_collection_properties(name, properties, timeout=self.timeout)
+        self._record_description(name)
+
+    def _record_description(self, name: str) -> None:
+        """On embedded milvus-lite, what it now describes of `name`, for processes that answer from
+        the exact copy (recorded_description.py)."""
+        if self.embedded:
+            record_description(exact_copy_path(self.uri, name), self.client.describe_collection(name))
 
     @database_errors()
     def seal(self, name: str) -> None:
@@ -265,13 +274,29 @@ class VectorStore:
     @database_errors()
     def describe(self, alias: str) -> dict | None:
         """Milvus' description of the collection behind `alias` (its name, fields, properties); None
-        when there is none. One call: every question asks it, to see the version its alias names now."""
+        when there is none. One call: every question asks it, to see the version its alias names now.
+        On embedded milvus-lite, the description vidx recorded when it has one: milvus-lite reads a
+        collection's every row into memory to describe it (recorded_description.py)."""
+        if self.embedded:
+            if not self.client.has_collection(alias):  # milvus-lite looks for its directory
+                return None
+            if (recorded := self._recorded_description(alias)) is not None:
+                return recorded
         try:
             return self.client.describe_collection(alias, timeout=self.timeout)
         except MilvusException as e:
             if unreachable(e) or self.client.has_collection(alias, timeout=self.timeout):
                 raise
             return None
+
+    def _recorded_description(self, alias: str) -> dict | None:
+        """The recorded description of the collection `alias` (or a collection's name) names now:
+        the alias is resolved by milvus-lite, which reads its aliases without opening a collection."""
+        try:
+            name = self.client.describe_alias(alias)["collection_name"]
+        except MilvusException:
+            name = alias  # a collection's own name
+        return recorded_description(exact_copy_path(self.uri, name))
 
     def fields(self, alias: str) -> set[str]:
         """Scalar field names of the collection behind `alias`; empty when there is none."""
@@ -404,3 +429,4 @@ class VectorStore:
         self._copies.pop(name, None)
         if self.embedded:
             remove_exact_copy(exact_copy_path(self.uri, name))
+            description_path(exact_copy_path(self.uri, name)).unlink(missing_ok=True)
