@@ -59,6 +59,12 @@ MAX_INNER_PRODUCT = 1e6  # no upper bound: unit vectors score at most 1
 # column scan ran faster in batches of 4,000 than of 1,000 (docs/benchmarks.md, "Why the constants
 # are what they are").
 SCAN_BATCH = 4000
+# Bytes milvus-lite holds in its memtable before writing a data file (its default: 128 MB). Its
+# flush turns every cell into a Python object first, ~10x the bytes: a quarter of the default took
+# a 10^5 x 1024 load's peak from 2.8 GB to 1.9 GB at the same speed, and less gained nothing
+# (docs/benchmarks.md, "The embedded default"). milvus-lite reads it once, when first imported.
+LITE_MEMTABLE_BYTES = 32 << 20
+os.environ.setdefault("MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES", str(LITE_MEMTABLE_BYTES))
 # A read's `as_of` that sees every write acknowledged before it (Milvus' Strong consistency).
 LATEST = -1
 # Nullable fields came in Milvus 2.5; milvus-lite 3 has them.
