@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().p
 
 from code_versions import code_versions  # noqa: E402
 from process_memory import peak_rss_mb, status_mb  # noqa: E402
-from query_latency import SEGMENTS, clustered_vectors, write_dataset  # noqa: E402
+from query_latency import ENVIRONMENT, SEGMENTS, clustered_vectors, write_dataset  # noqa: E402
 from servers import MilvusStandalone  # noqa: E402
 from storage.milvus.store import VectorStore  # noqa: E402
 from storage.query.engine import Engine  # noqa: E402
@@ -100,7 +100,7 @@ def timed_load(code: Path, embeddings: Path, db: str, alias: str, memory: Server
     steady = memory.steady_mb()
     started = time.perf_counter()
     child = subprocess.Popen(arguments, cwd=code, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(code)})
+                             env={**ENVIRONMENT, "PYTHONPATH": str(code)})
     child_peak, server_peak = memory.peak_while(child)
     seconds = time.perf_counter() - started
     output = child.stdout.read()

@@ -49,6 +49,9 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().parent)]
 
+# The environment the bench was started in, for the commands it runs: vidx's own imports below set
+# milvus-lite's settings in this process (storage/milvus/store.py), which an earlier commit's would not.
+ENVIRONMENT = dict(os.environ)
 from process_memory import peak_rss_mb  # noqa: E402
 from servers import MilvusStandalone, milvus_setting  # noqa: E402
 from storage.milvus.store import SEARCH_EF, VectorStore  # noqa: E402
@@ -126,7 +129,7 @@ def vidx_in_child(arguments: list[str], code: Path = ROOT) -> tuple[dict, float,
     rows). `code`: the root of the code that runs."""
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "jobs", *arguments], cwd=code, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(code)})
+                             env={**ENVIRONMENT, "PYTHONPATH": str(code)})
     peak = 0.0
     while child.poll() is None:
         peak = max(peak, peak_rss_mb(child.pid))

@@ -283,11 +283,8 @@ class VectorStore:
         when there is none. One call: every question asks it, to see the version its alias names now.
         On embedded milvus-lite, the description vidx recorded when it has one: milvus-lite reads a
         collection's every row into memory to describe it (recorded_description.py)."""
-        if self.embedded:
-            if not self.client.has_collection(alias):  # milvus-lite looks for its directory
-                return None
-            if (recorded := self._recorded_description(alias)) is not None:
-                return recorded
+        if self.embedded and (recorded := self._recorded_description(alias)) is not None:
+            return recorded
         try:
             return self.client.describe_collection(alias, timeout=self.timeout)
         except MilvusException as e:
@@ -297,7 +294,8 @@ class VectorStore:
 
     def _recorded_description(self, alias: str) -> dict | None:
         """The recorded description of the collection `alias` (or a collection's name) names now:
-        the alias is resolved by milvus-lite, which reads its aliases without opening a collection."""
+        the alias is resolved by milvus-lite, which reads its aliases without opening a collection
+        (pymilvus' has_collection and list_collections open them)."""
         try:
             name = self.client.describe_alias(alias)["collection_name"]
         except MilvusException:

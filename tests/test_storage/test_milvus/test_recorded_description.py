@@ -22,10 +22,12 @@ def serve(store: VectorStore, directory) -> dict:
 
 
 def unopened(store: VectorStore, monkeypatch) -> None:
-    """From now on, milvus-lite refuses to describe (open) a collection."""
+    """From now on, milvus-lite refuses to open a collection (to describe it, or to say it has it:
+    pymilvus asks that by describing it)."""
     def refused(*_, **__):
         raise AssertionError("milvus-lite was asked to open a collection")
     monkeypatch.setattr(store.client, "describe_collection", refused)
+    monkeypatch.setattr(store.client, "has_collection", refused)
 
 
 def test_a_fresh_process_answers_without_milvus_lite_opening_the_collection(tmp_path, monkeypatch):
@@ -34,11 +36,11 @@ def test_a_fresh_process_answers_without_milvus_lite_opening_the_collection(tmp_
         serve(store, write(tmp_path / "n1" / "videos", embeddings_table(40)))
     with VectorStore(db, create=False) as store:
         described = store.client.describe_collection("videos")
+        assert store.describe("captions") is None
     with VectorStore(db, create=False) as store:
         unopened(store, monkeypatch)
         assert store.describe("videos") == described
         assert store.describe(described["collection_name"]) == described
-        assert store.describe("captions") is None
         assert Engine(store).query(COUNT).to_pylist() == [{"n": 40}]
 
 
