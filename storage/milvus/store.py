@@ -241,7 +241,7 @@ class VectorStore:
         """Make inserted rows searchable fast: flush them, build the index (waiting for it), bring it
         into memory. An embedded milvus-lite collection gets no index: every question is answered
         from its exact copy, and an HNSW nobody searches took two thirds of a load and a second copy
-        of the vectors (docs/benchmarks.md, "The embedded default's load"); a pymilvus reader's
+        of the vectors (docs/benchmarks.md, "The embedded default"); a pymilvus reader's
         search is then milvus-lite's exact scan, or one builds an index (create_index)."""
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
         if self.embedded:
