@@ -94,8 +94,9 @@ def test_retention_keeps_the_served_versions_and_drops_what_was_never_served(sto
     assert retire_versions(store, "videos", keep=2) == ["videos_v1", "videos_v4"]
     assert store.versions("videos") == ["videos_v2", "videos_v3"] and store.alias_target("videos") == "videos_v3"
     assert retire_versions(store, "videos", keep=1) == ["videos_v2"]
-    if store.embedded:  # the exact-search copies go with their versions
-        assert sorted(p.name for p in exact_copy_path(store.uri, "x").parent.iterdir()) == ["videos_v3.arrow", "videos_v3.f32"]
+    if store.embedded:  # the exact-search copies and recorded descriptions go with their versions
+        kept = sorted(p.name for p in exact_copy_path(store.uri, "x").parent.iterdir())
+        assert kept == ["videos_v3.arrow", "videos_v3.description.json", "videos_v3.f32"]
 
 
 def test_search_equals_brute_force_top_k(store, tmp_path):
