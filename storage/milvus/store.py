@@ -34,6 +34,7 @@ from .exact_copy import (ExactCopy, ExactCopyWriter, exact_copy_path, night_path
 from .fields import MAX_VARCHAR, scalar_schema
 from .filters import is_in
 from .insert_request import delete_where, insert_columns
+from .lite import open_lite
 from .nights import FIRST_NIGHT
 from .recorded_description import description_path, record_description, recorded_description
 from .scores import ScoreRange
@@ -59,12 +60,6 @@ MAX_INNER_PRODUCT = 1e6  # no upper bound: unit vectors score at most 1
 # column scan ran faster in batches of 4,000 than of 1,000 (docs/benchmarks.md, "Why the constants
 # are what they are").
 SCAN_BATCH = 4000
-# Bytes milvus-lite holds in its memtable before writing a data file (its default: 128 MB). Its
-# flush turns every cell into a Python object first, ~10x the bytes: a quarter of the default took
-# a 10^5 x 1024 load's peak from 2.8 GB to 1.9 GB at the same speed, and less gained nothing
-# (docs/benchmarks.md, "The embedded default"). milvus-lite reads it once, when first imported.
-LITE_MEMTABLE_BYTES = 32 << 20
-os.environ.setdefault("MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES", str(LITE_MEMTABLE_BYTES))
 # A read's `as_of` that sees every write acknowledged before it (Milvus' Strong consistency).
 LATEST = -1
 # Nullable fields came in Milvus 2.5; milvus-lite 3 has them.
@@ -80,38 +75,6 @@ GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_withou
 def is_server(uri: str) -> bool:
     """A Milvus server's address, not a milvus-lite directory."""
     return uri.startswith(SERVER_SCHEMES)
-
-
-class _ExceptionsLogged(logging.Handler):
-    """Keeps the exceptions a logger reports, instead of printing their tracebacks."""
-
-    def __init__(self):
-        super().__init__()
-        self.exceptions: list[BaseException] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self.exceptions.append(record.exc_info[1])
-
-
-def _open_lite(uri: str) -> MilvusClient:
-    """milvus-lite logs why it cannot open a database (a traceback) and then raises a bare "Open
-    local milvus failed": turn that into one line that names the reason and the way out."""
-    logged, log = _ExceptionsLogged(), logging.getLogger("milvus_lite.server_manager")
-    log.addHandler(logged)
-    log.propagate = False
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)  # as any tool writing a file would
-        return MilvusClient(uri, grpc_options=GRPC_OPTIONS)
-    except Exception as e:
-        reason = str(logged.exceptions[-1]) if logged.exceptions else str(e)
-        if "holds the lock" in reason:
-            reason += (" (one process owns a milvus-lite database: to serve while a job loads, run "
-                       f"`milvus-lite server --data-dir {uri}` and give both --db http://127.0.0.1:19530)")
-        raise VectorStoreError(f"cannot open vector database {uri}: {reason}") from e
-    finally:
-        log.removeHandler(logged)
-        log.propagate = True
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -145,7 +108,7 @@ class VectorStore:
             # milvus-lite's in-process gRPC server logs a traceback for every RPC it lacks
             # (AllocTimestamp, which pymilvus calls while waiting for an index); the client copes.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-            self.client = _open_lite(uri)
+            self.client = open_lite(uri, GRPC_OPTIONS)
         else:
             try:
                 self.client = MilvusClient(uri, grpc_options=GRPC_OPTIONS)
