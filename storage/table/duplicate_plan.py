@@ -16,14 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from errors import UserError
 from storage.schema import (DUPLICATES, DUPLICATING_KEY, GROUP_FIELDS, KEY_SEPARATOR, PAIR_KEY, SCORE, VIDEO_KEY,
                             VIDEOS)
 
-from .atomic import publish_in
-from .dataset import PartRows, filesystem, live_mask, read_part_rows
+from .atomic import publish_table, read_published_table
+from .dataset import PartRows, live_mask, read_part_rows
 from .duplicate_pairs import RowPairs
 from .live_rows import LiveRows, live_table, rows_of
 
@@ -87,24 +86,10 @@ def read_stored_pairs(directory: str) -> StoredPairs:
     return StoredPairs(part_rows, live.select(STORED_PAIR_COLUMNS))
 
 
-def _read_file(path: str) -> pa.Table | None:
-    fs, local = filesystem(path)
-    if not fs.exists(local):
-        return None
-    with fs.open(local, "rb") as f:
-        return pq.read_table(f)
-
-
-def _publish(directory: str, name: str, table: pa.Table) -> None:
-    buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer)
-    publish_in(directory, name, buffer.getvalue().to_pybytes())
-
-
 def read_compared(root: str) -> pa.Table | None:
     """The video rows (video_id, run_id) the last finished run compared, its settings in the
     schema's metadata; None when no run finished."""
-    return _read_file(f"{root}/{DUPLICATES}/{COMPARED}")
+    return read_published_table(f"{root}/{DUPLICATES}/{COMPARED}")
 
 
 def settings_of(compared: pa.Table) -> dict:
@@ -115,13 +100,13 @@ def write_compared(root: str, rows: pa.Table, settings: dict) -> None:
     """Written last: a crash before it leaves the old record, and the next run compares the same
     videos again (their pairs replace those it wrote, key by key)."""
     compared = rows.group_by(["video_id", "run_id"], use_threads=False).aggregate([]).sort_by("video_id")
-    _publish(f"{root}/{DUPLICATES}", COMPARED,
+    publish_table(f"{root}/{DUPLICATES}", COMPARED,
              compared.replace_schema_metadata({DUPLICATING_KEY: json.dumps(settings, sort_keys=True)}))
 
 
 def read_groups(root: str) -> pa.Table | None:
     """Each video of a pair and its group (schema.GROUP_FIELDS); None before the first run."""
-    return _read_file(f"{root}/{DUPLICATES}/{GROUPS}")
+    return read_published_table(f"{root}/{DUPLICATES}/{GROUPS}")
 
 
 def write_groups(root: str, groups: pa.Table) -> bool:
@@ -129,7 +114,7 @@ def write_groups(root: str, groups: pa.Table) -> bool:
     stored = read_groups(root)
     if stored is not None and stored.cast(pa.schema(GROUP_FIELDS)).equals(groups):
         return False
-    _publish(f"{root}/{DUPLICATES}", GROUPS, groups)
+    publish_table(f"{root}/{DUPLICATES}", GROUPS, groups)
     return True
 
 
