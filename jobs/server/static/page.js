@@ -5,6 +5,10 @@ const $ = (id) => document.getElementById(id);
 const RESULTS = 12; // videos per search: a few rows of the grid
 const CAPTIONS = 5; // captions shown for one video
 let metadataColumns = []; // the manifest's columns, shown on each result
+let videosCollection = null; // the collection serving the videos, for /query
+// The other videos of a duplicate group (`vidx duplicates`, served by `vidx load` as duplicate_group).
+const GROUP_VIDEOS = "SELECT video_id, count(*) AS segments FROM {videos} WHERE duplicate_group = :group "
+  + "GROUP BY video_id ORDER BY video_id";
 
 async function api(path, body) {
   const options = {credentials: "same-origin"};
@@ -50,6 +54,7 @@ async function loadLibrary() {
       return;
     }
     metadataColumns = library.videos.metadata;
+    videosCollection = library.videos.collection;
     const model = library.videos.model.name;
     $("library").textContent = `${library.videos.rows} segments indexed with the ${model} model`;
     $("target").querySelector("[value=captions]").disabled = !library.captions;
@@ -132,8 +137,25 @@ function play(hit) {
   $("describe").onclick = () => describeVideo(hit.video_id);
   $("describe").hidden = describeTarget() === null;
   $("video-captions").replaceChildren();
+  showDuplicates(hit);
   $("player").showModal();
   $("video").play().catch(() => {}); // autoplay may be refused: the controls remain
+}
+
+async function showDuplicates(hit) {
+  $("duplicates").hidden = true;
+  $("duplicate-videos").replaceChildren();
+  if (hit.duplicate_group == null) return; // duplicates never computed
+  try {
+    const sql = GROUP_VIDEOS.replace("{videos}", videosCollection);
+    const rows = await api("/query", {sql, params: {group: hit.duplicate_group}});
+    const others = rows.filter((row) => row.video_id !== hit.video_id);
+    $("duplicate-videos").replaceChildren(...others.map((row) => element("li", row.video_id)));
+    $("duplicates").hidden = !others.length;
+  } catch (error) {
+    $("duplicate-videos").replaceChildren(element("li", error.message, "error"));
+    $("duplicates").hidden = false;
+  }
 }
 
 // What describes a video: the texts searched for (a corpus or the captions), else its captions, else a corpus.

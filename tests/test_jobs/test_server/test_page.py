@@ -49,8 +49,9 @@ def monkeypatch_module():
 
 @pytest.fixture(scope="module")
 def demo_site(tmp_path_factory, local_ray):
-    """(page URL, the demo's manifest rows): `vidx demo` built into a temporary directory, served
-    by uvicorn on a free local port in this process (which owns the milvus-lite database)."""
+    """(page URL, the demo's manifest rows, its directory): `vidx demo` built into a temporary
+    directory, served by uvicorn on a free local port in this process (which owns the milvus-lite
+    database)."""
     work = tmp_path_factory.mktemp("demo")
     demo(out=str(work))
     (work / "moves.txt").write_text("\n".join(MOVES) + "\n")
@@ -58,14 +59,14 @@ def demo_site(tmp_path_factory, local_ray):
     load(str(work / "index"), str(work / "vidx.db"))
     manifest = [json.loads(line) for line in (work / "samples" / "manifest.jsonl").read_text().splitlines()]
     with served(create_app(str(work / "vidx.db"))) as url:
-        yield f"{url}/", manifest
+        yield f"{url}/", manifest, work
 
 
 def test_a_text_query_shows_the_red_circle_moving_left_first(browser, demo_site, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, manifest = demo_site
+    url, manifest, _ = demo_site
     [wanted] = [row["video_id"] for row in manifest
                 if (row["colour"], row["shape"], row["direction"]) == ("red", "circle", "left")]
     browser.get(url)
@@ -98,7 +99,7 @@ def test_a_corpus_describes_the_video_played(browser, demo_site):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    url, manifest = demo_site
+    url, manifest, _ = demo_site
     direction = {row["video_id"]: row["direction"] for row in manifest}
     browser.get(url)
     wait = WebDriverWait(browser, 120)
@@ -122,3 +123,44 @@ def test_a_corpus_describes_the_video_played(browser, demo_site):
     described = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#video-captions .caption")]
     assert set(described) == set(MOVES)  # the whole corpus, best first: k is 5, it holds 4
     assert described[0].endswith(DIRECTION_PHRASES[direction[video_id]])
+
+
+def most_alike_videos(index: Path) -> tuple[str, str, float]:
+    """The two demo videos whose vectors score highest together, and that score."""
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    rows = ds.dataset(str(index / "videos")).to_table(columns=["video_id", "embedding", "status"])
+    rows = rows.filter(rows["status"].to_numpy(zero_copy_only=False) == "ok")
+    vectors = np.stack(rows["embedding"].to_numpy(zero_copy_only=False))
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)
+    i, j = np.unravel_index(np.argmax(scores), scores.shape)
+    ids = rows["video_id"].to_pylist()
+    return ids[i], ids[j], float(scores[i, j])
+
+
+def test_the_player_lists_the_near_duplicates_of_the_video_played(browser, demo_site):
+    """After `vidx duplicates` and a load, playing a video lists the other videos of its group."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from jobs.duplicates import duplicates
+
+    url, _, work = demo_site
+    first, second, score = most_alike_videos(work / "index")
+    duplicates(str(work / "index"), threshold=score - 1e-4, method="exact")
+    load(str(work / "index"), str(work / "vidx.db"))  # the groups, served as duplicate_group
+    browser.get(url)
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda b: "segments indexed" in b.find_element(By.ID, "library").text)
+    Select(browser.find_element(By.ID, "target")).select_by_value("videos")
+    browser.find_element(By.ID, "text").clear()
+    browser.find_element(By.ID, "text").send_keys(QUERY)
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results .hit"))
+    [card] = [hit for hit in browser.find_elements(By.CSS_SELECTOR, "#results .hit")
+              if hit.find_element(By.CLASS_NAME, "video-id").text == first]
+    card.click()
+    wait.until(lambda b: b.find_element(By.ID, "duplicates").is_displayed())
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#duplicate-videos li")] == [second]
