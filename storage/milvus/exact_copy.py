@@ -167,8 +167,8 @@ class ExactCopy:
     answers without reading the library first, and no process holds a second copy of it (a
     product over a mapped file is ~12 % slower than over memory: docs/benchmarks.md, "Load and
     query latency"); later nights' rows, with what they superseded left out, are gathered into
-    memory. The scalars are one chunk: taking hits from the load's many batches made every search slower
-    (docs/benchmarks.md, "Why the constants are what they are")."""
+    memory. The scalars are one chunk: taking hits from the load's many batches made every search
+    slower (docs/benchmarks.md, "Why the constants are what they are")."""
 
     def __init__(self, path: Path, night: int | None = None):
         """The copy at `path` as served at `night` (None: a collection without nights)."""

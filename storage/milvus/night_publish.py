@@ -212,7 +212,8 @@ def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: T
     vectors = write_rows(store, writes.upsert, name, new_rows, tags, night, ROW_VERSION, sample)
     # The next rows are read back while the last are written.
     in_flight = 1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT
-    superseded = (_superseded_at(rows, night) for rows in stored_rows(store, name, description, copy, gone, served_as_of))
+    superseded = (_superseded_at(rows, night)
+                  for rows in stored_rows(store, name, description, copy, gone, served_as_of))
     revived_rows = (_superseded_at(rows, LIVE)
                     for rows in stored_rows(store, name, description, copy, revived.combine_chunks(), LATEST))
     progress = Progress(logger, f"{name}: night {night}: rows superseded", len(gone) + len(revived), "rows")

@@ -49,7 +49,8 @@ def read_index(embeddings: str, known: dict[str, PartRows | None] | None = None)
     for name, live in corpora.items():
         check_same_model(f"corpus {name!r}", live.model()["fingerprint"], model)
     captions = scan_live(f"{root}/{CAPTIONS}", CAPTION_KEY, known=known.get(CAPTIONS))
-    return IndexTables(root, videos, tags, captions if captions is not None and captions.rows.num_rows else None, corpora)
+    served_captions = captions if captions is not None and captions.rows.num_rows else None
+    return IndexTables(root, videos, tags, served_captions, corpora)
 
 
 def publish_index(store: VectorStore, index: IndexTables, collection: str = VIDEOS, full: bool = False) -> dict:

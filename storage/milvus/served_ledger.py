@@ -58,7 +58,8 @@ class ServedLedger:
         try:
             table = read_published_table(f"{self.directory}/{self.name}")
         except (OSError, pa.ArrowInvalid) as error:
-            logger.warning("%s: the record of served rows is unreadable (%s): scanning the collection", self.alias, error)
+            logger.warning("%s: the record of served rows is unreadable (%s): scanning the collection",
+                           self.alias, error)
             return None
         if table is None or ServedNight(**json.loads(table.schema.metadata[SERVED_KEY.encode()])) != served:
             return None
