@@ -29,7 +29,12 @@ def part_name(table: pa.Table, key_column: str) -> str:
 def rows_digest(rows: pa.Table, key: str, context: dict) -> str:
     """What a load puts in a collection, in brief: every row's key and the run that wrote it (a new
     encoding or new metadata gets a new run id), and `context` (the model, properties, tags)."""
-    rows = rows.select([key, "run_id"]).sort_by(key)
+    return columns_digest(rows, [key, "run_id"], context)
+
+
+def columns_digest(rows: pa.Table, columns: list[str], context: dict) -> str:
+    """A digest of the string `columns` of `rows` in the order of the first (a key), and `context`."""
+    rows = rows.select(columns).sort_by(columns[0])
     digest = hashlib.blake2b(json.dumps(context, sort_keys=True).encode(), digest_size=16)
     for column in rows.columns:
         # Joined a slice at a time, with the separator between slices: the bytes of one join.

@@ -16,7 +16,6 @@ serves a video again when its group changes.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -26,7 +25,7 @@ from errors import UserError
 from storage.schema import DUPLICATE_GROUP, KEY_SEPARATOR, TAG_KEY, TAGS, VIDEO_KEY
 
 from .dataset import list_tables, live_mask, read_part_rows
-from .digests import rows_digest
+from .digests import columns_digest, rows_digest
 from .duplicate_plan import read_groups
 from .tag_plan import stored_settings
 
@@ -85,11 +84,8 @@ class DuplicateGroups:
     @classmethod
     def of(cls, table: pa.Table) -> DuplicateGroups:
         table = table.sort_by("video_id")
-        video_ids, groups = table["video_id"].combine_chunks(), table[DUPLICATE_GROUP].combine_chunks()
-        digest = hashlib.blake2b(digest_size=16)
-        for video_id, group in zip(video_ids.to_pylist(), groups.to_pylist()):
-            digest.update(f"{video_id}\x1f{group}\x1e".encode())
-        return cls(video_ids, groups, digest.hexdigest())
+        return cls(table["video_id"].combine_chunks(), table[DUPLICATE_GROUP].combine_chunks(),
+                   columns_digest(table, ["video_id", DUPLICATE_GROUP], {"groups": DUPLICATE_GROUP}))
 
 
 class TagColumns:
