@@ -50,10 +50,13 @@ def _group(pid: int) -> int | None:
 
 
 def kill_group(process: subprocess.Popen) -> None:
-    """Stop everything the job started, by process id (never `ray stop`: other Rays may be running)."""
-    for pid in job_processes(process):
+    """Stop everything the job started, by process id (never `ray stop`: other Rays may be running).
+    The job's own group dies first, at once: a job that saw one of its Ray workers die before it
+    would exit on its own, and a test that kills it mid-run would see another exit."""
+    others = job_processes(process)
+    for kill, target in [(os.killpg, process.pid), *((os.kill, pid) for pid in others)]:
         try:
-            os.kill(pid, signal.SIGKILL)
+            kill(target, signal.SIGKILL)
         except ProcessLookupError:
             pass
     process.wait(timeout=30)
