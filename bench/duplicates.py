@@ -2,7 +2,7 @@
 in one run, on the same cores.
 
 Usage: python bench/duplicates.py [--rows 100000] [--dim 256] [--threshold 0.9] [--probes 2,8,32]
-           [--copies 0.01] [--uniform] [--work DIR]
+           [--copies 0.01] [--uniform] [--exact-sample K] [--work DIR]
 
 Clustered vectors (bench/query_latency.py's: 1,000 centres plus noise, 4 segments a video) written
 as `vidx index` writes them, with near-copies planted among them: a share (--copies) of the videos
@@ -18,6 +18,12 @@ run had them): a rerun with nothing changed, and a night that adds --copies of t
 each a copy of an old video (one index run's part): its seconds, and how many of those copies it
 found. One JSON line a run, then one JSON object. `--uniform` draws the vectors uniformly on the
 sphere instead: no clusters for the cells to follow, the worst case of a partition.
+
+`--exact-sample K` (where the whole exact run would take too long, e.g. 10^6 rows): the exact run's
+own tasks for K of its query blocks spread over the library (each block against itself and every
+block before it, as the full run compares them), timed together with its reading and storing the
+library, and scaled by all its row pairs over those the tasks compared; the recall of ivf is then
+that of the pairs those tasks found.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from storage.table.runs import new_run_id  # noqa: E402
 # Planted copies score from this far below the threshold (they must not be found) up to COPY_BEST.
 BELOW = 0.02
 COPY_BEST = 0.999
+# Planted pairs this far above the threshold score above it whatever float32 rounding does.
+CLEARLY_ABOVE = 1e-4
 
 
 def noisy_copy(rows: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -58,20 +66,25 @@ def noisy_copy(rows: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -
     return unit(rows + np.sqrt(1 / scores[:, None] ** 2 - 1) * noise)
 
 
-def plant_copies(vectors: np.ndarray, share: float, threshold: float, rng: np.random.Generator) -> dict:
-    """Overwrite some videos' rows (SEGMENTS a video) with near-copies of others'; how many of each."""
+def plant_copies(vectors: np.ndarray, share: float, threshold: float,
+                 rng: np.random.Generator) -> tuple[dict, set[str]]:
+    """Overwrite some videos' rows (SEGMENTS a video) with near-copies of others': how many of each,
+    and the pair keys of those planted clearly above the threshold (any method must find them)."""
     videos = len(vectors) // SEGMENTS
     k = max(1, int(share * videos))
     chosen = rng.permutation(videos)[:4 * k]
     originals, copies, sources, reusers = np.split(chosen, 4)
     segments = (originals[:, None] * SEGMENTS + np.arange(SEGMENTS)).ravel()
     targets = (copies[:, None] * SEGMENTS + np.arange(SEGMENTS)).ravel()
-    scores = np.repeat(rng.uniform(threshold - BELOW, COPY_BEST, k), SEGMENTS)
-    vectors[targets] = noisy_copy(vectors[segments], scores, rng)
+    copy_scores = rng.uniform(threshold - BELOW, COPY_BEST, k)
+    vectors[targets] = noisy_copy(vectors[segments], np.repeat(copy_scores, SEGMENTS), rng)
     source_rows = sources * SEGMENTS + rng.integers(0, SEGMENTS, k)
     reused_rows = reusers * SEGMENTS + rng.integers(0, SEGMENTS, k)
-    vectors[reused_rows] = noisy_copy(vectors[source_rows], rng.uniform(threshold - BELOW, COPY_BEST, k), rng)
-    return {"videos_copied": k, "segments_reused": k}
+    reuse_scores = rng.uniform(threshold - BELOW, COPY_BEST, k)
+    vectors[reused_rows] = noisy_copy(vectors[source_rows], reuse_scores, rng)
+    above = [(a, b) for pairs, scores in (((originals, copies), copy_scores), ((sources, reusers), reuse_scores))
+             for a, b, score in zip(*pairs, scores) if score >= threshold + CLEARLY_ABOVE]
+    return {"videos_copied": k, "segments_reused": k}, {"#".join(sorted((f"v{a}", f"v{b}"))) for a, b in above}
 
 
 def add_night(index: Path, vectors: np.ndarray, share: float, threshold: float,
@@ -119,6 +132,38 @@ def run(index: Path, vectors: np.ndarray, threshold: float, **options) -> tuple[
     return figures, set(pairs[PAIR_KEY].to_pylist())
 
 
+def sampled_exact(index: Path, threshold: float, sample_blocks: int) -> tuple[dict, set]:
+    """`--method exact` timed on `sample_blocks` of its query blocks and scaled (the module's
+    docstring): its figures, and the pairs of videos those blocks' tasks found."""
+    import ray
+
+    from jobs.pipeline.duplicates_run import store_library
+    from jobs.pipeline.options import DuplicatesOptions
+    from storage.table.duplicate_pairs import RowPairs, best_video_pairs
+    from storage.table.duplicate_plan import read_library
+
+    options = DuplicatesOptions.of(threshold=threshold, method="exact")
+    started = time.perf_counter()
+    library = read_library(str(index))
+    stored = store_library(library, 0)
+    codes = ray.put((library.videos, library.segments))
+    read_s = time.perf_counter() - started
+    sizes = np.array(stored.sizes, dtype=np.float64)
+    row_pairs = sizes * np.cumsum(sizes)  # query block j against blocks 0..j
+    chosen = np.unique(np.linspace(0, len(sizes) - 1, sample_blocks).round().astype(int))[::-1]
+    started = time.perf_counter()
+    found = ray.get([stored.compare(stored.blocks[j], range(j + 1), options, codes) for j in chosen])
+    sample_s = time.perf_counter() - started
+    pairs = best_video_pairs(RowPairs.concat(found), library.videos, library.segments)
+    ids = library.rows["video_id"].to_numpy(zero_copy_only=False)
+    scale = row_pairs.sum() / row_pairs[chosen].sum()
+    figures = {"method": "exact", "sampled_blocks": len(chosen), "blocks": len(sizes),
+               "sampled_share": round(1 / scale, 4), "sample_s": round(sample_s, 2), "read_s": round(read_s, 2),
+               "compare_s": round(sample_s * scale, 1), "total_s": round(read_s + sample_s * scale, 1),
+               "pairs_in_sample": len(pairs)}
+    return figures, {f"{ids[a]}#{ids[b]}" for a, b in zip(pairs.first, pairs.second)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -127,6 +172,8 @@ def main() -> None:
     parser.add_argument("--probes", default="2,8,32", help="comma-separated: one ivf run each")
     parser.add_argument("--copies", type=float, default=0.01, help="share of the videos copied (and re-used)")
     parser.add_argument("--uniform", action="store_true", help="unclustered vectors: the worst case of a partition")
+    parser.add_argument("--exact-sample", type=int, default=0, metavar="K",
+                        help="time exact on K of its query blocks and scale, instead of a whole run")
     parser.add_argument("--work", help="working directory (default: a temporary one)")
     args = parser.parse_args()
     import ray
@@ -137,13 +184,16 @@ def main() -> None:
         vectors = unit(rng.standard_normal((args.rows, args.dim), dtype=np.float32))
     else:
         vectors = clustered_vectors(args.rows, args.dim, rng)
-    planted = plant_copies(vectors, args.copies, args.threshold, rng)
+    planted, planted_pairs = plant_copies(vectors, args.copies, args.threshold, rng)
     write_dataset(vectors, work / "index", rng, rows_per_part=4096)
     cores = os.cpu_count()
     ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level="WARNING",
              configure_logging=False)
     ray.get([ray.remote(lambda: None).remote() for _ in range(2 * cores)])  # the workers started, not timed
-    exact, reference = run(work / "index", vectors, args.threshold, method="exact")
+    if args.exact_sample:
+        exact, reference = sampled_exact(work / "index", args.threshold, args.exact_sample)
+    else:
+        exact, reference = run(work / "index", vectors, args.threshold, method="exact")
     print(json.dumps(exact), flush=True)
     runs = [exact]
     for probes in map(int, args.probes.split(",")):
@@ -151,6 +201,7 @@ def main() -> None:
         figures["recall"] = round(len(found & reference) / max(1, len(reference)), 4)
         figures["speedup_total"] = round(exact["total_s"] / figures["total_s"], 2)
         figures["speedup_compare"] = round(exact["compare_s"] / figures["compare_s"], 2)
+        figures["planted_found"] = f"{len(found & planted_pairs)} of {len(planted_pairs)}"
         print(json.dumps(figures), flush=True)
         runs.append(figures)
     run(work / "index", vectors, args.threshold)

@@ -104,7 +104,7 @@ def _crop_16_9(rgb: np.ndarray) -> np.ndarray:
     return rgb[top : top + target_h, left : left + target_w]
 
 
-def _ping_pong(path: Path) -> list[np.ndarray]:
+def ping_pong(path: Path) -> list[np.ndarray]:
     """A clip forward then backward, 16:9 RGB at its own size: loops without a cut."""
     with av.open(str(path)) as container:
         frames = [_crop_16_9(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
@@ -126,7 +126,7 @@ def source_frames(clips: list[Path] | None, count: int, width: int, height: int)
     if clips is None:
         rgbs = _procedural(count, width, height)
     else:
-        loops = [_ping_pong(p) for p in clips]
+        loops = [ping_pong(p) for p in clips]
         sequence = [frame for loop in loops for frame in loop]
         rgbs = (sequence[i % len(sequence)] for i in range(count))
     for rgb in rgbs:
