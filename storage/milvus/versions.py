@@ -50,7 +50,7 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
     if store.has(name):
         store.drop(name)  # a half-built version of an interrupted load
     store.create_collection(name, ROW_VERSION, stored_fields(live, tags), dim,
-                            {**properties, NIGHT_KEY: str(FIRST_NIGHT), NIGHT_BEFORE_KEY: ""})
+                            {**properties, NIGHT_KEY: str(FIRST_NIGHT), NIGHT_BEFORE_KEY: ""}, partition_key=key)
     started, inserted = time.perf_counter(), {}
 
     def sealed() -> None:

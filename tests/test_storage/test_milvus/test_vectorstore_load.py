@@ -43,6 +43,16 @@ def test_load_builds_a_version_then_swaps_the_alias(store, tmp_path):
     assert "status" not in store.fields("videos") and "error" not in store.fields("videos")
 
 
+def test_milvus_lite_spreads_a_collection_over_buckets_by_row_key(store, tmp_path):
+    """milvus-lite merges its data files within a partition-key bucket, so a load's merges stay a
+    bucket's size; a server sizes its own segments, and its collections are not bucketed."""
+    parts = write(tmp_path / "videos", embeddings_table(300))
+    load(store, parts, "v1")
+    described = store.described("videos")
+    assert [f["name"] for f in described["fields"] if f.get("is_partition_key")] == (["key"] if store.is_lite else [])
+    assert store.count("videos") == 300
+
+
 def test_inserts_in_flight_are_all_acknowledged_and_a_failed_one_stops_the_load(store, monkeypatch):
     table = embeddings_table(40).drop_columns(["status", "error", "segment_seconds"])
     store.create_collection("videos_x", "key", served_fields(table.schema, "key"), DIM, {})
