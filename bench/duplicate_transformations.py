@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from realistic_media import DEFAULT_CACHE, ping_pong, fetch_real_clips  # noqa: E402
+from realistic_media import DEFAULT_CACHE, fetch_real_clips, ping_pong  # noqa: E402
 
 logger = logging.getLogger("duplicate_transformations")
 
