@@ -205,13 +205,14 @@ def checked_by_the_job(index: Path, videos: list[str], scores: np.ndarray, thres
     """`vidx duplicates --method exact` at `threshold` over the index: the pairs it wrote against
     those scored here at least `threshold`."""
     from jobs.duplicates import duplicates
-    from storage.schema import PAIR_KEY
+    from storage.schema import KEY_SEPARATOR, PAIR_KEY
     from storage.table.dataset import read_live
     from storage.table.duplicate_plan import pairs_directory
 
     duplicates(str(index), threshold=threshold, method="exact")
     found = set(read_live(pairs_directory(str(index)), PAIR_KEY)[PAIR_KEY].to_pylist())
-    here = {f"{a}#{b}" for i, a in enumerate(videos) for j, b in enumerate(videos) if i < j and scores[i, j] >= threshold}
+    here = {f"{a}{KEY_SEPARATOR}{b}" for i, a in enumerate(videos) for j, b in enumerate(videos)
+            if i < j and scores[i, j] >= threshold}  # videos are sorted: the smaller id first, as the job keys them
     return {"threshold": threshold, "pairs_found_by_the_job": len(found), "pairs_scored_here": len(here),
             "same": found == here}
 
@@ -240,8 +241,9 @@ def main() -> None:
     index(str(manifest), str(work / "index"), model=args.model, segment_seconds=args.segment_seconds,
           **({"checkpoint": args.checkpoint} if args.checkpoint else {}))
     videos, scores = video_scores(work / "index")
-    result = {"model": args.model, "checkpoint": args.checkpoint, "segment_seconds": args.segment_seconds, **summary(videos, scores, shows), "check": checked_by_the_job(work / "index", videos, scores,
-                                                                            args.check_threshold)}
+    result = {"model": args.model, "checkpoint": args.checkpoint, "segment_seconds": args.segment_seconds,
+              **summary(videos, scores, shows),
+              "check": checked_by_the_job(work / "index", videos, scores, args.check_threshold)}
     print(json.dumps(result, indent=1))
 
 

@@ -45,7 +45,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "harness"), str(Path(__file__).resolve().p
 
 from query_latency import SEGMENTS, clustered_vectors, unit, write_dataset  # noqa: E402
 from query_latency import MODEL  # noqa: E402
-from storage.schema import MODEL_KEY, PAIR_KEY, VIDEO_KEY, row_key  # noqa: E402
+from storage.schema import KEY_SEPARATOR, MODEL_KEY, PAIR_KEY, VIDEO_KEY, row_key  # noqa: E402
 from storage.table.dataset import read_live, write_part  # noqa: E402
 from storage.table.duplicate_plan import pairs_directory  # noqa: E402
 from storage.table.runs import new_run_id  # noqa: E402
@@ -55,6 +55,11 @@ BELOW = 0.02
 COPY_BEST = 0.999
 # Planted pairs this far above the threshold score above it whatever float32 rounding does.
 CLEARLY_ABOVE = 1e-4
+
+
+def pair_key(a: str, b: str) -> str:
+    """A pair of videos' key, as vidx duplicates writes it (duplicate_plan.pair_rows): the smaller id first."""
+    return KEY_SEPARATOR.join(sorted((a, b)))
 
 
 def noisy_copy(rows: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -84,7 +89,7 @@ def plant_copies(vectors: np.ndarray, share: float, threshold: float,
     vectors[reused_rows] = noisy_copy(vectors[source_rows], reuse_scores, rng)
     above = [(a, b) for pairs, scores in (((originals, copies), copy_scores), ((sources, reusers), reuse_scores))
              for a, b, score in zip(*pairs, scores) if score >= threshold + CLEARLY_ABOVE]
-    return {"videos_copied": k, "segments_reused": k}, {"#".join(sorted((f"v{a}", f"v{b}"))) for a, b in above}
+    return {"videos_copied": k, "segments_reused": k}, {pair_key(f"v{a}", f"v{b}") for a, b in above}
 
 
 def add_night(index: Path, vectors: np.ndarray, share: float, threshold: float,
@@ -102,8 +107,7 @@ def add_night(index: Path, vectors: np.ndarray, share: float, threshold: float,
                      "run_id": [new_run_id()] * len(ids),
                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(copies.ravel()), vectors.shape[1])})
     write_part(part.replace_schema_metadata({MODEL_KEY: json.dumps(MODEL)}), str(index / "videos"), VIDEO_KEY)
-    pairs = (sorted((f"v{a}", f"v{b}")) for a, b in zip(originals, new))
-    return np.concatenate([vectors, copies]), {f"{a}#{b}" for a, b in pairs}
+    return np.concatenate([vectors, copies]), {pair_key(f"v{a}", f"v{b}") for a, b in zip(originals, new)}
 
 
 def below_threshold(pairs, vectors: np.ndarray, threshold: float) -> int:
@@ -161,7 +165,7 @@ def sampled_exact(index: Path, threshold: float, sample_blocks: int) -> tuple[di
                "sampled_share": round(1 / scale, 4), "sample_s": round(sample_s, 2), "read_s": round(read_s, 2),
                "compare_s": round(sample_s * scale, 1), "total_s": round(read_s + sample_s * scale, 1),
                "pairs_in_sample": len(pairs)}
-    return figures, {f"{ids[a]}#{ids[b]}" for a, b in zip(pairs.first, pairs.second)}
+    return figures, {pair_key(ids[a], ids[b]) for a, b in zip(pairs.first, pairs.second)}
 
 
 def main() -> None:
