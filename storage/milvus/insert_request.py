@@ -56,17 +56,18 @@ def _fill_float_vectors(field: schema_pb2.FieldData, name: str, column: pa.Chunk
 
 
 def insert_columns(client: MilvusClient, name: str, rows: pa.Table, description: dict | None = None,
-                   upsert: bool = False) -> int | None:
+                   upsert: bool = False, partition: str = "") -> int | None:
     """Insert `rows` into collection `name` as one request: every column of `rows` is a field of the
     collection, a FLOAT_VECTOR field a fixed_size_list<float32>[D]. `description` is
     `client.describe_collection(name)`, asked for when not given. With `upsert`, a row replaces the
     stored one of the same primary key (Milvus' upsert: the same fields, another request), and the
-    upsert's Milvus timestamp is returned (a read as of it sees the rows)."""
+    upsert's Milvus timestamp is returned (a read as of it sees the rows). `partition`: the
+    partition the rows go to (the default one when empty)."""
     if description is None:
         description = client.describe_collection(name)
     fields = {field["name"]: field for field in description["fields"]}
-    request = (milvus_pb2.UpsertRequest if upsert else milvus_pb2.InsertRequest)(collection_name=name,
-                                                                                 num_rows=rows.num_rows)
+    request = (milvus_pb2.UpsertRequest if upsert else milvus_pb2.InsertRequest)(
+        collection_name=name, partition_name=partition, num_rows=rows.num_rows)
     for column in rows.column_names:
         if fields[column]["type"] == DataType.FLOAT_VECTOR:
             _fill_float_vectors(request.fields_data.add(), column, rows[column])

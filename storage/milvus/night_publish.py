@@ -163,18 +163,20 @@ def _delete(writes: NightWrites, versions: pa.Array) -> None:
         writes.delete(is_in(ROW_VERSION, versions.slice(start, VERSIONS_PER_REQUEST).to_pylist()))
 
 
-def validate(store: VectorStore, name: str, column: str, expected_rows: int, sample: dict[str, np.ndarray],
-             night: int) -> None:
+def validate(store: VectorStore, name: str, expected_rows: int, sample: dict[str, np.ndarray], night: int) -> None:
     """The collection stores `expected_rows` row versions (of every night it keeps: milvus-lite
     counts under a filter by evaluating it row by row in Python, and counts them all at once), and
-    a sample of the vectors served at `night` (by their `column`'s value) reads back as written."""
+    a sample of the row versions served at `night` reads back as written (looked up by primary key,
+    which milvus-lite answers without visiting every row)."""
     count = store.count(name)
     if count != expected_rows:
         raise IntegrityError(f"validation of {name} (night {night}): {count} rows, expected {expected_rows}")
-    stored = store.vectors(name, column, sorted(sample), visible(night))
-    for value, vector in sample.items():
-        if value not in stored or not np.allclose(stored[value], vector, atol=1e-6):
-            raise IntegrityError(f"validation of {name} (night {night}): the vector of {value!r} does not read back")
+    stored = store.stored_versions(name, sorted(sample), [NIGHT_FROM, NIGHT_TO, EMBEDDING])
+    for version, vector in sample.items():
+        row = stored.get(version)
+        if row is None or not row[NIGHT_FROM] <= night < row[NIGHT_TO] or not np.allclose(row[EMBEDDING], vector,
+                                                                                          atol=1e-6):
+            raise IntegrityError(f"validation of {name} (night {night}): row version {version!r} does not read back")
 
 
 def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: TagColumns | None,
@@ -220,8 +222,7 @@ def publish_night(store: VectorStore, description: dict, live: LiveRows, tags: T
     for rows in inserted_batches(writes.upsert, name, itertools.chain(superseded, revived_rows), in_flight):
         progress.advance(rows.num_rows)
     store.copy_night(name, night, gone, wrote_rows=new_rows.rows.num_rows > 0)
-    validate(store, name, ROW_VERSION, stored_before - len(stale) + new_rows.rows.num_rows - already_stored,
-             vectors, night)
+    validate(store, name, stored_before - len(stale) + new_rows.rows.num_rows - already_stored, vectors, night)
     store.set_properties(name, {NIGHT_KEY: str(night), NIGHT_BEFORE_KEY: str(served), DIGEST_KEY: digest,
                                 NIGHT_TS_KEY: str(writes.latest or "")})
     if ledger:

@@ -26,7 +26,7 @@ from pymilvus.exceptions import MilvusException
 
 from errors import Unavailable
 
-from storage.schema import EMBEDDING, MODEL_KEY, SCORE, is_version_of
+from storage.schema import EMBEDDING, MODEL_KEY, ROW_VERSION, SCORE, is_version_of
 
 from .errors import RowStream, VectorStoreError, database_errors, reason, unreachable
 from .exact_copy import (ExactCopy, ExactCopyWriter, exact_copy_path, night_path, remove_exact_copy, vectors_path,
@@ -35,6 +35,7 @@ from .fields import MAX_VARCHAR, scalar_schema
 from .filters import is_in
 from .insert_request import delete_where, insert_columns
 from .lite import open_lite
+from .lite_partitions import FilledPartitions
 from .nights import FIRST_NIGHT
 from .recorded_description import description_path, record_description, recorded_description
 from .scores import ScoreRange
@@ -121,6 +122,7 @@ class VectorStore:
         # Embedded milvus-lite only: the exact copies opened, each read once however many threads ask.
         self._copies: dict[str, tuple[int | None, ExactCopy | None]] = {}  # name -> (night, its copy)
         self._copies_lock = threading.Lock()
+        self._partitions = FilledPartitions(self.client) if self.is_lite else None
 
     def __enter__(self) -> VectorStore:
         return self
@@ -147,19 +149,15 @@ class VectorStore:
 
     @database_errors()
     def create_collection(self, name: str, primary: str, fields: list[tuple[str, dict]], dim: int,
-                          properties: dict[str, str], partition_key: str | None = None) -> None:
-        """An empty collection: `primary` (VARCHAR primary key), `fields`, `embedding` (float32[dim]).
-        On milvus-lite its rows are spread over milvus-lite's partition-key buckets by field
-        `partition_key` (one whose value a row keeps from version to version, so an upsert lands
-        beside the row it replaces): milvus-lite merges its data files within a bucket, so a load's
-        merges hold a sixteenth of the rows, not up to 2 x 10^5 of them (docs/benchmarks.md, "The
-        embedded default"). A server's segments are its own to size."""
+                          properties: dict[str, str]) -> None:
+        """An empty collection: `primary` (VARCHAR primary key), `fields`, `embedding` (float32[dim])."""
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(primary, DataType.VARCHAR, is_primary=True, max_length=MAX_VARCHAR)
         for field_name, args in fields:
-            bucketed = self.is_lite and field_name == partition_key
-            schema.add_field(field_name, nullable=self.nullable, is_partition_key=bucketed, **args)
+            schema.add_field(field_name, nullable=self.nullable, **args)
         schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
+        if self._partitions:
+            self._partitions.forget(name)
         self.client.create_collection(name, schema=schema, properties=properties)
         self._record_description(name)
 
@@ -180,13 +178,19 @@ class VectorStore:
     @database_errors()
     def insert(self, name: str, rows: pa.Table) -> None:
         """Insert rows (the collection's fields and `embedding`), column by column, as one request
-        (storage/milvus/insert_request.py); the caller sizes the batch."""
-        insert_columns(self.client, name, rows)
+        (storage/milvus/insert_request.py); the caller sizes the batch. On milvus-lite, into the
+        partition being filled (lite_partitions.py)."""
+        insert_columns(self.client, name, rows, partition=self._partition_for(name, rows))
 
     @database_errors()
     def upsert(self, name: str, rows: pa.Table) -> int:
         """As insert, each row replacing the stored one of the same primary key; the write's timestamp."""
-        return insert_columns(self.client, name, rows, upsert=True)
+        return insert_columns(self.client, name, rows, upsert=True, partition=self._partition_for(name, rows))
+
+    def _partition_for(self, name: str, rows: pa.Table) -> str:
+        if self._partitions is None:
+            return ""
+        return self._partitions.for_rows(name, rows.num_rows, rows.schema.field(EMBEDDING).type.list_size)
 
     @database_errors()
     def delete(self, name: str, filter: str) -> int:
@@ -214,6 +218,7 @@ class VectorStore:
         search is then milvus-lite's exact scan, or one builds an index (create_index)."""
         self.client.flush(name)  # until flushed, milvus-lite searches take seconds
         if self.embedded:
+            self._record_description(name)  # with the partitions its rows filled
             return
         index = self.client.prepare_index_params()
         index.add_index(EMBEDDING, index_type="HNSW", metric_type="IP", params=HNSW_PARAMS)
@@ -311,6 +316,13 @@ class VectorStore:
         rows = self.query(name, filter=condition, output_fields=[key, EMBEDDING], as_of=LATEST)
         return {row[key]: np.asarray(row[EMBEDDING], np.float32) for row in rows}
 
+    def stored_versions(self, name: str, versions: list[str], fields: list[str]) -> dict[str, dict]:
+        """The stored rows of these row versions (primary keys) of collection `name`, each with its
+        `fields`: a lookup by primary key alone, which milvus-lite answers from its key index
+        instead of evaluating a filter on every row (a 3 x 10^5-row collection: +1 GB for a moment)."""
+        rows = self.query(name, filter=is_in(ROW_VERSION, versions), output_fields=fields, as_of=LATEST)
+        return {row[ROW_VERSION]: row for row in rows}
+
     def alias_target(self, alias: str) -> str | None:
         """The collection `alias` names; None when it names none. Through describe_collection: Milvus
         2.3 answers list_aliases and describe_alias for the default database only. Asked every time:
@@ -400,6 +412,8 @@ class VectorStore:
         self.client.drop_collection(name)
         self._in_memory.discard(name)
         self._copies.pop(name, None)
+        if self._partitions:
+            self._partitions.forget(name)
         if self.embedded:
             remove_exact_copy(exact_copy_path(self.uri, name))
             description_path(exact_copy_path(self.uri, name)).unlink(missing_ok=True)

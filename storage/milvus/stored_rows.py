@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pymilvus import DataType
 
 from storage.progress import Progress
-from storage.schema import EMBEDDING, NIGHT_FROM, NIGHT_TO, NOT_SERVED
+from storage.schema import EMBEDDING, NIGHT_FROM, NIGHT_TO, NOT_SERVED, ROW_VERSION
 from storage.table.live_rows import LiveRows
 from storage.table.tag_columns import TagColumns
 
@@ -112,7 +112,8 @@ def write_rows(store: VectorStore, write: Callable[[str, pa.Table], int | None],
     `night`, through `write` (VectorStore.insert, or an upsert), and on milvus-lite the exact copy of
     that night beside them, written from the acknowledged batches in order and published once all
     are in (and `sealed` has run, when given): a write that fails in any way leaves none of it.
-    Returns the vectors of the rows whose `sample_column` holds one of `sample`, as written."""
+    Returns the vectors of the rows whose `sample_column` holds one of `sample`, as written, by
+    their row versions."""
     progress = Progress(logger, f"{name}: night {night}: rows written", live.rows.num_rows, "rows")
     batches = inserted_batches(write, name, stored_batches(live, tags, night),
                                1 if store.is_lite else SERVER_INSERTS_IN_FLIGHT)
@@ -122,7 +123,7 @@ def write_rows(store: VectorStore, write: Callable[[str, pa.Table], int | None],
             if copy is not None:
                 copy.write(batch.drop_columns([NIGHT_FROM, NIGHT_TO]))
             picked = batch.filter(pc.is_in(batch[sample_column], wanted))
-            vectors.update(zip(picked[sample_column].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
+            vectors.update(zip(picked[ROW_VERSION].to_pylist(), picked[EMBEDDING].to_numpy(zero_copy_only=False)))
             progress.advance(batch.num_rows)
         if sealed is not None:
             sealed()

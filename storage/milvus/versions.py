@@ -50,7 +50,7 @@ def build_version(store: VectorStore, name: str, live: LiveRows, properties: dic
     if store.has(name):
         store.drop(name)  # a half-built version of an interrupted load
     store.create_collection(name, ROW_VERSION, stored_fields(live, tags), dim,
-                            {**properties, NIGHT_KEY: str(FIRST_NIGHT), NIGHT_BEFORE_KEY: ""}, partition_key=key)
+                            {**properties, NIGHT_KEY: str(FIRST_NIGHT), NIGHT_BEFORE_KEY: ""})
     started, inserted = time.perf_counter(), {}
 
     def sealed() -> None:
@@ -104,7 +104,7 @@ def build_and_swap(store: VectorStore, live: LiveRows, alias: str, version: str,
     properties = {**properties, PREVIOUS_KEY: previous or "", DIGEST_KEY: served_digest(live, tags, properties)}
     try:
         sample, seconds = build_version(store, name, live, properties, sample_keys(live), tags)
-        validate(store, name, live.key_column, rows, sample, FIRST_NIGHT)
+        validate(store, name, rows, sample, FIRST_NIGHT)
     except (VectorStoreError, IntegrityError, UserError):  # UserError: a part that cannot be read as it is
         if store.has(name):
             store.drop(name)  # the alias still points at the previous version

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from embeddings import MODEL, embeddings_table, write
+from embeddings import DIM, MODEL, embeddings_table, write
 from errors import IntegrityError, UserError
-from storage.milvus import night_publish
+from storage.milvus import lite_partitions, night_publish, stored_rows
 from storage.milvus.exact_copy import ExactCopy, exact_copy_path, superseded_path
 from storage.milvus.night_publish import roll_back
 from storage.milvus.nights import visible
@@ -79,6 +79,28 @@ def test_a_night_writes_the_change_and_serves_what_a_full_build_would(store, tmp
     assert "v95#0" not in rows and rows["v3#0"] == "run-2" and rows["v105#0"] == "run-2" and len(rows) == 100
     hit = engine.search(Search(video_id="v3", k=1), "videos")[0]  # v3's new vector finds v3 itself
     assert hit["key"] == "v3#0" and hit["run_id"] == "run-2" and hit["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_milvus_lite_fills_partitions_in_turn_and_a_night_supersedes_rows_in_earlier_ones(store, tmp_path,
+                                                                                           monkeypatch):
+    """milvus-lite merges data files within a partition: a load fills partitions of bounded size one
+    after another, and a night's row versions go to the one being filled, whichever partitions hold
+    the versions they supersede, and serve what a full build would."""
+    monkeypatch.setattr(stored_rows, "INSERT_BYTES", 20 * DIM * 4)  # requests of 20 rows
+    monkeypatch.setattr(lite_partitions, "PARTITION_BYTES", 60 * DIM * 4)  # partitions of 60
+    before, changed, kept, added = tonight_tables()
+    serve(store, library(tmp_path, "last", before))
+    first = store.client.list_partitions(store.resolve("videos"))
+    tonight = library(tmp_path, "tonight", changed, kept, added)
+    assert serve(store, tonight)["superseded"] == 20
+    serve(store, tonight, alias="rebuilt", full=True)
+    engine = Engine(store)
+    assert answers(engine, "videos") == answers(engine, "rebuilt")
+    if store.is_lite:  # a server sizes its own segments
+        name = store.resolve("videos")
+        assert first == ["_default", "rows_00000", "rows_00001"]  # 100 rows: 60, then 40
+        assert store.client.list_partitions(name) == [*first, "rows_00002"]  # the night's 40: 20 beside the 40, 20 after
+        assert store.client.get_partition_stats(name, "_default")["row_count"] == 0
 
 
 def test_the_night_before_is_one_step_back_and_older_rows_are_deleted(store, tmp_path):

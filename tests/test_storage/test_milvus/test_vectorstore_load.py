@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from embeddings import DIM, MODEL, embeddings_table, write
@@ -21,6 +22,7 @@ from storage.milvus.exact_copy import ExactCopy, ExactCopyWriter, exact_copy_pat
 from storage.milvus.store import VectorStore, VectorStoreError
 from storage.milvus.stored_rows import inserted_batches, served_fields
 from storage.milvus.versions import retire_versions, serve_rows
+from storage.schema import EMBEDDING
 
 
 def load(store: VectorStore, directory: str, version: str, full: bool = True) -> dict:
@@ -41,16 +43,6 @@ def test_load_builds_a_version_then_swaps_the_alias(store, tmp_path):
     assert store.count("videos") == 300  # loading twice gives the same collection, not twice the rows
     assert VectorStore(store.uri).model_record("videos") == MODEL  # properties read back through the alias
     assert "status" not in store.fields("videos") and "error" not in store.fields("videos")
-
-
-def test_milvus_lite_spreads_a_collection_over_buckets_by_row_key(store, tmp_path):
-    """milvus-lite merges its data files within a partition-key bucket, so a load's merges stay a
-    bucket's size; a server sizes its own segments, and its collections are not bucketed."""
-    parts = write(tmp_path / "videos", embeddings_table(300))
-    load(store, parts, "v1")
-    described = store.described("videos")
-    assert [f["name"] for f in described["fields"] if f.get("is_partition_key")] == (["key"] if store.is_lite else [])
-    assert store.count("videos") == 300
 
 
 def test_inserts_in_flight_are_all_acknowledged_and_a_failed_one_stops_the_load(store, monkeypatch):
@@ -81,6 +73,20 @@ def test_failed_validation_leaves_the_alias_where_it_was(store, tmp_path, monkey
         load(store, parts, "v2")
     assert store.alias_target("videos") == "videos_v1"
     assert store.versions("videos") == ["videos_v1"]
+
+
+def test_a_vector_stored_other_than_written_fails_validation(store, tmp_path, monkeypatch):
+    """The sampled rows are read back by primary key and compared with what was written."""
+    parts = write(tmp_path / "videos", embeddings_table(50))
+    insert = VectorStore.insert
+
+    def insert_negated(self, name, rows):
+        negated = pa.FixedSizeListArray.from_arrays(pc.negate(rows[EMBEDDING].combine_chunks().flatten()), DIM)
+        insert(self, name, rows.set_column(rows.schema.get_field_index(EMBEDDING), EMBEDDING, negated))
+    monkeypatch.setattr(VectorStore, "insert", insert_negated)
+    with pytest.raises(IntegrityError, match=r"validation of videos_v1 \(night 1\): row version '.*' does not read back"):
+        load(store, parts, "v1")
+    assert store.alias_target("videos") is None and store.versions("videos") == []
 
 
 def test_an_unchanged_table_loads_nothing_a_changed_one_a_night_and_full_a_new_version(store, tmp_path):
