@@ -21,7 +21,7 @@ import threading
 from pymilvus import MilvusClient
 
 # Bytes of vectors in one partition: 16,384 rows at 1024-d. Twice that, a partition took 4 flushes
-# and merged them: a 3 x 10^5 x 1024 load peaked at 2.8 GB instead of 2.1 GB (docs/benchmarks.md).
+# and merged them: a 3 x 10^5 x 1024 load peaked at 2.8 GB instead of 2.3 GB (docs/benchmarks.md).
 PARTITION_BYTES = 64 << 20
 PARTITION_PREFIX = "rows_"
 
