@@ -51,16 +51,17 @@ class FilledPartitions:
             number, held = self._last[name] if name in self._last else self._stored_last(name)
             if held and held + rows > PARTITION_BYTES // (4 * dim):
                 number, held = number + 1, 0
-            if not held:
                 self.client.create_partition(name, partition_name(number))
             self._last[name] = (number, held + rows)
             return partition_name(number)
 
     def _stored_last(self, name: str) -> tuple[int, int]:
-        """The last partition the database holds, and its rows; (0, 0) for a collection without any."""
+        """The last partition the database holds, and its rows; the first, created, for a collection
+        without any."""
         numbers = [int(p[len(PARTITION_PREFIX):]) for p in self.client.list_partitions(name)
                    if p.startswith(PARTITION_PREFIX)]
         if not numbers:
+            self.client.create_partition(name, partition_name(0))
             return 0, 0
         last = max(numbers)
         return last, self.client.get_partition_stats(name, partition_name(last))["row_count"]

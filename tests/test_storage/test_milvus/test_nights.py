@@ -99,7 +99,7 @@ def test_milvus_lite_fills_partitions_in_turn_and_a_night_supersedes_rows_in_ear
     if store.is_lite:  # a server sizes its own segments
         name = store.resolve("videos")
         assert first == ["_default", "rows_00000", "rows_00001"]  # 100 rows: 60, then 40
-        assert store.client.list_partitions(name) == [*first, "rows_00002"]  # the night's 40: 20 beside the 40, 20 after
+        assert store.client.list_partitions(name) == [*first, "rows_00002"]  # 20 beside the 40, 20 after
         assert store.client.get_partition_stats(name, "_default")["row_count"] == 0
 
 

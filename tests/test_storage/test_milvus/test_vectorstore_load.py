@@ -45,6 +45,19 @@ def test_load_builds_a_version_then_swaps_the_alias(store, tmp_path):
     assert "status" not in store.fields("videos") and "error" not in store.fields("videos")
 
 
+def test_milvus_lite_writes_on_into_its_last_partition_even_an_empty_one(tmp_path):
+    """A process killed between creating a partition and writing to it leaves it empty: the next
+    process writes into it rather than creating it again."""
+    table = embeddings_table(10).drop_columns(["status", "error", "segment_seconds"])
+    with VectorStore(str(tmp_path / "vidx.db")) as store:
+        store.create_collection("videos_x", "key", served_fields(table.schema, "key"), DIM, {})
+        store.client.create_partition("videos_x", "rows_00000")
+    with VectorStore(str(tmp_path / "vidx.db"), create=False) as store:
+        store.insert("videos_x", table)
+        assert store.client.list_partitions("videos_x") == ["_default", "rows_00000"]
+        assert store.client.get_partition_stats("videos_x", "rows_00000")["row_count"] == 10
+
+
 def test_inserts_in_flight_are_all_acknowledged_and_a_failed_one_stops_the_load(store, monkeypatch):
     table = embeddings_table(40).drop_columns(["status", "error", "segment_seconds"])
     store.create_collection("videos_x", "key", served_fields(table.schema, "key"), DIM, {})
