@@ -174,8 +174,8 @@ def validate(store: VectorStore, name: str, expected_rows: int, sample: dict[str
     stored = store.stored_versions(name, sorted(sample), [NIGHT_FROM, NIGHT_TO, EMBEDDING])
     for version, vector in sample.items():
         row = stored.get(version)
-        if row is None or not row[NIGHT_FROM] <= night < row[NIGHT_TO] or not np.allclose(row[EMBEDDING], vector,
-                                                                                          atol=1e-6):
+        served = row is not None and row[NIGHT_FROM] <= night < row[NIGHT_TO]
+        if not served or not np.allclose(row[EMBEDDING], vector, atol=1e-6):
             raise IntegrityError(f"validation of {name} (night {night}): row version {version!r} does not read back")
 
 
